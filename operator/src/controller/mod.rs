@@ -1,0 +1,1 @@
+//! Controller: load, validate, render, apply, observe, roll/scale, status.

@@ -1,0 +1,5 @@
+//! The WoodpeckerCluster operator: pure decisions (render, roll, scale) and the controller that applies them.
+
+pub mod controller;
+pub mod decide;
+pub mod render;

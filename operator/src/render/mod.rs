@@ -1,0 +1,1 @@
+//! Pure rendering of a WoodpeckerCluster into Kubernetes objects.
