@@ -2,8 +2,8 @@
 // black-box library in embedded mode, minio storage) against a real etcd + MinIO, so
 // that logs written by upstream can be read by the Rust implementation and vice versa.
 //
-//	wp-interop write --config <yaml> --log <name> --count N [--payload-size B] [--window W]
-//	wp-interop read  --config <yaml> --log <name> --count N [--timeout D] [--verify]
+//	wp-interop write --config <yaml> --log <name> --count N [--start I] [--payload-size B] [--window W] [--crash]
+//	wp-interop read  --config <yaml> --log <name> --count N [--start I] [--from-segment S --from-entry E] [--verify]
 //	wp-interop dump  --config <yaml> --out <dir>
 //
 // write/read print one JSON line per entry on stdout:
@@ -147,6 +147,7 @@ func cmdWrite(args []string) {
 	size := fs.Int("payload-size", 0, "pad payloads to this many bytes")
 	window := fs.Int("window", 100, "entries in flight (WriteAsync) before waiting for their acks")
 	timeout := fs.Duration("timeout", 5*time.Minute, "overall timeout")
+	crash := fs.Bool("crash", false, "after the last ack exit(0) at once: no writer/client close (simulates a crashed writer)")
 	_ = fs.Parse(args)
 	if *logName == "" || *count <= 0 || *window <= 0 {
 		die("write needs --log NAME, --count N > 0 (and --window > 0)")
@@ -191,6 +192,9 @@ func cmdWrite(args []string) {
 			}
 			emit(enc, r.LogMessageId, payloadFor(i, *size), propertiesFor(i))
 		}
+	}
+	if *crash {
+		os.Exit(0)
 	}
 	if err := w.Close(ctx); err != nil {
 		die("closing writer: %v", err)

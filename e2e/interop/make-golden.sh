@@ -32,38 +32,66 @@ trap '"$TB" stop || true' EXIT
 
 hex200() { xxd -l 200 "$1" >"$2"; }
 
+fresh_bed() { "$TB" stop >/dev/null; "$TB" start; }
+
+# dump_case DIR LOGNAME: every etcd key + object of the bed into DIR, plus convenience copies
+dump_case() {
+  local dir="$1" name="$2" tmp
+  tmp="$(mktemp -d)"
+  "$BIN" dump --config "$dir/config.yaml" --out "$tmp" 2>/dev/null || die "dump into $dir failed"
+  mv "$tmp/etcd-keys.txt" "$tmp/objects.txt" "$dir/"
+  mv "$tmp/etcd" "$dir/etcd"; mv "$tmp/objects" "$dir/objects"; rmdir "$tmp"
+  local seg="$dir/objects/golden/1/0" e="$dir/etcd/golden__woodpecker"
+  cp "${e}__logs__${name}.bin" "$dir/LogMeta.pb"
+  cp "${e}__logs__${name}.json" "$dir/LogMeta.json"
+  cp "${e}__logs__${name}__segments__0.bin" "$dir/SegmentMetadata.pb"
+  cp "${e}__logs__${name}__segments__0.json" "$dir/SegmentMetadata.json"
+  cp "${e}__version.bin" "$dir/Version.pb"
+  xxd "$dir/LogMeta.pb" >"$dir/LogMeta.pb.hex"
+  xxd "$dir/SegmentMetadata.pb" >"$dir/SegmentMetadata.pb.hex"
+  hex200 "$seg/0.blk" "$dir/0.blk.hex200"
+  if [[ -f "$seg/footer.blk" ]]; then hex200 "$seg/footer.blk" "$dir/footer.blk.hex200"; fi
+  log "$dir: $(wc -l <"$dir/etcd-keys.txt") etcd keys, $(wc -l <"$dir/objects.txt") objects"
+}
+
+wp() { # wp OUTFILE SUBCOMMAND ARGS... (stderr kept in OUTFILE.stderr on failure)
+  local out="$1"; shift
+  "$BIN" "$@" >"$out" 2>"$out.stderr" || { tail -20 "$out.stderr" >&2; die "wp-interop $* failed"; }
+  rm -f "$out.stderr"
+}
+
 run_case() { # run_case NAME COUNT PAYLOAD_SIZE WINDOW
   local name="$1" count="$2" size="$3" window="$4" dir="$OUT/$1"
   log "case $name: $count entries, payload-size $size, window $window"
   rm -rf "$dir"; mkdir -p "$dir"
-  # a fresh bed per case: log id 1, segment 0, nothing else in etcd or the bucket
-  "$TB" stop >/dev/null; "$TB" start
+  fresh_bed  # log id 1, segment 0, nothing else in etcd or the bucket
   "$TB" render-config "$dir/config.yaml" golden golden
-  # the rendered config names this private bed's ports; keep it as documentation
-  "$BIN" write --config "$dir/config.yaml" --log "$name" --count "$count" --payload-size "$size" \
-    --window "$window" >"$dir/write.jsonl" 2>"$dir/write.stderr.log" || { tail "$dir/write.stderr.log" >&2; die "write $name failed"; }
-  "$BIN" read --config "$dir/config.yaml" --log "$name" --count "$count" --verify \
-    >"$dir/read.jsonl" 2>"$dir/read.stderr.log" || { tail "$dir/read.stderr.log" >&2; die "read $name failed"; }
+  wp "$dir/write.jsonl" write --config "$dir/config.yaml" --log "$name" --count "$count" --payload-size "$size" --window "$window"
+  wp "$dir/read.jsonl" read --config "$dir/config.yaml" --log "$name" --count "$count" --verify
   cmp -s "$dir/write.jsonl" "$dir/read.jsonl" || die "case $name: read-back differs from what was written"
-  local tmp; tmp="$(mktemp -d)"
-  "$BIN" dump --config "$dir/config.yaml" --out "$tmp" 2>>"$dir/dump.stderr.log"
-  mv "$tmp/etcd-keys.txt" "$tmp/objects.txt" "$dir/"
-  mv "$tmp/etcd" "$dir/etcd"; mv "$tmp/objects" "$dir/objects"; rmdir "$tmp"
-  # convenience copies of the values the Rust codec tests need most
-  local seg="$dir/objects/golden/1/0"
-  cp "$dir/etcd/golden__woodpecker__logs__${name}.bin" "$dir/LogMeta.pb"
-  cp "$dir/etcd/golden__woodpecker__logs__${name}.json" "$dir/LogMeta.json"
-  cp "$dir/etcd/golden__woodpecker__logs__${name}__segments__0.bin" "$dir/SegmentMetadata.pb"
-  cp "$dir/etcd/golden__woodpecker__logs__${name}__segments__0.json" "$dir/SegmentMetadata.json"
-  cp "$dir/etcd/golden__woodpecker__version.bin" "$dir/Version.pb"
-  xxd "$dir/LogMeta.pb" >"$dir/LogMeta.pb.hex"
-  xxd "$dir/SegmentMetadata.pb" >"$dir/SegmentMetadata.pb.hex"
-  hex200 "$seg/0.blk" "$dir/0.blk.hex200"
-  hex200 "$seg/footer.blk" "$dir/footer.blk.hex200"
-  rm -f "$dir"/*.stderr.log
-  log "case $name done: $(wc -l <"$dir/etcd-keys.txt") etcd keys, $(wc -l <"$dir/objects.txt") objects"
+  dump_case "$dir" "$name"
+}
+
+# A writer that dies without closing (crashed/), then a new writer that recovers the log and
+# appends 10 more entries (recovered/).
+run_crash_case() {
+  local name=crash c="$OUT/crashed" r="$OUT/recovered"
+  log "case crashed/recovered: 250 entries, writer exits without close; then 10 more by a new writer"
+  rm -rf "$c" "$r"; mkdir -p "$c" "$r"
+  fresh_bed
+  "$TB" render-config "$c/config.yaml" golden golden
+  wp "$c/write.jsonl" write --config "$c/config.yaml" --log "$name" --count 250 --window 50 --crash
+  dump_case "$c" "$name"
+  cp "$c/config.yaml" "$r/config.yaml"
+  wp "$r/read-before-recovery.jsonl" read --config "$r/config.yaml" --log "$name" --count 250 --verify --timeout 60s
+  cmp -s "$c/write.jsonl" "$r/read-before-recovery.jsonl" || die "crashed log: read-back differs"
+  wp "$r/write.jsonl" write --config "$r/config.yaml" --log "$name" --start 250 --count 10 --window 10
+  wp "$r/read.jsonl" read --config "$r/config.yaml" --log "$name" --count 260 --verify --timeout 60s
+  cat "$c/write.jsonl" "$r/write.jsonl" | cmp -s - "$r/read.jsonl" || die "recovered log: read-back differs"
+  dump_case "$r" "$name"
 }
 
 run_case small 5 0 5
 run_case n1000 1000 32 100
+run_crash_case
 log "golden fixtures in $OUT"
