@@ -107,7 +107,7 @@ install_minio() {
   local tmp="$MINIO_DIR/bin.tmp.$$" start=$SECONDS
   rm -rf "$tmp"; mkdir -p "$tmp"
   log "building MinIO $MINIO_VERSION with go install (several minutes cold; log: $MINIO_DIR/build.log)"
-  if ! GOBIN="$tmp" GOFLAGS=-mod=mod go install "github.com/minio/minio@$MINIO_VERSION" >"$MINIO_DIR/build.log" 2>&1; then
+  if ! GOBIN="$tmp" go install "github.com/minio/minio@$MINIO_VERSION" >"$MINIO_DIR/build.log" 2>&1; then
     tail -20 "$MINIO_DIR/build.log" >&2
     rm -rf "$tmp"
     die "MinIO build failed (full log: $MINIO_DIR/build.log)"
@@ -138,7 +138,7 @@ install_interop() {
   # v0.1.35 and upstream's memberlist fork are not in the public checksum DB; go.sum (committed,
   # identical to upstream's own go.sum lines) pins their hashes instead.
   if ! ( cd "$INTEROP_SRC" && GONOSUMDB="github.com/zilliztech/woodpecker,github.com/tinswzy/memberlist" \
-        GOFLAGS=-mod=readonly go build -trimpath -o "$bin.tmp" . ) >"$dir/build.log" 2>&1; then
+        go build -mod=readonly -buildvcs=false -trimpath -o "$bin.tmp" . ) >"$dir/build.log" 2>&1; then
     tail -30 "$dir/build.log" >&2
     die "wp-interop build failed (full log: $dir/build.log)"
   fi
