@@ -10,7 +10,7 @@
 #   scripts/kube-testbed.sh status    say whether the test bed is up
 #
 # Environment overrides: WP_TESTBED_CACHE (default ~/.cache/woodpecker-testbed),
-# WP_TESTBED_RUN (default /dev/shm/woodpecker-testbed-$UID), WP_TESTBED_PORT_BASE (default 36440).
+# WP_KUBE_TESTBED_RUN (default /dev/shm/woodpecker-kube-testbed-$UID), WP_KUBE_TESTBED_PORT_BASE (default 36440).
 set -euo pipefail
 
 KUBE_VERSION="v1.34.4"
@@ -20,15 +20,15 @@ TESTBED_MODULE="$REPO_ROOT/e2e/testbed"
 CACHE="${WP_TESTBED_CACHE:-$HOME/.cache/woodpecker-testbed}"
 KUBE_BIN="$CACHE/kubernetes-$KUBE_VERSION/bin"
 HELM_BIN="$CACHE/helm-$HELM_VERSION/bin"
-RUN="${WP_TESTBED_RUN:-/dev/shm/woodpecker-testbed-$(id -u)}"
-PORT_BASE="${WP_TESTBED_PORT_BASE:-36440}"
+RUN="${WP_KUBE_TESTBED_RUN:-/dev/shm/woodpecker-kube-testbed-$(id -u)}"
+PORT_BASE="${WP_KUBE_TESTBED_PORT_BASE:-36440}"
 ETCD_CLIENT_PORT=$((PORT_BASE + 0))
 ETCD_PEER_PORT=$((PORT_BASE + 1))
 APISERVER_PORT=$((PORT_BASE + 2))
 KCM_PORT=$((PORT_BASE + 3))
 KUBECONFIG_PATH="$RUN/admin.kubeconfig"
 ADMIN_TOKEN_FILE="$RUN/admin.token"
-READY_TIMEOUT="${WP_TESTBED_READY_TIMEOUT:-90}"
+READY_TIMEOUT="${WP_KUBE_TESTBED_READY_TIMEOUT:-90}"
 STOP_TIMEOUT=15
 
 log() { echo "kube-testbed: $*" >&2; }
@@ -147,9 +147,11 @@ cmd_start() {
   kcm_token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   echo "$admin_token" >"$ADMIN_TOKEN_FILE"
   # token,user,uid,"groups"
+  # The controller manager runs as system:masters: the test bed has no per-controller
+  # ServiceAccount credentials (--use-service-account-credentials=false).
   cat >"$RUN/tokens.csv" <<EOF
 $admin_token,woodpecker-admin,woodpecker-admin,"system:masters"
-$kcm_token,system:kube-controller-manager,system:kube-controller-manager
+$kcm_token,system:kube-controller-manager,system:kube-controller-manager,"system:masters"
 EOF
 
   log "starting etcd on 127.0.0.1:$ETCD_CLIENT_PORT"
