@@ -324,10 +324,14 @@ cmd_status() {
 
 cmd_env() {
   [[ -f "$ENV_FILE" ]] || die "no env file at $ENV_FILE: run '$0 start' first"
-  local line
+  local line bin
   while IFS= read -r line; do
-    [[ -n "$line" ]] && printf 'export %s\n' "$line"
+    [[ -z "$line" || "$line" == WP_INTEROP_BIN=* ]] && continue
+    printf 'export %s\n' "$line"
   done <"$ENV_FILE"
+  # looked up now, so an `install` after `start` is picked up
+  bin="$(interop_bin 2>/dev/null || true)"
+  if [[ -n "$bin" && -x "$bin" ]]; then printf 'export WP_INTEROP_BIN=%s\n' "$bin"; fi
 }
 
 case "${1:-}" in
