@@ -198,7 +198,7 @@ pub async fn cas_updates_return_new_revision_and_detect_conflicts(f: &Fixture) {
         Err(MetaError::SegmentNotFound { segment: 9, .. })
     ));
 
-    let mut truncated = log.value.clone();
+    let mut truncated = log.value;
     truncated.truncated_segment_id = 0;
     truncated.truncated_entry_id = 41;
     let lrev = store.update_log("l", &truncated, log.revision).await.expect("update log");
@@ -328,7 +328,7 @@ pub async fn reader_registration_outlives_its_lease_ttl_while_held(f: &Fixture) 
     // Well past the 2 s TTL: the keep-alive task must have refreshed it.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(reg.is_alive().await);
-    assert_eq!(store.list_readers(7).await.expect("list"), [info.clone()]);
+    assert_eq!(store.list_readers(7).await.expect("list"), std::slice::from_ref(&info));
     let mut moved = info.clone();
     moved.recent_read_segment_id = 4;
     reg.update(&moved).await.expect("update");
