@@ -2,8 +2,8 @@
 // black-box library in embedded mode, minio storage) against a real etcd + MinIO, so
 // that logs written by upstream can be read by the Rust implementation and vice versa.
 //
-//	wp-interop write --config <yaml> --log <name> --count N [--start I] [--payload-size B] [--window W] [--crash]
-//	wp-interop read  --config <yaml> --log <name> --count N [--start I] [--from-segment S --from-entry E] [--verify]
+//	wp-interop write --config <yaml> --log <name> --count N [--start I] [--payload-size B] [--window W] [--crash] [--hold D] [--dump-before-close DIR]
+//	wp-interop read  --config <yaml> --log <name> --count N [--start I] [--from-segment S --from-entry E] [--verify] [--dump-before-close DIR]
 //	wp-interop dump  --config <yaml> --out <dir>
 //
 // write/read print one JSON line per entry on stdout:
@@ -148,6 +148,8 @@ func cmdWrite(args []string) {
 	window := fs.Int("window", 100, "entries in flight (WriteAsync) before waiting for their acks")
 	timeout := fs.Duration("timeout", 5*time.Minute, "overall timeout")
 	crash := fs.Bool("crash", false, "after the last ack exit(0) at once: no writer/client close (simulates a crashed writer)")
+	hold := fs.Duration("hold", 0, "keep the writer open this long after the last ack (lets the auditor run)")
+	dumpDir := fs.String("dump-before-close", "", "dump etcd+objects into this dir while the writer is still open")
 	_ = fs.Parse(args)
 	if *logName == "" || *count <= 0 || *window <= 0 {
 		die("write needs --log NAME, --count N > 0 (and --window > 0)")
@@ -193,6 +195,12 @@ func cmdWrite(args []string) {
 			emit(enc, r.LogMessageId, payloadFor(i, *size), propertiesFor(i))
 		}
 	}
+	if *hold > 0 {
+		time.Sleep(*hold)
+	}
+	if *dumpDir != "" {
+		dumpAll(ctx, cfg, *dumpDir, "")
+	}
 	if *crash {
 		os.Exit(0)
 	}
@@ -214,6 +222,7 @@ func cmdRead(args []string) {
 	segID := fs.Int64("from-segment", 0, "start position: segment id (default Earliest)")
 	entryID := fs.Int64("from-entry", 0, "start position: entry id (default Earliest)")
 	verify := fs.Bool("verify", false, "check payload/properties against the deterministic write scheme")
+	dumpDir := fs.String("dump-before-close", "", "dump etcd+objects into this dir while the reader is still open")
 	timeout := fs.Duration("timeout", 2*time.Minute, "overall timeout")
 	_ = fs.Parse(args)
 	if *logName == "" || *count <= 0 {
@@ -246,6 +255,9 @@ func cmdRead(args []string) {
 			}
 		}
 		emit(enc, m.Id, m.Payload, m.Properties)
+	}
+	if *dumpDir != "" {
+		dumpAll(ctx, cfg, *dumpDir, "")
 	}
 	if err := r.Close(ctx); err != nil {
 		die("closing reader: %v", err)
@@ -305,13 +317,16 @@ func cmdDump(args []string) {
 	cfg := loadConfig(*cfgPath)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	dumpAll(ctx, cfg, *out, *prefixFlag)
+}
 
-	prefix := *prefixFlag
+// dumpAll writes every etcd key under prefix/ and every object under minio.rootPath/ into out.
+func dumpAll(ctx context.Context, cfg *config.Configuration, out string, prefix string) {
 	if prefix == "" {
 		prefix = metaPrefix(cfg)
 	}
-	etcdDir := filepath.Join(*out, "etcd")
-	objDir := filepath.Join(*out, "objects")
+	etcdDir := filepath.Join(out, "etcd")
+	objDir := filepath.Join(out, "objects")
 	for _, d := range []string{etcdDir, objDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			die("%v", err)
@@ -347,7 +362,7 @@ func cmdDump(args []string) {
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(*out, "etcd-keys.txt"), []byte(keyList.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, "etcd-keys.txt"), []byte(keyList.String()), 0o644); err != nil {
 		die("%v", err)
 	}
 
@@ -401,11 +416,11 @@ func cmdDump(args []string) {
 			die("%v", err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(*out, "objects.txt"), []byte(objList.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, "objects.txt"), []byte(objList.String()), 0o644); err != nil {
 		die("%v", err)
 	}
 	fmt.Fprintf(os.Stderr, "wp-interop: dumped %d etcd keys under %s/ and %d objects under s3://%s/%s into %s\n",
-		len(resp.Kvs), prefix, len(objs), cfg.Minio.BucketName, objPrefix, *out)
+		len(resp.Kvs), prefix, len(objs), cfg.Minio.BucketName, objPrefix, out)
 }
 
 func main() {

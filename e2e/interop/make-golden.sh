@@ -16,10 +16,10 @@ OUT="${GOLDEN_OUT:-$HERE/golden}"
 
 export TESTBED_DIR="${GOLDEN_TESTBED_DIR:-/tmp/woodpecker-golden-testbed}"
 export WP_TESTBED_DATA="${GOLDEN_TESTBED_DATA:-/dev/shm/woodpecker-golden-testbed}"
-export WP_TESTBED_ETCD_PORT="${GOLDEN_ETCD_PORT:-23890}"
-export WP_TESTBED_ETCD_PEER_PORT="${GOLDEN_ETCD_PEER_PORT:-23900}"
-export WP_TESTBED_MINIO_PORT="${GOLDEN_MINIO_PORT:-9910}"
-export WP_TESTBED_MINIO_CONSOLE_PORT="${GOLDEN_MINIO_CONSOLE_PORT:-9911}"
+export WP_TESTBED_ETCD_PORT="${GOLDEN_ETCD_PORT:-27390}"
+export WP_TESTBED_ETCD_PEER_PORT="${GOLDEN_ETCD_PEER_PORT:-27391}"
+export WP_TESTBED_MINIO_PORT="${GOLDEN_MINIO_PORT:-27392}"
+export WP_TESTBED_MINIO_CONSOLE_PORT="${GOLDEN_MINIO_CONSOLE_PORT:-27393}"
 export WP_TESTBED_BUCKET=woodpecker
 
 log() { printf '[make-golden] %s\n' "$*" >&2; }
@@ -49,7 +49,8 @@ dump_case() {
   cp "${e}__version.bin" "$dir/Version.pb"
   xxd "$dir/LogMeta.pb" >"$dir/LogMeta.pb.hex"
   xxd "$dir/SegmentMetadata.pb" >"$dir/SegmentMetadata.pb.hex"
-  hex200 "$seg/0.blk" "$dir/0.blk.hex200"
+  if [[ -f "$seg/0.blk" ]]; then hex200 "$seg/0.blk" "$dir/0.blk.hex200"; fi
+  if [[ -f "$seg/m_0.blk" ]]; then hex200 "$seg/m_0.blk" "$dir/m_0.blk.hex200"; fi
   if [[ -f "$seg/footer.blk" ]]; then hex200 "$seg/footer.blk" "$dir/footer.blk.hex200"; fi
   log "$dir: $(wc -l <"$dir/etcd-keys.txt") etcd keys, $(wc -l <"$dir/objects.txt") objects"
 }
@@ -91,7 +92,44 @@ run_crash_case() {
   dump_case "$r" "$name"
 }
 
+# conditionWrite: disable => the etcd-lock writer. Dumps taken while the writer (writer-open/) and
+# then a reader (reader-open/) are still open show the lock key, the reader key and an Active segment.
+run_open_case() {
+  local name=open dir="$OUT/open"
+  log "case open: lock writer (conditionWrite disable), dumps while writer / reader are open"
+  rm -rf "$dir"; mkdir -p "$dir"
+  fresh_bed
+  "$TB" render-config "$dir/config.yaml" golden golden
+  sed -i 's/conditionWrite: auto /conditionWrite: disable /' "$dir/config.yaml"
+  grep -q 'conditionWrite: disable' "$dir/config.yaml" || die "could not set conditionWrite: disable"
+  wp "$dir/write.jsonl" write --config "$dir/config.yaml" --log "$name" --count 120 --window 40 --dump-before-close "$dir/writer-open"
+  wp "$dir/read.jsonl" read --config "$dir/config.yaml" --log "$name" --count 120 --verify --dump-before-close "$dir/reader-open"
+  cmp -s "$dir/write.jsonl" "$dir/read.jsonl" || die "case open: read-back differs"
+  log "$dir: writer-open $(wc -l <"$dir/writer-open/etcd-keys.txt") keys, reader-open $(wc -l <"$dir/reader-open/etcd-keys.txt") keys"
+}
+
+# Auditor compaction: segment 0 (300 entries, 6 blocks) is closed; a second writer keeps segment 1
+# open for 8 s with auditor.maxInterval 2 s and compaction maxBytes 8000, so segment 0 is merged
+# into m_<n>.blk, its footer rewritten with the compacted flag, and its meta set to Sealed.
+run_compact_case() {
+  local name=compact dir="$OUT/compacted"
+  log "case compacted: auditor compaction of a completed segment"
+  rm -rf "$dir"; mkdir -p "$dir"
+  fresh_bed
+  "$TB" render-config "$dir/config.yaml" golden golden
+  sed -i -e 's/maxInterval: 10 /maxInterval: 2 /' -e 's/maxBytes: 2000000$/maxBytes: 8000/' "$dir/config.yaml"
+  grep -q 'maxInterval: 2 ' "$dir/config.yaml" && grep -q 'maxBytes: 8000' "$dir/config.yaml" || die "could not adjust auditor/compaction config"
+  wp "$dir/write-1.jsonl" write --config "$dir/config.yaml" --log "$name" --count 300 --payload-size 32 --window 50
+  wp "$dir/write-2.jsonl" write --config "$dir/config.yaml" --log "$name" --start 300 --count 5 --payload-size 32 --window 5 --hold 8s
+  wp "$dir/read.jsonl" read --config "$dir/config.yaml" --log "$name" --count 305 --verify
+  cat "$dir/write-1.jsonl" "$dir/write-2.jsonl" | cmp -s - "$dir/read.jsonl" || die "case compacted: read-back differs"
+  dump_case "$dir" "$name"
+  grep -q '"state": "Sealed"' "$dir/SegmentMetadata.json" || log "WARNING: segment 0 not Sealed (auditor did not compact in time)"
+}
+
 run_case small 5 0 5
 run_case n1000 1000 32 100
 run_crash_case
+run_open_case
+run_compact_case
 log "golden fixtures in $OUT"
