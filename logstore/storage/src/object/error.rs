@@ -41,7 +41,7 @@ pub enum ObjectError {
     },
 
     /// The server rejected the credentials or the request's authorization.
-    #[error("access denied by {endpoint} for {op} `{key}`: {message}")]
+    #[error("access denied by {endpoint} for {op}{}: {message}", quoted(key))]
     Denied {
         /// Endpoint (and bucket) that refused.
         endpoint: String,
@@ -103,7 +103,7 @@ pub enum ObjectError {
     },
 
     /// Any other permanent failure, with the server's or the system's message.
-    #[error("{op} `{key}` failed: {message}")]
+    #[error("{op}{} failed: {message}", quoted(key))]
     Other {
         /// Operation that failed.
         op: &'static str,
@@ -112,6 +112,11 @@ pub enum ObjectError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// ` `key`` for messages, nothing for bucket-level operations that have no key.
+fn quoted(key: &str) -> String {
+    if key.is_empty() { String::new() } else { format!(" `{key}`") }
 }
 
 impl ObjectError {

@@ -18,6 +18,7 @@ mod local;
 mod memory;
 mod probe;
 mod retry;
+mod s3;
 
 #[cfg(test)]
 mod conformance;
@@ -27,6 +28,7 @@ pub use local::LocalObjectStorage;
 pub use memory::MemoryObjectStorage;
 pub use probe::probe_condition_write;
 pub use retry::RetryPolicy;
+pub use s3::{CloudProvider, DEFAULT_REGION, S3ObjectStorage, S3Options};
 
 use std::ops::Range;
 

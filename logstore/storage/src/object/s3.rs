@@ -1,0 +1,817 @@
+//! S3-compatible backend (MinIO, AWS S3, GCS XML API, Aliyun OSS, Tencent COS) over `aws-sdk-s3`.
+//!
+//! * The SDK's own retries are off: every call goes through [`S3ObjectStorage::with_retry`], which
+//!   retries only transient failures (network, timeouts, 5xx, throttling) with bounded,
+//!   jittered exponential backoff and then reports [`ObjectError::Unreachable`]. Permanent answers
+//!   (404, 403, 412, …) return at once.
+//! * Create-if-absent sends `If-None-Match: *` (Aliyun: `x-oss-forbid-overwrite: true`, Tencent:
+//!   `x-cos-forbid-overwrite: true`). A 412, or a 409 some providers answer instead, is resolved
+//!   with a HEAD: fence metadata → `Fenced`, anything else → `AlreadyExists`.
+//! * Credentials: static keys, or (`use_iam`) `aws-config`'s default chain built without default
+//!   features: environment, shared profile files (static keys, assume-role, web identity), web
+//!   identity token (EKS IRSA), ECS container and EC2 instance metadata. SSO and
+//!   `credential_process` profiles are not available (they need aws-config features we leave off).
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::error::BoxError;
+use super::keys::validate_key;
+use super::retry::RetryPolicy;
+use super::{FENCE_BODY, FENCE_METADATA_KEY, ObjectError, ObjectInfo, ObjectStorage};
+
+/// Region used when none is configured (`minio.region` empty).
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Objects deleted concurrently by `remove_prefix` (GCS has no multi-object delete, so we do
+/// single deletes everywhere).
+const DELETE_CONCURRENCY: usize = 16;
+
+/// HEADs issued concurrently by `list` to learn whether 1-byte objects are fences.
+const HEAD_CONCURRENCY: usize = 16;
+
+/// Attempts `connect` makes before declaring the endpoint unreachable.
+const CONNECT_MAX_ATTEMPTS: u32 = 3;
+
+/// `minio.cloudProvider`: which dialect of S3 the endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudProvider {
+    /// Amazon S3 (upstream's default value).
+    Aws,
+    /// MinIO.
+    Minio,
+    /// Google Cloud Storage through its S3-compatible XML API.
+    Gcp,
+    /// Alibaba Cloud OSS (`x-oss-forbid-overwrite` instead of `If-None-Match`).
+    Aliyun,
+    /// Tencent COS (`x-cos-forbid-overwrite` instead of `If-None-Match`).
+    Tencent,
+    /// Azure Blob Storage: needs its own backend, rejected by [`S3ObjectStorage::connect`].
+    Azure,
+}
+
+impl FromStr for CloudProvider {
+    type Err = ObjectError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "aws" => Ok(CloudProvider::Aws),
+            "minio" => Ok(CloudProvider::Minio),
+            "gcp" => Ok(CloudProvider::Gcp),
+            "aliyun" => Ok(CloudProvider::Aliyun),
+            "tencent" => Ok(CloudProvider::Tencent),
+            "azure" => Ok(CloudProvider::Azure),
+            other => Err(ObjectError::InvalidConfig {
+                field: "minio.cloudProvider",
+                message: format!("`{other}` is not one of aws, minio, gcp, aliyun, tencent, azure"),
+            }),
+        }
+    }
+}
+
+impl CloudProvider {
+    /// Header that makes a PUT create-only, as (name, value).
+    fn create_only_header(self) -> (&'static str, &'static str) {
+        match self {
+            CloudProvider::Aliyun => ("x-oss-forbid-overwrite", "true"),
+            CloudProvider::Tencent => ("x-cos-forbid-overwrite", "true"),
+            CloudProvider::Aws | CloudProvider::Minio | CloudProvider::Gcp | CloudProvider::Azure => {
+                ("if-none-match", "*")
+            }
+        }
+    }
+}
+
+/// Everything [`S3ObjectStorage::connect`] needs, as plain values (the config layer fills it
+/// from `woodpecker.yaml`'s `minio.*` keys).
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// `minio.address:minio.port`, or a full URL (`http://host:port`) whose scheme wins over `use_ssl`.
+    pub endpoint: String,
+    /// `minio.useSSL`: https instead of http when `endpoint` has no scheme.
+    pub use_ssl: bool,
+    /// `minio.bucketName`.
+    pub bucket: String,
+    /// `minio.region`; empty means [`DEFAULT_REGION`].
+    pub region: String,
+    /// `minio.accessKeyID` (ignored with `use_iam`).
+    pub access_key: String,
+    /// `minio.secretAccessKey` (ignored with `use_iam`).
+    pub secret_key: String,
+    /// `minio.useIAM`: take credentials from the default AWS chain instead of the keys above.
+    pub use_iam: bool,
+    /// `minio.cloudProvider`.
+    pub cloud_provider: CloudProvider,
+    /// `minio.useVirtualHost`: bucket in the host name instead of the path.
+    pub use_virtual_host: bool,
+    /// PEM file of extra CA certificates to trust for https (`minio.ssl.tlsCACert`), if any.
+    pub ca_cert_path: Option<PathBuf>,
+    /// `minio.createBucket`: create the bucket when it is missing.
+    pub create_bucket: bool,
+    /// Send create-only headers; when false, conditional writes are plain PUTs (upstream §9.3).
+    pub condition_write: bool,
+    /// Bound of one HTTP attempt (connect, send, receive the whole body).
+    pub request_timeout: Duration,
+    /// Bound of establishing one TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt for transient failures.
+    pub max_retries: u32,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            endpoint: "localhost:9000".into(),
+            use_ssl: false,
+            bucket: "a-bucket".into(),
+            region: String::new(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            use_iam: false,
+            cloud_provider: CloudProvider::Aws,
+            use_virtual_host: false,
+            ca_cert_path: None,
+            create_bucket: true,
+            condition_write: true,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            max_retries: 3,
+        }
+    }
+}
+
+impl S3Options {
+    /// The endpoint as a URL, with the scheme implied by `use_ssl` when absent.
+    fn endpoint_url(&self) -> Result<String, ObjectError> {
+        let endpoint = self.endpoint.trim().trim_end_matches('/');
+        if endpoint.is_empty() {
+            return Err(ObjectError::InvalidConfig { field: "minio.address", message: "endpoint is empty".into() });
+        }
+        if endpoint.contains("://") {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(ObjectError::InvalidConfig {
+                    field: "minio.address",
+                    message: format!("`{endpoint}`: only http:// and https:// are supported"),
+                });
+            }
+            return Ok(endpoint.to_owned());
+        }
+        let scheme = if self.use_ssl { "https" } else { "http" };
+        Ok(format!("{scheme}://{endpoint}"))
+    }
+
+    fn validate(&self) -> Result<(), ObjectError> {
+        if self.cloud_provider == CloudProvider::Azure {
+            return Err(ObjectError::InvalidConfig {
+                field: "minio.cloudProvider",
+                message: "azure is not S3-compatible; it needs the Azure Blob backend".into(),
+            });
+        }
+        if self.bucket.is_empty() {
+            return Err(ObjectError::InvalidConfig {
+                field: "minio.bucketName",
+                message: "bucket name is empty".into(),
+            });
+        }
+        if !self.use_iam && (self.access_key.is_empty() || self.secret_key.is_empty()) {
+            return Err(ObjectError::InvalidConfig {
+                field: "minio.accessKeyID",
+                message: "access key or secret key is empty (set both, or useIAM: true)".into(),
+            });
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ObjectError::InvalidConfig {
+                field: "minio.requestTimeoutMs",
+                message: "request timeout must be positive".into(),
+            });
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ObjectError::InvalidConfig {
+                field: "minio.connectTimeout",
+                message: "connect timeout must be positive".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An S3 bucket as an [`ObjectStorage`].
+#[derive(Debug, Clone)]
+pub struct S3ObjectStorage {
+    client: Client,
+    bucket: String,
+    provider: CloudProvider,
+    condition_write: bool,
+    retry: RetryPolicy,
+    description: String,
+}
+
+/// How one failed SDK call should be treated.
+enum Failure {
+    /// Worth another attempt (network, timeout, 5xx, throttling, a 409 conflict still settling).
+    Transient(BoxError),
+    /// The answer; stop.
+    Final(ObjectError),
+}
+
+/// What an S3 error means, before the operation decides what to do with it.
+enum Class {
+    Transient(BoxError),
+    NotFound,
+    NoSuchBucket,
+    Precondition,
+    Conflict(String),
+    Denied(String),
+    InvalidRange,
+    Permanent(String),
+}
+
+impl S3ObjectStorage {
+    /// Builds the client, checks the bucket (creating it when `opts.create_bucket`), and fails
+    /// with a typed error instead of hanging when the endpoint is unreachable (at most
+    /// 3 attempts of `connect_timeout`/`request_timeout` each).
+    pub async fn connect(opts: S3Options) -> Result<Self, ObjectError> {
+        opts.validate()?;
+        let endpoint_url = opts.endpoint_url()?;
+        let region = if opts.region.is_empty() { DEFAULT_REGION.to_owned() } else { opts.region.clone() };
+
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .endpoint_url(&endpoint_url)
+            .force_path_style(!opts.use_virtual_host)
+            // Our loop retries; the SDK's would hide attempts and retry permanent answers' causes.
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(opts.connect_timeout)
+                    .operation_attempt_timeout(opts.request_timeout)
+                    .build(),
+            )
+            // Trailing CRC checksums on every PUT are not understood by every S3 look-alike.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+
+        builder = if opts.use_iam {
+            let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                .region(Region::new(region.clone()))
+                .build()
+                .await;
+            builder.credentials_provider(chain)
+        } else {
+            builder.credentials_provider(Credentials::new(
+                opts.access_key.clone(),
+                opts.secret_key.clone(),
+                None,
+                None,
+                "woodpecker-static",
+            ))
+        };
+
+        if let Some(path) = &opts.ca_cert_path {
+            use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
+            let pem = std::fs::read(path).map_err(|e| ObjectError::io(path, e))?;
+            let tls = TlsContext::builder()
+                .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+                .build()
+                .map_err(|e| ObjectError::InvalidConfig {
+                field: "minio.ssl.tlsCACert",
+                message: format!("{}: {}", path.display(), error_chain(&e)),
+            })?;
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .tls_context(tls)
+                .build_https();
+            builder = builder.http_client(http);
+        }
+
+        let retry = RetryPolicy { max_attempts: opts.max_retries.saturating_add(1), ..RetryPolicy::default() };
+        let store = Self {
+            client: Client::from_conf(builder.build()),
+            bucket: opts.bucket.clone(),
+            provider: opts.cloud_provider,
+            condition_write: opts.condition_write,
+            retry,
+            description: format!("s3://{}@{}", opts.bucket, endpoint_url),
+        };
+        store.ensure_bucket(opts.create_bucket, &region).await?;
+        Ok(store)
+    }
+
+    /// The bucket this store writes to.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Whether conditional writes send create-only headers (false: plain PUTs, upstream §9.3).
+    pub fn condition_write(&self) -> bool {
+        self.condition_write
+    }
+
+    async fn ensure_bucket(&self, create: bool, region: &str) -> Result<(), ObjectError> {
+        let connect_retry =
+            RetryPolicy { max_attempts: self.retry.max_attempts.min(CONNECT_MAX_ATTEMPTS), ..self.retry };
+        let exists = self
+            .with_policy(connect_retry, || async {
+                match self.client.head_bucket().bucket(&self.bucket).send().await {
+                    Ok(_) => Ok(true),
+                    Err(e) => match classify(e) {
+                        Class::NotFound | Class::NoSuchBucket => Ok(false),
+                        other => Err(self.fail("head_bucket", "", other)),
+                    },
+                }
+            })
+            .await?;
+        if exists {
+            return Ok(());
+        }
+        if !create {
+            return Err(self.bucket_missing());
+        }
+        tracing::info!(store = %self.description, "creating missing bucket");
+        self.with_policy(connect_retry, || async {
+            let mut req = self.client.create_bucket().bucket(&self.bucket);
+            if self.provider == CloudProvider::Aws && region != DEFAULT_REGION {
+                req = req.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(region))
+                        .build(),
+                );
+            }
+            match req.send().await {
+                Ok(_) => Ok(()),
+                Err(e) => match classify(e) {
+                    // Someone else created it first; we only need it to exist.
+                    Class::Conflict(_) => Ok(()),
+                    other => Err(self.fail("create_bucket", "", other)),
+                },
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently, or the retry budget is spent.
+    async fn with_retry<T, F, Fut>(&self, attempt: F) -> Result<T, ObjectError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.with_policy(self.retry, attempt).await
+    }
+
+    async fn with_policy<T, F, Fut>(&self, policy: RetryPolicy, mut attempt: F) -> Result<T, ObjectError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let max_attempts = policy.max_attempts.max(1);
+        let mut n = 1;
+        loop {
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Transient(source)) if n >= max_attempts => {
+                    return Err(ObjectError::Unreachable { endpoint: self.description.clone(), attempts: n, source });
+                }
+                Err(Failure::Transient(source)) => {
+                    let delay = policy.delay(n);
+                    tracing::debug!(store = %self.description, attempt = n, ?delay, error = %source, "transient object storage failure, retrying");
+                    tokio::time::sleep(delay).await;
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// Turns a classified error into the operation's failure, for the cases every operation
+    /// treats alike.
+    fn fail(&self, op: &'static str, key: &str, class: Class) -> Failure {
+        match class {
+            Class::Transient(e) => Failure::Transient(e),
+            Class::NotFound => Failure::Final(ObjectError::NotFound { key: key.to_owned() }),
+            Class::NoSuchBucket => Failure::Final(self.bucket_missing()),
+            Class::Denied(message) => Failure::Final(ObjectError::Denied {
+                endpoint: self.description.clone(),
+                op,
+                key: key.to_owned(),
+                message,
+            }),
+            Class::Precondition => Failure::Final(ObjectError::Other {
+                op,
+                key: key.to_owned(),
+                message: "unexpected precondition failure (HTTP 412)".into(),
+            }),
+            Class::InvalidRange => Failure::Final(ObjectError::Other {
+                op,
+                key: key.to_owned(),
+                message: "unexpected invalid range (HTTP 416)".into(),
+            }),
+            Class::Conflict(message) | Class::Permanent(message) => {
+                Failure::Final(ObjectError::Other { op, key: key.to_owned(), message })
+            }
+        }
+    }
+
+    fn bucket_missing(&self) -> ObjectError {
+        ObjectError::BucketMissing { bucket: self.bucket.clone(), endpoint: self.description.clone() }
+    }
+
+    /// One HEAD, mapped: `Ok(None)` when absent.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, Failure> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => {
+                let fenced = out.metadata().is_some_and(|m| {
+                    m.iter().any(|(k, v)| k.eq_ignore_ascii_case(FENCE_METADATA_KEY) && v.eq_ignore_ascii_case("true"))
+                });
+                let size = out.content_length().unwrap_or(0).max(0) as u64;
+                Ok(Some(ObjectInfo { key: key.to_owned(), size, fenced }))
+            }
+            Err(e) => match classify(e) {
+                Class::NotFound => Ok(None),
+                other => Err(self.fail("stat", key, other)),
+            },
+        }
+    }
+
+    /// A conditional PUT of `body` (a fence when `fence`): one attempt, with 412/409 resolved by HEAD.
+    async fn create_once(&self, op: &'static str, key: &str, body: &Bytes, fence: bool) -> Result<(), Failure> {
+        let sent = self.send_put(key, body, fence, true).await;
+        let class = match sent {
+            Ok(()) => return Ok(()),
+            Err(class) => class,
+        };
+        let conflict_detail = match class {
+            Class::Precondition => "HTTP 412 PreconditionFailed".to_owned(),
+            Class::Conflict(message) => message,
+            other => return Err(self.fail(op, key, other)),
+        };
+        match self.head(key).await? {
+            Some(info) if info.fenced && fence => Ok(()),
+            Some(info) if info.fenced => Err(Failure::Final(ObjectError::Fenced { key: key.to_owned() })),
+            Some(_) => Err(Failure::Final(ObjectError::AlreadyExists { key: key.to_owned() })),
+            // The conflicting write has not landed (409) or was removed since: try again.
+            None => {
+                Err(Failure::Transient(format!("{op} `{key}`: {conflict_detail}, but the object is absent").into()))
+            }
+        }
+    }
+
+    /// A PUT without conditions (condition write disabled): on error, HEAD to tell a fence or an
+    /// identical object from a real failure, as upstream does.
+    async fn create_unconditionally(
+        &self,
+        op: &'static str,
+        key: &str,
+        body: Bytes,
+        fence: bool,
+    ) -> Result<(), ObjectError> {
+        let put = self
+            .with_retry(|| async {
+                self.send_put(key, &body, fence, false).await.map_err(|class| self.fail(op, key, class))
+            })
+            .await;
+        let err = match put {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match self.stat(key).await {
+            Ok(info) if info.fenced && fence => Ok(()),
+            Ok(info) if info.fenced => Err(ObjectError::Fenced { key: key.to_owned() }),
+            Ok(info) if info.size == body.len() as u64 => Err(ObjectError::AlreadyExists { key: key.to_owned() }),
+            _ => Err(err),
+        }
+    }
+
+    async fn send_put(&self, key: &str, body: &Bytes, fence: bool, create_only: bool) -> Result<(), Class> {
+        let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body.clone()));
+        if fence {
+            req = req.metadata(FENCE_METADATA_KEY, "true");
+        }
+        let result = match (create_only, self.provider.create_only_header()) {
+            (false, _) => req.send().await,
+            (true, ("if-none-match", value)) => req.if_none_match(value).send().await,
+            (true, (name, value)) => {
+                req.customize()
+                    .mutate_request(move |r| {
+                        r.headers_mut().insert(name, value);
+                    })
+                    .send()
+                    .await
+            }
+        };
+        result.map(|_| ()).map_err(classify)
+    }
+}
+
+/// Classifies any SDK error by HTTP status, S3 error code and transport failure kind.
+fn classify<E>(err: SdkError<E, HttpResponse>) -> Class
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let context = error_chain(&err);
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => Class::Transient(context.into()),
+        SdkError::DispatchFailure(failure) => {
+            if let Some(cred) = find_credentials_error(&err) {
+                return match cred {
+                    CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
+                        Class::Denied(format!("no usable credentials: {context}"))
+                    }
+                    _ => Class::Transient(context.into()),
+                };
+            }
+            if failure.is_user() { Class::Permanent(context) } else { Class::Transient(context.into()) }
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or("");
+            let message = match (code, service.err().message()) {
+                // HEAD answers carry no body, so no error code: say what a bare 403 usually means.
+                ("", _) if status == 401 || status == 403 => {
+                    format!("HTTP {status} (check the access key, secret key and bucket policy)")
+                }
+                ("", _) => format!("HTTP {status}"),
+                (code, Some(m)) => format!("HTTP {status} {code}: {m}"),
+                (code, None) => format!("HTTP {status} {code}"),
+            };
+            match (status, code) {
+                (_, "NoSuchBucket") => Class::NoSuchBucket,
+                (_, "NoSuchKey") | (404, _) => Class::NotFound,
+                (412, _) | (_, "PreconditionFailed") => Class::Precondition,
+                (416, _) | (_, "InvalidRange") => Class::InvalidRange,
+                (
+                    _,
+                    "SlowDown"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestTimeout"
+                    | "InternalError"
+                    | "ServiceUnavailable"
+                    | "XMinioServerNotInitialized",
+                )
+                | (429, _)
+                | (500..=599, _) => Class::Transient(message.into()),
+                (401 | 403, _) => Class::Denied(message),
+                (409, _) => Class::Conflict(message),
+                _ => Class::Permanent(message),
+            }
+        }
+        _ => Class::Permanent(context),
+    }
+}
+
+/// `outer: cause: root cause`, each error's own message once (the SDK's `Debug` is too noisy for logs).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !out.ends_with(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+/// Finds a credentials-provider failure in an error's source chain.
+fn find_credentials_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(c);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+#[async_trait::async_trait]
+impl ObjectStorage for S3ObjectStorage {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, ObjectError> {
+        validate_key(key)?;
+        let header = match &range {
+            None => None,
+            Some(r) if r.start > r.end => {
+                return Err(ObjectError::InvalidRange { key: key.to_owned(), start: r.start, end: r.end, size: None });
+            }
+            // HTTP cannot ask for zero bytes; existence is all there is to check.
+            Some(r) if r.start == r.end => {
+                self.stat(key).await?;
+                return Ok(Bytes::new());
+            }
+            Some(r) => Some(format!("bytes={}-{}", r.start, r.end - 1)),
+        };
+        self.with_retry(|| async {
+            let out =
+                self.client.get_object().bucket(&self.bucket).key(key).set_range(header.clone()).send().await.map_err(
+                    |e| match classify(e) {
+                        Class::InvalidRange => {
+                            let r = range.clone().unwrap_or_default();
+                            Failure::Final(ObjectError::InvalidRange {
+                                key: key.to_owned(),
+                                start: r.start,
+                                end: r.end,
+                                size: None,
+                            })
+                        }
+                        other => self.fail("get", key, other),
+                    },
+                )?;
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| Failure::Transient(format!("reading body of `{key}`: {}", error_chain(&e)).into()))?;
+            Ok(body.into_bytes())
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+        validate_key(key)?;
+        self.with_retry(|| async {
+            self.send_put(key, &body, false, false).await.map_err(|c| self.fail("put", key, c))
+        })
+        .await
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
+        validate_key(key)?;
+        if !self.condition_write {
+            return self.create_unconditionally("put_if_absent", key, body, false).await;
+        }
+        self.with_retry(|| self.create_once("put_if_absent", key, &body, false)).await
+    }
+
+    async fn put_fence(&self, key: &str) -> Result<(), ObjectError> {
+        validate_key(key)?;
+        let body = Bytes::from_static(FENCE_BODY);
+        if !self.condition_write {
+            return self.create_unconditionally("put_fence", key, body, true).await;
+        }
+        self.with_retry(|| self.create_once("put_fence", key, &body, true)).await
+    }
+
+    async fn stat(&self, key: &str) -> Result<ObjectInfo, ObjectError> {
+        validate_key(key)?;
+        self.with_retry(|| async { self.head(key).await })
+            .await?
+            .ok_or_else(|| ObjectError::NotFound { key: key.to_owned() })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .with_retry(|| async {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| self.fail("list", prefix, classify(e)))
+                })
+                .await?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                out.push(ObjectInfo {
+                    key: key.to_owned(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    fenced: false,
+                });
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if page.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        // A fence is exactly one byte and real blocks never are, so only those need a HEAD.
+        let candidates: Vec<usize> =
+            out.iter().enumerate().filter(|(_, o)| o.size == FENCE_BODY.len() as u64).map(|(i, _)| i).collect();
+        let heads: Vec<(usize, Option<ObjectInfo>)> = futures::stream::iter(candidates)
+            .map(|i| {
+                let key = out[i].key.clone();
+                async move { self.with_retry(|| self.head(&key)).await.map(|info| (i, info)) }
+            })
+            .buffer_unordered(HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut gone = Vec::new();
+        for (i, info) in heads {
+            match info {
+                Some(info) => out[i].fenced = info.fenced,
+                None => gone.push(i),
+            }
+        }
+        // Removed between the listing and the HEAD: no longer part of the answer.
+        gone.sort_unstable();
+        for i in gone.into_iter().rev() {
+            out.remove(i);
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), ObjectError> {
+        validate_key(key)?;
+        self.with_retry(|| async {
+            match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => match classify(e) {
+                    Class::NotFound => Ok(()),
+                    other => Err(self.fail("remove", key, other)),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn remove_prefix(&self, prefix: &str) -> Result<usize, ObjectError> {
+        let keys: Vec<String> = self.list(prefix).await?.into_iter().map(|o| o.key).collect();
+        let removed = keys.len();
+        futures::stream::iter(keys)
+            .map(|key| async move { self.remove(&key).await })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_url_adds_the_scheme_from_use_ssl() {
+        let mut o = S3Options { endpoint: "127.0.0.1:9000".into(), ..S3Options::default() };
+        assert_eq!(o.endpoint_url().unwrap(), "http://127.0.0.1:9000");
+        o.use_ssl = true;
+        assert_eq!(o.endpoint_url().unwrap(), "https://127.0.0.1:9000");
+        o.endpoint = "http://minio:9000/".into();
+        assert_eq!(o.endpoint_url().unwrap(), "http://minio:9000");
+        o.endpoint = "ftp://minio".into();
+        assert!(o.endpoint_url().is_err());
+        o.endpoint = " ".into();
+        assert!(o.endpoint_url().is_err());
+    }
+
+    #[test]
+    fn cloud_provider_parses_upstream_names_and_rejects_others() {
+        assert_eq!("aws".parse::<CloudProvider>().unwrap(), CloudProvider::Aws);
+        assert_eq!("MinIO".parse::<CloudProvider>().unwrap(), CloudProvider::Minio);
+        assert_eq!("aliyun".parse::<CloudProvider>().unwrap(), CloudProvider::Aliyun);
+        let err = "s4".parse::<CloudProvider>().unwrap_err();
+        assert!(err.to_string().contains("minio.cloudProvider"), "{err}");
+        assert_eq!(CloudProvider::Aliyun.create_only_header(), ("x-oss-forbid-overwrite", "true"));
+        assert_eq!(CloudProvider::Tencent.create_only_header(), ("x-cos-forbid-overwrite", "true"));
+        assert_eq!(CloudProvider::Minio.create_only_header(), ("if-none-match", "*"));
+    }
+
+    #[tokio::test]
+    async fn unsupported_or_incomplete_options_fail_before_any_request() {
+        let base = S3Options { access_key: "a".into(), secret_key: "b".into(), ..S3Options::default() };
+        let azure = S3Options { cloud_provider: CloudProvider::Azure, ..base.clone() };
+        assert!(matches!(
+            S3ObjectStorage::connect(azure).await,
+            Err(ObjectError::InvalidConfig { field: "minio.cloudProvider", .. })
+        ));
+        let no_keys = S3Options { access_key: String::new(), ..base.clone() };
+        assert!(matches!(
+            S3ObjectStorage::connect(no_keys).await,
+            Err(ObjectError::InvalidConfig { field: "minio.accessKeyID", .. })
+        ));
+        let no_bucket = S3Options { bucket: String::new(), ..base.clone() };
+        assert!(matches!(
+            S3ObjectStorage::connect(no_bucket).await,
+            Err(ObjectError::InvalidConfig { field: "minio.bucketName", .. })
+        ));
+        let no_timeout = S3Options { request_timeout: Duration::ZERO, ..base };
+        assert!(matches!(S3ObjectStorage::connect(no_timeout).await, Err(ObjectError::InvalidConfig { .. })));
+    }
+}
