@@ -11,10 +11,12 @@ def recs(b):
         out.append((off,t,l,p,ok)); off+=9+l
     return out,off
 for d in sys.argv[1:]:
-    for seg in sorted(glob.glob(d+'/objects/golden/1/*')):
+    segs = sorted({os.path.dirname(f) for f in glob.glob(d + '/objects/**/*.blk', recursive=True)})
+    assert segs, 'no .blk objects under %s/objects' % d
+    for seg in segs:
         for f in sorted(os.listdir(seg), key=lambda x:(len(x),x)):
             b=open(os.path.join(seg,f),'rb').read()
-            if not f.endswith('.blk') or len(b)==1: print(d,seg[-1],f,len(b),b[:1]); continue
+            if not f.endswith('.blk') or len(b)==1: print(d,os.path.relpath(seg,d),f,len(b),b[:1]); continue
             rs,end=recs(b)
             summ=[]
             for off,t,l,p,ok in rs:
@@ -23,8 +25,9 @@ for d in sys.argv[1:]:
                 elif t==5:
                     bn,fe,le,bl,bc=struct.unpack_from('<iqqII',p)
                     data=b[off+9+l:off+9+l+bl]
+                    assert zlib.crc32(data)&0xffffffff==bc, 'block CRC mismatch in %s block %d' % (f, bn)
                     summ.append('BH(b%d,%d-%d,len%d,crcok=%s)'%(bn,fe,le,bl,zlib.crc32(data)&0xffffffff==bc))
                 elif t==3: summ.append('I(b%d,so%d,sz%d,%d-%d)'%struct.unpack_from('<iqIqq',p))
                 elif t==4: summ.append('F(blocks%d,recs%d,size%d,io%d,il%d,v%d,fl%d,magic%s,lac%d)'%(struct.unpack_from('<iIQQIHH',p)+(p[32:36],)+struct.unpack_from('<q',p,36)))
             nd=sum(1 for r in rs if r[1]==2)
-            print(d,seg[-1],f,len(b),'end=',end,'data=',nd,' '.join(summ))
+            print(d,os.path.relpath(seg,d),f,len(b),'end=',end,'data=',nd,' '.join(summ))
