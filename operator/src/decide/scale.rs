@@ -1,0 +1,208 @@
+//! Scaling planner (operator-design §5.7), per buffer pool.
+//!
+//! * Scale-up: raise `replicas`; the seeds are Services, so nothing restarts.
+//! * Scale-down: the victims are ordinals `desired..current` by name. Each is decommissioned through
+//!   the admin API; only when every victim reports `decommissioned` and `safe_to_terminate` does the
+//!   StatefulSet shrink. A victim that vanished while its PVC remains keeps the shrink blocked (the
+//!   StatefulSet recreates it so it can finish draining). Nothing is ever forced.
+//! * Cancel: any pod below the desired count that reports `decommissioning`/`decommissioned` gets a
+//!   cancel — that covers raising replicas mid-drain, a manual decommission and an operator crash.
+//! * PVCs of removed ordinals are deleted once their pod is gone (with `pvcPolicy: Delete`).
+
+use super::observed::NodeState;
+
+/// A pod slot of a StatefulSet during scaling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScalePodView {
+    /// Pod name.
+    pub name: String,
+    /// Ordinal.
+    pub ordinal: i32,
+    /// The pod object exists (and is not terminating).
+    pub exists: bool,
+    /// `/admin/node/status` state, `None` when unreachable.
+    pub state: Option<NodeState>,
+    /// `/admin/node/decommission/progress` `safe_to_terminate`.
+    pub safe_to_terminate: bool,
+    /// Its data PVC still exists.
+    pub pvc_exists: bool,
+    /// PVC name (`data-<pod>`).
+    pub pvc_name: String,
+    /// When the operator first asked this pod to decommission (Unix seconds), if it did.
+    pub decommission_since: Option<i64>,
+}
+
+/// One node group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupScaleInput {
+    /// StatefulSet name.
+    pub stateful_set: String,
+    /// `replicas` the spec asks for.
+    pub desired: i32,
+    /// `spec.replicas` currently applied on the StatefulSet (`None` when it does not exist yet).
+    pub current: Option<i32>,
+    /// Every pod slot seen: existing pods and PVCs of any ordinal.
+    pub pods: Vec<ScalePodView>,
+}
+
+/// One pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolScaleInput {
+    /// Pool name.
+    pub pool: String,
+    /// Groups of the pool.
+    pub groups: Vec<GroupScaleInput>,
+    /// Ensemble size: a scale-down that leaves fewer pods than this is refused.
+    pub ensemble_size: i32,
+    /// Delete PVCs of removed ordinals.
+    pub delete_pvcs: bool,
+    /// `scaleDown.decommissionTimeoutSeconds`.
+    pub decommission_timeout_seconds: i64,
+    /// Now, Unix seconds.
+    pub now: i64,
+}
+
+/// A side effect the controller should perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScaleAction {
+    /// Apply this `replicas` to the StatefulSet.
+    SetReplicas {
+        /// StatefulSet.
+        stateful_set: String,
+        /// Replicas.
+        replicas: i32,
+    },
+    /// `POST /admin/node/decommission` on the pod.
+    Decommission {
+        /// Pod.
+        pod: String,
+    },
+    /// `POST /admin/node/decommission/cancel` on the pod.
+    CancelDecommission {
+        /// Pod.
+        pod: String,
+    },
+    /// Delete this PVC (its pod is gone and was drained).
+    DeletePvc {
+        /// PVC name.
+        pvc: String,
+    },
+}
+
+/// The plan for one pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScalePlan {
+    /// Actions, in order.
+    pub actions: Vec<ScaleAction>,
+    /// Why something is still pending (for status and Progressing).
+    pub waiting: Vec<String>,
+    /// Victims draining longer than the timeout (DecommissionStalled).
+    pub stalled: Vec<String>,
+    /// Scale-down refused (for a condition), e.g. below the ensemble size.
+    pub refused: Option<String>,
+    /// Victims currently being decommissioned (rolls wait while this is non-empty).
+    pub victims: Vec<String>,
+}
+
+impl ScalePlan {
+    /// Whether a scale or decommission is still under way.
+    pub fn in_progress(&self) -> bool {
+        !self.waiting.is_empty() || !self.victims.is_empty()
+    }
+}
+
+/// Plan scaling of one pool.
+pub fn plan_pool_scale(input: &PoolScaleInput) -> ScalePlan {
+    let mut plan = ScalePlan::default();
+    let desired_total: i32 = input.groups.iter().map(|g| g.desired).sum();
+    let current_total: i32 = input.groups.iter().map(|g| g.current.unwrap_or(g.desired)).sum();
+    let shrinking = input.groups.iter().any(|g| g.current.is_some_and(|c| g.desired < c));
+    let refuse = shrinking && desired_total < input.ensemble_size && desired_total < current_total;
+    if refuse {
+        plan.refused = Some(format!(
+            "pool {} would shrink to {desired_total} pods, below ensembleSize {}; scale-down refused",
+            input.pool, input.ensemble_size
+        ));
+    }
+
+    for g in &input.groups {
+        let current = g.current.unwrap_or(g.desired);
+        // Cancel stray or reverted decommissions below the desired count.
+        for p in g.pods.iter().filter(|p| p.ordinal < g.desired && p.exists) {
+            if matches!(p.state, Some(NodeState::Decommissioning) | Some(NodeState::Decommissioned)) {
+                plan.actions.push(ScaleAction::CancelDecommission { pod: p.name.clone() });
+                plan.waiting.push(format!("cancelling decommission of {}", p.name));
+            }
+        }
+        if g.desired >= current || refuse {
+            if g.current != Some(g.desired) && !refuse {
+                plan.actions
+                    .push(ScaleAction::SetReplicas { stateful_set: g.stateful_set.clone(), replicas: g.desired });
+            }
+            if !refuse {
+                delete_orphan_pvcs(input, g, g.desired.max(current), &mut plan);
+            }
+            continue;
+        }
+
+        // Scale-down: drain victims desired..current, then shrink.
+        let mut all_safe = true;
+        let mut group_victims = Vec::new();
+        for ordinal in g.desired..current {
+            let victim = g.pods.iter().find(|p| p.ordinal == ordinal);
+            let name = victim.map(|p| p.name.clone()).unwrap_or_else(|| format!("{}-{ordinal}", g.stateful_set));
+            match victim {
+                None => {}
+                Some(p) if !p.exists && p.pvc_exists => {
+                    all_safe = false;
+                    plan.waiting.push(format!(
+                        "victim {name} is gone but its PVC {} remains; waiting for it to come back and drain",
+                        p.pvc_name
+                    ));
+                }
+                Some(p) if !p.exists => {}
+                Some(p) => {
+                    group_victims.push(name.clone());
+                    match &p.state {
+                        Some(NodeState::Decommissioned) if p.safe_to_terminate => {}
+                        Some(NodeState::Active) => {
+                            all_safe = false;
+                            plan.actions.push(ScaleAction::Decommission { pod: name.clone() });
+                            plan.waiting.push(format!("decommissioning {name}"));
+                        }
+                        Some(state) => {
+                            all_safe = false;
+                            plan.waiting.push(format!("{name} is draining (state {state:?})"));
+                            if let Some(since) = p.decommission_since
+                                && input.now - since >= input.decommission_timeout_seconds
+                            {
+                                plan.stalled.push(name.clone());
+                            }
+                        }
+                        None => {
+                            all_safe = false;
+                            plan.waiting.push(format!("admin API of victim {name} did not answer"));
+                        }
+                    }
+                }
+            }
+        }
+        if all_safe {
+            plan.actions.push(ScaleAction::SetReplicas { stateful_set: g.stateful_set.clone(), replicas: g.desired });
+            delete_orphan_pvcs(input, g, g.desired, &mut plan);
+        } else {
+            plan.victims.extend(group_victims);
+        }
+    }
+    plan
+}
+
+/// PVCs at or above `keep_below` whose pod is gone are removed (policy Delete).
+fn delete_orphan_pvcs(input: &PoolScaleInput, g: &GroupScaleInput, keep_below: i32, plan: &mut ScalePlan) {
+    if !input.delete_pvcs {
+        return;
+    }
+    for p in g.pods.iter().filter(|p| p.ordinal >= keep_below && !p.exists && p.pvc_exists) {
+        plan.actions.push(ScaleAction::DeletePvc { pvc: p.pvc_name.clone() });
+    }
+}
