@@ -18,6 +18,8 @@ use woodpecker_meta::{
 pub struct Fixture {
     pub kv: Arc<dyn KvBackend>,
     pub root: String,
+    /// Whether this test is the only writer of the backend (exact revision deltas hold).
+    pub exclusive: bool,
     pub _dir: Option<TempDir>,
 }
 
@@ -61,14 +63,14 @@ pub fn etcd_endpoints() -> Vec<String> {
 /// A fresh etcd fixture with a unique root path.
 pub async fn etcd_fixture() -> Fixture {
     let kv = EtcdKv::connect(&etcd_endpoints(), &EtcdOptions::default()).await.expect("connect to the test bed etcd");
-    Fixture { kv: Arc::new(kv), root: format!("meta-test-{}", uuid::Uuid::new_v4()), _dir: None }
+    Fixture { kv: Arc::new(kv), root: format!("meta-test-{}", uuid::Uuid::new_v4()), exclusive: false, _dir: None }
 }
 
 /// A fresh embedded fixture in its own temporary directory.
 pub async fn embedded_fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let kv = EmbeddedKv::open(dir.path()).await.expect("open embedded store");
-    Fixture { kv: Arc::new(kv), root: format!("meta-test-{}", uuid::Uuid::new_v4()), _dir: Some(dir) }
+    Fixture { kv: Arc::new(kv), root: format!("meta-test-{}", uuid::Uuid::new_v4()), exclusive: true, _dir: Some(dir) }
 }
 
 /// Polls `cond` every 50 ms until it holds, failing with `what` after `limit`.
@@ -197,6 +199,9 @@ macro_rules! all_scenarios {
             cleanup_records_lifecycle,
             legacy_prefix_wins_when_it_holds_data,
             golden_keys_for_a_log_with_two_segments,
+            kv_revisions_follow_etcd_semantics,
+            kv_txn_compares_choose_the_branch,
+            kv_leases_bind_keys,
         );
     };
 }

@@ -441,3 +441,121 @@ pub async fn golden_keys_for_a_log_with_two_segments(f: &Fixture) {
     // Nothing outside P was written.
     assert_eq!(keys_under(&f.kv, &format!("{}/", f.root)).await.len(), want.len());
 }
+
+/// Revision bookkeeping must match etcd's; checked as deltas so it runs on a shared etcd too.
+pub async fn kv_revisions_follow_etcd_semantics(f: &Fixture) {
+    let kv = &f.kv;
+    let k = |s: &str| format!("{}/kv/{s}", f.root);
+    let put = |key: String, v: &str| Txn::new().and_then(vec![TxnOp::put(key, v.as_bytes().to_vec())]);
+    // On a shared etcd other tests write concurrently: there the revision only has to increase.
+    let next = |prev: i64, now: i64| {
+        if f.exclusive {
+            assert_eq!(now, prev + 1, "one revision per writing transaction");
+        } else {
+            assert!(now > prev, "revision must increase: {prev} -> {now}");
+        }
+    };
+
+    let r0 = kv.txn(put(k("a"), "1")).await.expect("put").revision;
+    let a = kv.get(&k("a")).await.expect("get").expect("a");
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (r0, r0, 1));
+
+    let r1 = kv.txn(put(k("a"), "2")).await.expect("put").revision;
+    next(r0, r1);
+    let a = kv.get(&k("a")).await.expect("get").expect("a");
+    assert_eq!((a.create_revision, a.mod_revision, a.version, a.value.as_slice()), (r0, r1, 2, &b"2"[..]));
+
+    // One transaction, one revision for every key it writes.
+    let both = Txn::new().and_then(vec![TxnOp::put(k("b"), b"x".to_vec()), TxnOp::put(k("c"), b"y".to_vec())]);
+    let r2 = kv.txn(both).await.expect("txn").revision;
+    next(r1, r2);
+    let b = kv.get(&k("b")).await.expect("get").expect("b");
+    let c = kv.get(&k("c")).await.expect("get").expect("c");
+    assert_eq!((b.mod_revision, c.mod_revision, c.create_revision), (r2, r2, r2));
+
+    // Reads and deletes of missing keys do not move the revision (nor the keys' revisions).
+    let read = kv.txn(Txn::new().and_then(vec![TxnOp::get(k("a"))])).await.expect("read");
+    assert_eq!(read.get_result(0)[0].value, b"2");
+    assert_eq!(read.get_result(0)[0].mod_revision, r1);
+    let noop = kv.txn(Txn::new().and_then(vec![TxnOp::delete(k("missing"))])).await.expect("delete");
+    assert_eq!(noop.results, [woodpecker_meta::TxnOpResult::Delete { deleted: 0 }]);
+    if f.exclusive {
+        assert_eq!((read.revision, noop.revision), (r2, r2));
+    }
+
+    // Delete then re-create: a new create revision and version 1.
+    let r3 = kv.txn(Txn::new().and_then(vec![TxnOp::delete(k("a"))])).await.expect("delete").revision;
+    next(r2, r3);
+    assert!(kv.get(&k("a")).await.expect("get").is_none());
+    let r4 = kv.txn(put(k("a"), "3")).await.expect("put").revision;
+    next(r3, r4);
+    let a = kv.get(&k("a")).await.expect("get").expect("a");
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (r4, r4, 1));
+
+    // Prefix delete counts keys and bumps once.
+    let del = kv.txn(Txn::new().and_then(vec![TxnOp::delete_prefix(k(""))])).await.expect("delete prefix");
+    assert_eq!(del.results, [woodpecker_meta::TxnOpResult::Delete { deleted: 3 }]);
+    next(r4, del.revision);
+}
+
+/// Guards: value compares on missing keys are false, revision compares treat missing as 0,
+/// and the failure branch runs (and reports) when any guard fails.
+pub async fn kv_txn_compares_choose_the_branch(f: &Fixture) {
+    use woodpecker_meta::{Compare, CompareOp, CompareTarget};
+    let kv = &f.kv;
+    let k = |s: &str| format!("{}/kv/{s}", f.root);
+    let cmp = |key: String, op, target| Compare { key, op, target };
+
+    let missing_value = Txn::new()
+        .when(vec![cmp(k("m"), CompareOp::NotEqual, CompareTarget::Value(b"z".to_vec()))])
+        .and_then(vec![TxnOp::put(k("m"), b"1".to_vec())])
+        .or_else(vec![TxnOp::get(k("m"))]);
+    let resp = kv.txn(missing_value).await.expect("txn");
+    assert!(!resp.succeeded, "a value compare against a missing key is false, even !=");
+    assert!(resp.get_result(0).is_empty());
+
+    let created =
+        kv.txn(Txn::new().when(vec![Compare::absent(k("m"))]).and_then(vec![TxnOp::put(k("m"), b"1".to_vec())]));
+    let rev = created.await.expect("txn").revision;
+    for (target, op, want) in [
+        (CompareTarget::Value(b"1".to_vec()), CompareOp::Equal, true),
+        (CompareTarget::Value(b"0".to_vec()), CompareOp::Greater, true),
+        (CompareTarget::Value(b"2".to_vec()), CompareOp::Less, true),
+        (CompareTarget::ModRevision(rev), CompareOp::Equal, true),
+        (CompareTarget::ModRevision(rev - 1), CompareOp::Greater, true),
+        (CompareTarget::CreateRevision(rev + 1), CompareOp::Less, true),
+        (CompareTarget::CreateRevision(0), CompareOp::Equal, false),
+        (CompareTarget::ModRevision(rev), CompareOp::NotEqual, false),
+    ] {
+        let txn = Txn::new().when(vec![cmp(k("m"), op, target.clone())]);
+        assert_eq!(kv.txn(txn).await.expect("txn").succeeded, want, "{op:?} {target:?}");
+    }
+    // All guards must hold.
+    let mixed = Txn::new()
+        .when(vec![Compare::present(k("m")), Compare::present(k("nope"))])
+        .and_then(vec![TxnOp::delete(k("m"))])
+        .or_else(vec![TxnOp::GetPrefix { prefix: k(""), limit: Some(1) }]);
+    let resp = kv.txn(mixed).await.expect("txn");
+    assert!(!resp.succeeded);
+    assert_eq!(resp.get_result(0).len(), 1);
+    assert!(kv.get(&k("m")).await.expect("get").is_some(), "the success branch did not run");
+}
+
+/// Lease-bound keys go away with the lease; puts on an unknown lease are refused.
+pub async fn kv_leases_bind_keys(f: &Fixture) {
+    let kv = &f.kv;
+    let key = format!("{}/kv/leased", f.root);
+    let lease = kv.grant_lease(Duration::from_secs(30)).await.expect("grant");
+    let put = TxnOp::Put { key: key.clone(), value: b"v".to_vec(), lease: Some(lease) };
+    kv.txn(Txn::new().and_then(vec![put])).await.expect("put");
+    assert_eq!(kv.get(&key).await.expect("get").expect("key").lease, lease);
+    let mut keeper = kv.keep_alive(lease).await.expect("keeper");
+    assert!(keeper.keep_alive_once().await.expect("keep alive") > 0);
+    kv.revoke_lease(lease).await.expect("revoke");
+    assert!(kv.get(&key).await.expect("get").is_none());
+    assert!(keeper.keep_alive_once().await.expect("keep alive") <= 0, "a revoked lease reports ttl <= 0");
+    kv.revoke_lease(lease).await.expect("revoking twice is fine");
+    let orphan = TxnOp::Put { key: key.clone(), value: b"v".to_vec(), lease: Some(lease) };
+    let err = kv.txn(Txn::new().and_then(vec![orphan])).await.expect_err("unknown lease");
+    assert!(matches!(err, MetaError::LeaseNotFound { .. }), "{err}");
+}
