@@ -2,7 +2,7 @@
 // black-box library in embedded mode, minio storage) against a real etcd + MinIO, so
 // that logs written by upstream can be read by the Rust implementation and vice versa.
 //
-//	wp-interop write --config <yaml> --log <name> --count N [--start I] [--payload-size B] [--window W] [--crash] [--hold D] [--dump-before-close DIR]
+//	wp-interop write --config <yaml> --log <name> --count N [--start I] [--payload-size B] [--window W] [--shapes] [--crash] [--hold D] [--dump-before-close DIR]
 //	wp-interop read  --config <yaml> --log <name> --count N [--start I] [--from-segment S --from-entry E] [--verify] [--dump-before-close DIR]
 //	wp-interop dump  --config <yaml> --out <dir>
 //
@@ -72,6 +72,30 @@ func payloadFor(i int, size int) []byte {
 
 func propertiesFor(i int) map[string]string {
 	return map[string]string{"idx": strconv.Itoa(i), "src": "go"}
+}
+
+// shapeMessages are edge cases of the stored LogMessageLayout: no properties, empty payload,
+// every byte value, non-ASCII and empty property strings, an empty (non-nil) map.
+func shapeMessages() []wplog.WriteMessage {
+	all := make([]byte, 256)
+	for b := range all {
+		all[b] = byte(b)
+	}
+	return []wplog.WriteMessage{
+		{Payload: []byte("payload-only")},
+		{Properties: map[string]string{"only": "properties"}},
+		{Payload: all, Properties: map[string]string{"k": "v"}},
+		{Payload: []byte("unicode"), Properties: map[string]string{"ключ": "値", "empty": ""}},
+		{Payload: []byte("x"), Properties: map[string]string{}},
+	}
+}
+
+func messageFor(i int, size int, shapes bool) ([]byte, map[string]string) {
+	if shapes {
+		m := shapeMessages()[i]
+		return m.Payload, m.Properties
+	}
+	return payloadFor(i, size), propertiesFor(i)
 }
 
 func redirectUpstreamLogger(level string) {
@@ -150,7 +174,11 @@ func cmdWrite(args []string) {
 	crash := fs.Bool("crash", false, "after the last ack exit(0) at once: no writer/client close (simulates a crashed writer)")
 	hold := fs.Duration("hold", 0, "keep the writer open this long after the last ack (lets the auditor run)")
 	dumpDir := fs.String("dump-before-close", "", "dump etcd+objects into this dir while the writer is still open")
+	shapes := fs.Bool("shapes", false, "write the fixed edge-case entries of shapeMessages() instead of --count generated ones")
 	_ = fs.Parse(args)
+	if *shapes {
+		*count, *start = len(shapeMessages()), 0
+	}
 	if *logName == "" || *count <= 0 || *window <= 0 {
 		die("write needs --log NAME, --count N > 0 (and --window > 0)")
 	}
@@ -176,7 +204,8 @@ func cmdWrite(args []string) {
 		chans := make([]<-chan *wplog.WriteResult, n)
 		for k := 0; k < n; k++ {
 			i := *start + base + k
-			chans[k] = w.WriteAsync(ctx, &wplog.WriteMessage{Payload: payloadFor(i, *size), Properties: propertiesFor(i)})
+			payload, props := messageFor(i, *size, *shapes)
+			chans[k] = w.WriteAsync(ctx, &wplog.WriteMessage{Payload: payload, Properties: props})
 		}
 		for k := 0; k < n; k++ {
 			i := *start + base + k
@@ -192,7 +221,8 @@ func cmdWrite(args []string) {
 			if r.Err != nil {
 				die("entry %d: write failed: %v", i, r.Err)
 			}
-			emit(enc, r.LogMessageId, payloadFor(i, *size), propertiesFor(i))
+			payload, props := messageFor(i, *size, *shapes)
+			emit(enc, r.LogMessageId, payload, props)
 		}
 	}
 	if *hold > 0 {

@@ -2,7 +2,7 @@
 # Regenerates e2e/interop/golden/ from upstream Woodpecker (v0.1.35, embedded client, minio storage)
 # against a PRIVATE test bed (own ports, own state dir), so it never disturbs a shared one.
 #
-#   e2e/interop/make-golden.sh            # writes e2e/interop/golden/{small,n1000}/
+#   e2e/interop/make-golden.sh [case...]   # default: all of small n1000 crashed open compacted shapes
 #
 # Each case: write N entries with wp-interop, read them back (--verify), dump every etcd key and
 # every object the run created. Values that embed time, UUIDs or leases differ between runs;
@@ -127,9 +127,31 @@ run_compact_case() {
   grep -q '"state": "Sealed"' "$dir/SegmentMetadata.json" || log "WARNING: segment 0 not Sealed (auditor did not compact in time)"
 }
 
-run_case small 5 0 5
-run_case n1000 1000 32 100
-run_crash_case
-run_open_case
-run_compact_case
+# LogMessageLayout edge cases (wp-interop write --shapes): no properties, empty payload, all 256
+# byte values, non-ASCII / empty property strings, empty map. One block.
+run_shapes_case() {
+  local name=shapes dir="$OUT/shapes"
+  log "case shapes: LogMessageLayout edge cases"
+  rm -rf "$dir"; mkdir -p "$dir"
+  fresh_bed
+  "$TB" render-config "$dir/config.yaml" golden golden
+  wp "$dir/write.jsonl" write --config "$dir/config.yaml" --log "$name" --shapes
+  wp "$dir/read.jsonl" read --config "$dir/config.yaml" --log "$name" --count "$(wc -l <"$dir/write.jsonl")"
+  cmp -s "$dir/write.jsonl" "$dir/read.jsonl" || die "case shapes: read-back differs"
+  dump_case "$dir" "$name"
+}
+
+cases=("$@")
+(( ${#cases[@]} )) || cases=(small n1000 crashed open compacted shapes)
+for c in "${cases[@]}"; do
+  case "$c" in
+    small) run_case small 5 0 5 ;;
+    n1000) run_case n1000 1000 32 100 ;;
+    crashed|recovered) run_crash_case ;;
+    open) run_open_case ;;
+    compacted) run_compact_case ;;
+    shapes) run_shapes_case ;;
+    *) die "unknown case $c (small n1000 crashed open compacted shapes)" ;;
+  esac
+done
 log "golden fixtures in $OUT"
