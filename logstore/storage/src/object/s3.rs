@@ -219,6 +219,7 @@ pub struct S3ObjectStorage {
     provider: CloudProvider,
     condition_write: bool,
     retry: RetryPolicy,
+    request_timeout: Duration,
     description: String,
 }
 
@@ -308,6 +309,7 @@ impl S3ObjectStorage {
             provider: opts.cloud_provider,
             condition_write: opts.condition_write,
             retry,
+            request_timeout: opts.request_timeout,
             description: format!("s3://{}@{}", opts.bucket, endpoint_url),
         };
         store.ensure_bucket(opts.create_bucket, &region).await?;
@@ -357,11 +359,21 @@ impl S3ObjectStorage {
             match req.send().await {
                 Ok(_) => Ok(()),
                 Err(e) => match classify(e) {
-                    // Someone else created it first; we only need it to exist.
+                    // Created concurrently (by us or by someone else): the HEAD below tells which.
                     Class::Conflict(_) => Ok(()),
                     other => Err(self.fail("create_bucket", "", other)),
                 },
             }
+        })
+        .await?;
+        self.with_policy(connect_retry, || async {
+            self.client
+                .head_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.fail("head_bucket", "", classify(e)))
         })
         .await
     }
@@ -569,6 +581,7 @@ where
                 | (500..=599, _) => Class::Transient(message.into()),
                 (401 | 403, _) => Class::Denied(message),
                 (409, _) => Class::Conflict(message),
+                (301, _) => Class::Permanent(format!("{message} (bucket in another region? check minio.region)")),
                 _ => Class::Permanent(message),
             }
         }
@@ -639,10 +652,13 @@ impl ObjectStorage for S3ObjectStorage {
                         other => self.fail("get", key, other),
                     },
                 )?;
-            let body = out
-                .body
-                .collect()
-                .await
+            // The attempt timeout ends with the response headers; bound reading the body too.
+            let collected = tokio::time::timeout(self.request_timeout, out.body.collect()).await.map_err(|_| {
+                Failure::Transient(
+                    format!("reading body of `{key}` took longer than {:?}", self.request_timeout).into(),
+                )
+            })?;
+            let body = collected
                 .map_err(|e| Failure::Transient(format!("reading body of `{key}`: {}", error_chain(&e)).into()))?;
             Ok(body.into_bytes())
         })
@@ -791,6 +807,93 @@ mod tests {
         assert_eq!(CloudProvider::Aliyun.create_only_header(), ("x-oss-forbid-overwrite", "true"));
         assert_eq!(CloudProvider::Tencent.create_only_header(), ("x-cos-forbid-overwrite", "true"));
         assert_eq!(CloudProvider::Minio.create_only_header(), ("if-none-match", "*"));
+    }
+
+    mod classify_table {
+        use aws_credential_types::provider::error::CredentialsError;
+        use aws_sdk_s3::error::SdkError;
+        use aws_sdk_s3::operation::put_object::PutObjectError;
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        use super::super::{Class, classify};
+
+        fn service(status: u16, code: &str) -> SdkError<PutObjectError, HttpResponse> {
+            let mut meta = ErrorMetadata::builder().message("server says no");
+            if !code.is_empty() {
+                meta = meta.code(code);
+            }
+            let resp = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+            SdkError::service_error(PutObjectError::generic(meta.build()), resp)
+        }
+
+        fn name(c: &Class) -> &'static str {
+            match c {
+                Class::Transient(_) => "transient",
+                Class::NotFound => "not-found",
+                Class::NoSuchBucket => "no-bucket",
+                Class::Precondition => "precondition",
+                Class::Conflict(_) => "conflict",
+                Class::Denied(_) => "denied",
+                Class::InvalidRange => "range",
+                Class::Permanent(_) => "permanent",
+            }
+        }
+
+        #[test]
+        fn service_errors_are_classified_by_status_and_code() {
+            let table: &[(u16, &str, &str)] = &[
+                (412, "PreconditionFailed", "precondition"),
+                (412, "", "precondition"),
+                (409, "ConditionalRequestConflict", "conflict"),
+                (409, "FileAlreadyExists", "conflict"),
+                (404, "NoSuchKey", "not-found"),
+                (404, "", "not-found"),
+                (404, "NoSuchBucket", "no-bucket"),
+                (403, "AccessDenied", "denied"),
+                (403, "InvalidAccessKeyId", "denied"),
+                (403, "SignatureDoesNotMatch", "denied"),
+                (403, "", "denied"),
+                (416, "InvalidRange", "range"),
+                (500, "InternalError", "transient"),
+                (502, "", "transient"),
+                (503, "SlowDown", "transient"),
+                (503, "XMinioServerNotInitialized", "transient"),
+                (429, "", "transient"),
+                (400, "RequestTimeout", "transient"),
+                (400, "InvalidArgument", "permanent"),
+                (301, "PermanentRedirect", "permanent"),
+            ];
+            for (status, code, want) in table {
+                assert_eq!(name(&classify(service(*status, code))), *want, "HTTP {status} {code}");
+            }
+        }
+
+        #[test]
+        fn transport_failures_are_transient_and_missing_credentials_are_denied() {
+            let refused: SdkError<PutObjectError, HttpResponse> =
+                SdkError::dispatch_failure(ConnectorError::io("connection refused".into()));
+            assert_eq!(name(&classify(refused)), "transient");
+            let timeout: SdkError<PutObjectError, HttpResponse> = SdkError::timeout_error("attempt timed out");
+            assert_eq!(name(&classify(timeout)), "transient");
+            let no_creds: SdkError<PutObjectError, HttpResponse> = SdkError::dispatch_failure(ConnectorError::other(
+                Box::new(CredentialsError::not_loaded("no provider in the chain had credentials")),
+                None,
+            ));
+            let class = classify(no_creds);
+            assert_eq!(name(&class), "denied");
+            if let Class::Denied(message) = class {
+                assert!(message.contains("no provider in the chain"), "{message}");
+            }
+            let imds_down: SdkError<PutObjectError, HttpResponse> = SdkError::dispatch_failure(ConnectorError::other(
+                Box::new(CredentialsError::provider_timed_out(std::time::Duration::from_secs(1))),
+                None,
+            ));
+            assert_eq!(name(&classify(imds_down)), "transient");
+        }
     }
 
     #[tokio::test]
