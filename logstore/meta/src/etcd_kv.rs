@@ -18,7 +18,7 @@ use crate::kv::{
 };
 
 /// Connection and request tunables of the etcd backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcdOptions {
     /// Timeout of establishing a connection to one endpoint.
     pub connect_timeout: Duration,
@@ -31,6 +31,19 @@ pub struct EtcdOptions {
     pub retry_backoff: Duration,
     /// User name and password when etcd authentication is enabled.
     pub credentials: Option<(String, String)>,
+}
+
+impl fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff", &self.retry_backoff)
+            // Never print the password.
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish()
+    }
 }
 
 impl Default for EtcdOptions {
