@@ -1,1 +1,88 @@
 //! Controller: load, validate, render, apply, observe, roll/scale, status.
+//!
+//! ```text
+//!  watch(WoodpeckerCluster, owned objects, pods) ─▶ reconcile(cluster)
+//!    1 load      referenced Secrets/ConfigMaps; missing ⇒ ConfigValid=False, no writes
+//!    2 render    crate::render (pure)
+//!    3 apply     SSA, field manager "woodpecker-operator", skipped when the cache already matches
+//!    4 observe   pods from the cache + admin API of every Ready pod
+//!    5 scale     crate::decide (pure) ⇒ decommission / cancel / shrink / delete PVC
+//!    6 roll      crate::decide (pure) ⇒ evict one pod through the Eviction API (PDB arbitrates)
+//!    7 status    patched only when it changed; an Event for every restart, block and decommission
+//! ```
+
+pub mod apply;
+pub mod conditions;
+pub mod deletion;
+mod error;
+pub mod load;
+pub mod observe;
+pub mod plan;
+pub mod reconcile;
+mod runner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use kube::runtime::events::{Event, Recorder};
+
+pub use error::Error;
+pub use runner::{Settings, Stores, run};
+
+use crate::admin::AdminClient;
+use crate::metrics::Metrics;
+
+/// Label every rendered object and pod carries: the owning cluster's name.
+pub const LABEL_CLUSTER: &str = "woodpecker.zilliz.io/cluster";
+
+/// Per-cluster memory kept between passes. Losing it (operator restart) is safe: it only makes
+/// the roll settle once more and restarts the block timer.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterMemory {
+    /// The roll planner's memory (settle and wait timers, last eviction).
+    pub roll: crate::decide::RollMemory,
+    /// Last block reason an Event was emitted for (one Event per distinct reason).
+    pub last_block_reason: Option<String>,
+    /// When each decommission was first requested (Unix seconds), by pod.
+    pub decommission_since: std::collections::BTreeMap<String, i64>,
+    /// Stalled victims already reported by an Event.
+    pub stalled_reported: std::collections::BTreeSet<String>,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Admin API of the LogStore pods.
+    pub admin: Arc<dyn AdminClient>,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Reflector caches.
+    pub stores: Stores,
+    /// Settings.
+    pub settings: Settings,
+    /// Per-cluster memory, keyed by `namespace/name`.
+    pub memory: Mutex<HashMap<String, ClusterMemory>>,
+}
+
+impl Context {
+    /// Publish an Event; failures are logged, never fatal.
+    pub async fn publish(&self, ev: &Event, reference: &k8s_openapi::api::core::v1::ObjectReference) {
+        match self.recorder.publish(ev, reference).await {
+            Ok(()) => self.metrics.write("Event", "create"),
+            Err(e) => tracing::warn!(error = %e, reason = %ev.reason, "publishing an Event failed"),
+        }
+    }
+
+    /// Run `f` on the memory of cluster `key`.
+    pub fn with_memory<T>(&self, key: &str, f: impl FnOnce(&mut ClusterMemory) -> T) -> T {
+        let mut map = match self.memory.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(map.entry(key.to_string()).or_default())
+    }
+}

@@ -1,0 +1,783 @@
+//! Glue between the pure layers and the controller: render the desired objects, feed the
+//! observed pods to the roll/scale planners, and build the status from the same observations.
+//! Everything here is pure; `reconcile` executes what it returns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use woodpecker_crds::{
+    BufferPoolStatus, CONDITION_AVAILABLE, CONDITION_DECOMMISSION_STALLED, CONDITION_DEGRADED, CONDITION_PROGRESSING,
+    CONDITION_ROLLOUT_BLOCKED, CONDITION_TOPOLOGY_VALID, ClusterPhase, DecommissionStatus, HashStatus, NodeGroupStatus,
+    NodeStatus, PvcPolicy, RolloutState, RolloutStatus, VersionStatus, WoodpeckerCluster, WoodpeckerClusterStatus,
+};
+
+use super::ClusterMemory;
+use super::load::Resolved;
+use super::observe::PodView;
+use crate::decide::rollout::ExpectedGroup;
+use crate::decide::{
+    AdminView, GroupScaleInput, MemberView, NodeState, ObservedPod, PoolScaleInput, RollDecision, RollInput,
+    RollMemory, ScaleAction, ScalePodView, decide_roll, plan_pool_scale,
+};
+use crate::render::names::{self, ANNOTATION_CONFIG_HASH, ANNOTATION_RESTART_TOKEN, LABEL_NODE_GROUP, LABEL_POOL};
+use crate::render::{self, ClusterPlan, RenderInputs, Rendered};
+
+/// Everything the cluster should consist of, grouped by kind for the typed caches.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// The full render.
+    pub rendered: Rendered,
+    /// ServiceAccounts.
+    pub service_accounts: Vec<ServiceAccount>,
+    /// Services.
+    pub services: Vec<Service>,
+    /// ConfigMaps (hashed server config, client bundle).
+    pub config_maps: Vec<ConfigMap>,
+    /// Secrets (hashed credentials overlay).
+    pub secrets: Vec<Secret>,
+    /// PodDisruptionBudgets.
+    pub pdbs: Vec<PodDisruptionBudget>,
+    /// The admin (metrics) port of every pod.
+    pub admin_port: u16,
+}
+
+/// The admin port of the cluster's pods.
+pub fn admin_port(cr: &WoodpeckerCluster) -> u16 {
+    u16::try_from(cr.spec.metrics_port).unwrap_or(9091)
+}
+
+/// Validate and render. `Err` carries a message for `ConfigValid=False`.
+pub fn render(cr: &WoodpeckerCluster, resolved: &Resolved) -> Result<Desired, String> {
+    if let Err(errors) = render::validate_cluster(cr) {
+        return Err(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+    }
+    let inputs = RenderInputs { secrets: resolved.secrets.clone(), config_maps: resolved.config_maps.clone() };
+    let rendered = render::render(cr, &inputs).map_err(|e| e.to_string())?;
+    let mut services = rendered.headless_services.clone();
+    services.extend(rendered.seed_services.iter().cloned());
+    services.push(rendered.admin_service.clone());
+    Ok(Desired {
+        service_accounts: rendered.service_account.iter().cloned().collect(),
+        services,
+        config_maps: vec![rendered.server_config.clone(), rendered.client_bundle.clone()],
+        secrets: rendered.credentials_overlay.iter().cloned().collect(),
+        pdbs: rendered.pdb.iter().cloned().collect(),
+        admin_port: admin_port(cr),
+        rendered,
+    })
+}
+
+/// One step of the roll, decided this pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RollStep {
+    /// Nothing outdated.
+    Idle,
+    /// Outdated pods remain; waiting (budget, settle, gates) within the ready timeout.
+    Wait {
+        /// Why.
+        reason: String,
+        /// Pod concerned, if any.
+        pod: Option<String>,
+    },
+    /// Waiting longer than the ready timeout: report, never force.
+    Blocked {
+        /// Why.
+        reason: String,
+        /// Pod concerned, if any.
+        pod: Option<String>,
+    },
+    /// Restart this pod now (Eviction API).
+    Evict {
+        /// Victim.
+        pod: String,
+        /// Why it is outdated.
+        reason: String,
+    },
+}
+
+/// One scale-down/decommission action, decided this pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScaleStep {
+    /// POST decommission to the victim.
+    Decommission {
+        /// Victim pod.
+        pod: String,
+    },
+    /// POST decommission/cancel: the pod is no longer a victim.
+    Cancel {
+        /// Pod.
+        pod: String,
+    },
+    /// The victim finished draining (reported once, the StatefulSet shrinks in this pass).
+    Decommissioned {
+        /// Pod.
+        pod: String,
+    },
+    /// The victim drains for longer than the timeout (reported once).
+    Stalled {
+        /// Pod.
+        pod: String,
+        /// Details.
+        reason: String,
+    },
+    /// Delete the PVC of a removed victim.
+    DeletePvc {
+        /// PVC name.
+        name: String,
+    },
+}
+
+/// A condition the plan wants set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WantedCondition {
+    /// Condition type.
+    pub type_: String,
+    /// True/False.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// What one pass should do.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// StatefulSets to apply (replicas held while a scale-down drains).
+    pub stateful_sets: Vec<StatefulSet>,
+    /// Scale/decommission actions.
+    pub scale: Vec<ScaleStep>,
+    /// The roll step.
+    pub roll: RollStep,
+    /// New status (conditions are set from `conditions`).
+    pub status: WoodpeckerClusterStatus,
+    /// Conditions to set.
+    pub conditions: Vec<WantedCondition>,
+    /// Work is in progress: requeue soon.
+    pub busy: bool,
+    /// Roll memory for the next pass (kept only if the step was carried out).
+    pub roll_memory: RollMemory,
+    /// Victims whose decommission started, with the start time (Unix seconds).
+    pub decommission_since: BTreeMap<String, i64>,
+    /// Victims past the decommission timeout.
+    pub stalled: Vec<String>,
+}
+
+/// Persist the plan's timers into the per-cluster memory (`evicted`: the eviction went through).
+pub fn remember(m: &mut ClusterMemory, plan: &Plan, evicted: bool) {
+    if evicted || !matches!(plan.roll, RollStep::Evict { .. }) {
+        m.roll = plan.roll_memory.clone();
+    }
+    m.decommission_since = plan.decommission_since.clone();
+    m.stalled_reported = plan.stalled.iter().cloned().collect();
+}
+
+/// Group key of a pod: (pool, node group) labels.
+fn pod_group(pod: &Pod) -> (String, String) {
+    let l = pod.labels();
+    (l.get(LABEL_POOL).cloned().unwrap_or_default(), l.get(LABEL_NODE_GROUP).cloned().unwrap_or_default())
+}
+
+/// Whether a pod runs the target revision, config hash and restart token; `Err` names what differs.
+pub fn pod_is_current(pod: &Pod, sts: Option<&StatefulSet>, target_hash: &str, token: &str) -> Result<(), String> {
+    let ann = pod.annotations();
+    let hash = ann.get(ANNOTATION_CONFIG_HASH).map(String::as_str).unwrap_or("");
+    if hash != target_hash {
+        return Err(format!("config hash {hash:?} differs from target {target_hash:?}"));
+    }
+    let pod_token = ann.get(ANNOTATION_RESTART_TOKEN).map(String::as_str).unwrap_or("");
+    if pod_token != token {
+        return Err(format!("restart token {pod_token:?} differs from {token:?}"));
+    }
+    let update_rev = sts.and_then(|s| s.status.as_ref()).and_then(|s| s.update_revision.as_deref());
+    let pod_rev = pod.labels().get("controller-revision-hash").map(String::as_str);
+    if let (Some(u), Some(p)) = (update_rev, pod_rev)
+        && u != p
+    {
+        return Err(format!("revision {p} differs from the StatefulSet's update revision {u}"));
+    }
+    Ok(())
+}
+
+fn most_common<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|(_, c)| *c).map(|(v, _)| v.to_string())
+}
+
+/// Build the status and the availability conditions from what was observed.
+pub fn observed_status(
+    cr: &WoodpeckerCluster,
+    plan: &ClusterPlan,
+    rendered: &Rendered,
+    sts_live: &[Arc<StatefulSet>],
+    views: &[PodView],
+) -> (WoodpeckerClusterStatus, Vec<WantedCondition>) {
+    let spec = &cr.spec;
+    let es = spec.quorum.ensemble_size;
+    let token = spec.rollout_policy.restart_token.as_str();
+    let sts_by_name: BTreeMap<String, &StatefulSet> = sts_live.iter().map(|s| (s.name_any(), s.as_ref())).collect();
+    let live: Vec<&PodView> = views.iter().filter(|v| !v.terminating).collect();
+
+    let mut nodes = Vec::new();
+    let mut group_counts: BTreeMap<(String, String), (i32, i32)> = BTreeMap::new();
+    for v in &live {
+        let (pool, group) = pod_group(&v.pod);
+        let sts_name = plan
+            .pools
+            .iter()
+            .flat_map(|p| p.groups.iter())
+            .find(|g| names::label_value(&g.pool) == pool && names::label_value(&g.name) == group)
+            .map(|g| g.stateful_set.clone());
+        let sts = sts_name.as_ref().and_then(|n| sts_by_name.get(n).copied());
+        let updated = pod_is_current(&v.pod, sts, &rendered.template_hash, token).is_ok();
+        let c = group_counts.entry((pool.clone(), group.clone())).or_default();
+        if v.ready {
+            c.0 += 1;
+        }
+        if updated {
+            c.1 += 1;
+        }
+        nodes.push(NodeStatus {
+            pod: v.name.clone(),
+            pool: Some(pool),
+            node_group: Some(group),
+            k8s_node: v.pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            zone: v.status.as_ref().map(|s| s.az.clone()).filter(|s| !s.is_empty()),
+            region: v.status.as_ref().map(|s| s.region.clone()).filter(|s| !s.is_empty()),
+            resource_group: v.status.as_ref().map(|s| s.resource_group.clone()).filter(|s| !s.is_empty()),
+            state: v.status.as_ref().map(|s| s.state.clone()),
+            member_count: v.status.as_ref().map(|s| i32::try_from(s.member_count).unwrap_or(i32::MAX)),
+            version: v.status.as_ref().map(|s| s.version.clone()).filter(|s| !s.is_empty()),
+            ready: v.ready,
+            updated,
+        });
+    }
+
+    let mut node_groups = Vec::new();
+    let mut buffer_pools = Vec::new();
+    let mut replicas = 0;
+    let mut available_msgs = Vec::new();
+    for pool in &plan.pools {
+        let pool_label = names::label_value(&pool.name);
+        let pool_views: Vec<&&PodView> = live.iter().filter(|v| pod_group(&v.pod).0 == pool_label).collect();
+        let gossip_members = pool_views
+            .iter()
+            .filter_map(|v| v.status.as_ref().map(|s| i32::try_from(s.member_count).unwrap_or(i32::MAX)))
+            .min();
+        buffer_pools.push(BufferPoolStatus {
+            name: pool.name.clone(),
+            seeds: pool.client_seeds.clone(),
+            gossip_members,
+        });
+        if pool.groups.is_empty() {
+            continue;
+        }
+        let active_seeing = pool_views
+            .iter()
+            .filter(|v| v.ready)
+            .filter(|v| {
+                v.status.as_ref().is_some_and(|s| s.state == "active" && i64::from(s.member_count) >= i64::from(es))
+            })
+            .count();
+        if (active_seeing as i32) < es {
+            available_msgs.push(format!(
+                "pool {}: {active_seeing} active members see at least {es} peers (need {es})",
+                pool.name
+            ));
+        }
+        for g in &pool.groups {
+            replicas += g.replicas;
+            let (ready, updated) =
+                group_counts.get(&(pool_label.clone(), names::label_value(&g.name))).copied().unwrap_or((0, 0));
+            node_groups.push(NodeGroupStatus {
+                pool: pool.name.clone(),
+                name: g.name.clone(),
+                stateful_set: g.stateful_set.clone(),
+                zone: g.zone.clone(),
+                replicas: g.replicas,
+                ready,
+                updated,
+            });
+        }
+    }
+    let ready_replicas = live.iter().filter(|v| v.ready).count() as i32;
+    let pod_versions = live
+        .iter()
+        .filter_map(|v| v.pod.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.as_deref()));
+    let current_version = most_common(pod_versions).map(|img| names::image_version(&img));
+    let current_hash =
+        most_common(live.iter().filter_map(|v| v.pod.annotations().get(ANNOTATION_CONFIG_HASH).map(String::as_str)));
+
+    let status = WoodpeckerClusterStatus {
+        phase: None,
+        observed_generation: None,
+        conditions: Vec::new(),
+        replicas,
+        ready_replicas,
+        ready: Some(format!("{ready_replicas}/{replicas}")),
+        version: Some(VersionStatus { current: current_version, target: Some(names::image_version(&spec.image)) }),
+        config_hash: Some(HashStatus { current: current_hash, target: Some(rendered.template_hash.clone()) }),
+        ensemble_size: Some(es),
+        buffer_pools,
+        node_groups,
+        nodes,
+        rollout: None,
+        decommission: Vec::new(),
+        client_config_map: Some(rendered.client_config_map_name()),
+    };
+
+    let mut conds = Vec::new();
+    conds.push(WantedCondition {
+        type_: CONDITION_AVAILABLE.into(),
+        status: available_msgs.is_empty(),
+        reason: if available_msgs.is_empty() { "QuorumAvailable".into() } else { "QuorumUnavailable".into() },
+        message: available_msgs.join("; "),
+    });
+    let mut degraded = Vec::new();
+    let unready: Vec<&str> = live.iter().filter(|v| !v.ready).map(|v| v.name.as_str()).collect();
+    if !unready.is_empty() {
+        degraded.push(format!("pods not Ready: {}", unready.join(", ")));
+    }
+    let counts: std::collections::BTreeSet<u32> =
+        live.iter().filter_map(|v| v.status.as_ref().map(|s| s.member_count)).collect();
+    if counts.len() > 1 {
+        degraded.push(format!("pods disagree on member counts: {counts:?}"));
+    }
+    let unhealthy: Vec<&str> = live.iter().filter(|v| v.log_healthy == Some(false)).map(|v| v.name.as_str()).collect();
+    if !unhealthy.is_empty() {
+        degraded.push(format!("log-health 503 on {}", unhealthy.join(", ")));
+    }
+    let full: Vec<&str> = live
+        .iter()
+        .filter(|v| v.status.as_ref().is_some_and(|s| s.disk_over_hard_watermark))
+        .map(|v| v.name.as_str())
+        .collect();
+    if !full.is_empty() {
+        degraded.push(format!("disk past the hard watermark on {}", full.join(", ")));
+    }
+    conds.push(WantedCondition {
+        type_: CONDITION_DEGRADED.into(),
+        status: !degraded.is_empty(),
+        reason: if degraded.is_empty() { "Healthy".into() } else { "Degraded".into() },
+        message: degraded.join("; "),
+    });
+    let topo = render::check_topology(spec);
+    conds.push(WantedCondition {
+        type_: CONDITION_TOPOLOGY_VALID.into(),
+        status: topo.is_empty(),
+        reason: if topo.is_empty() { "Valid".into() } else { "TopologyShortfall".into() },
+        message: topo.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+    });
+    (status, conds)
+}
+
+/// Finish the status from the roll and scale decisions: phase, rollout, Progressing,
+/// RolloutBlocked and DecommissionStalled.
+pub fn finish_status(
+    status: &mut WoodpeckerClusterStatus,
+    conds: &mut Vec<WantedCondition>,
+    roll: &RollStep,
+    outdated: i32,
+    started_at: Option<Timestamp>,
+    decommission: Vec<DecommissionStatus>,
+    stalled: Vec<String>,
+    scaling_up: bool,
+) {
+    let (state, pod, reason) = match roll {
+        RollStep::Idle => (RolloutState::Idle, None, String::new()),
+        RollStep::Wait { reason, pod } => (RolloutState::Rolling, pod.clone(), reason.clone()),
+        RollStep::Evict { pod, reason } => (RolloutState::Rolling, Some(pod.clone()), reason.clone()),
+        RollStep::Blocked { reason, pod } => (RolloutState::Blocked, pod.clone(), reason.clone()),
+    };
+    let rolling = state != RolloutState::Idle;
+    let scaling_down = !decommission.is_empty();
+    status.rollout = Some(RolloutStatus {
+        state,
+        pod: pod.clone(),
+        started_at: if rolling { started_at.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) } else { None },
+        reason: reason.clone(),
+        outdated,
+    });
+    status.decommission = decommission;
+    let all_ready = status.ready_replicas >= status.replicas;
+    status.phase = Some(if rolling {
+        ClusterPhase::Upgrading
+    } else if scaling_down {
+        ClusterPhase::ScalingDown
+    } else if scaling_up {
+        ClusterPhase::ScalingUp
+    } else if all_ready {
+        ClusterPhase::Running
+    } else {
+        ClusterPhase::Creating
+    });
+    let progressing = rolling || scaling_down || scaling_up || !all_ready;
+    conds.push(WantedCondition {
+        type_: CONDITION_PROGRESSING.into(),
+        status: progressing,
+        reason: if rolling {
+            "Rolling".into()
+        } else if scaling_down {
+            "ScalingDown".into()
+        } else if scaling_up || !all_ready {
+            "PodsStarting".into()
+        } else {
+            "Stable".into()
+        },
+        message: if rolling { format!("{outdated} pod(s) outdated; {reason}") } else { String::new() },
+    });
+    let blocked = state == RolloutState::Blocked;
+    conds.push(WantedCondition {
+        type_: CONDITION_ROLLOUT_BLOCKED.into(),
+        status: blocked,
+        reason: if blocked { "GateFailed".into() } else { "NotBlocked".into() },
+        message: if blocked {
+            match &pod {
+                Some(p) => format!("pod {p}: {reason}"),
+                None => reason,
+            }
+        } else {
+            String::new()
+        },
+    });
+    conds.push(WantedCondition {
+        type_: CONDITION_DECOMMISSION_STALLED.into(),
+        status: !stalled.is_empty(),
+        reason: if stalled.is_empty() { "NotStalled".into() } else { "DecommissionTimeout".into() },
+        message: stalled.join("; "),
+    });
+}
+
+/// Observed pod in the planners' terms.
+fn observed_pod(v: &PodView, plan: &ClusterPlan) -> ObservedPod {
+    let (pool_label, group_label) = pod_group(&v.pod);
+    let group = plan.pools.iter().flat_map(|p| p.groups.iter()).find(|g| {
+        v.name.strip_prefix(g.stateful_set.as_str()).is_some_and(|rest| {
+            rest.strip_prefix('-').is_some_and(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
+        })
+    });
+    let ordinal = v.name.rsplit_once('-').and_then(|(_, o)| o.parse::<i32>().ok()).unwrap_or(-1);
+    let is_seed = group.is_some_and(|g| {
+        plan.pools
+            .iter()
+            .filter(|p| p.name == g.pool)
+            .any(|p| p.gossip_seeds.iter().any(|s| s.starts_with(&format!("{}.", v.name))))
+    });
+    let ann = v.pod.annotations();
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let admin = v.status.as_ref().map(|s| AdminView {
+        state: NodeState::parse(&s.state),
+        member_count: i32::try_from(s.member_count).unwrap_or(i32::MAX),
+        members: v
+            .members
+            .as_ref()
+            .map(|ms| ms.iter().map(|m| MemberView { name: m.name.clone(), alive: m.alive }).collect())
+            .unwrap_or_default(),
+        zone: nonempty(&s.az),
+        region: nonempty(&s.region),
+        resource_group: nonempty(&s.resource_group),
+        log_health_ok: v.log_healthy,
+        disk_over_hard_watermark: s.disk_over_hard_watermark,
+    });
+    ObservedPod {
+        name: v.name.clone(),
+        pool: group.map(|g| g.pool.clone()).unwrap_or(pool_label),
+        group: group.map(|g| g.name.clone()).unwrap_or(group_label),
+        zone: group.and_then(|g| g.zone.clone()),
+        ordinal,
+        is_seed,
+        ready: v.ready,
+        terminating: v.terminating,
+        revision: v.pod.labels().get("controller-revision-hash").cloned(),
+        config_hash: ann.get(ANNOTATION_CONFIG_HASH).cloned(),
+        restart_token: ann.get(ANNOTATION_RESTART_TOKEN).cloned().unwrap_or_default(),
+        admin,
+    }
+}
+
+/// What a pass observed, besides the pods.
+pub struct Observed<'a> {
+    /// Live StatefulSets of the cluster.
+    pub stateful_sets: &'a [Arc<StatefulSet>],
+    /// Pods with their admin answers.
+    pub pods: &'a [PodView],
+    /// Names of the cluster's existing PVCs.
+    pub pvcs: &'a BTreeSet<String>,
+    /// The previous status (for decommission start times after an operator restart).
+    pub previous: &'a WoodpeckerClusterStatus,
+}
+
+/// Decide this pass: StatefulSets to apply, scale steps, the roll step and the status.
+pub fn plan(
+    cr: &WoodpeckerCluster,
+    desired: &Desired,
+    obs: &Observed<'_>,
+    memory: &ClusterMemory,
+    now: Timestamp,
+) -> Plan {
+    let rendered = &desired.rendered;
+    let cplan = &rendered.plan;
+    let spec = &cr.spec;
+    let secs = now.as_second();
+    let (mut status, mut conds) = observed_status(cr, cplan, rendered, obs.stateful_sets, obs.pods);
+    let live_sts: BTreeMap<String, &StatefulSet> =
+        obs.stateful_sets.iter().map(|s| (s.name_any(), s.as_ref())).collect();
+    let pods: BTreeMap<&str, &PodView> = obs.pods.iter().map(|v| (v.name.as_str(), v)).collect();
+
+    // ---- scale, per pool
+    let mut scale = Vec::new();
+    let mut replicas_override: BTreeMap<String, i32> = BTreeMap::new();
+    let mut victims = BTreeSet::new();
+    let mut stalled = Vec::new();
+    let mut scale_waiting = Vec::new();
+    let mut refused = Vec::new();
+    let mut decommission_since = BTreeMap::new();
+    let mut scaling_up = false;
+    for pool in cplan.pools.iter().filter(|p| !p.groups.is_empty()) {
+        let mut groups = Vec::new();
+        for g in &pool.groups {
+            let live = live_sts.get(&g.stateful_set);
+            let current = live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
+            let prefix = format!("data-{}-", g.stateful_set);
+            let pvc_max = obs
+                .pvcs
+                .iter()
+                .filter_map(|n| n.strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok()))
+                .max()
+                .map_or(0, |m| m + 1);
+            let slots = g.replicas.max(current.unwrap_or(0)).max(pvc_max);
+            let views = (0..slots)
+                .map(|ordinal| {
+                    let name = format!("{}-{ordinal}", g.stateful_set);
+                    let v = pods.get(name.as_str()).copied().filter(|v| !v.terminating);
+                    let pvc_name = format!("data-{name}");
+                    let since = memory.decommission_since.get(&name).copied().or_else(|| {
+                        obs.previous
+                            .decommission
+                            .iter()
+                            .find(|d| d.pod == name)
+                            .and_then(|d| d.since.as_ref())
+                            .map(|t| t.0.as_second())
+                    });
+                    ScalePodView {
+                        exists: v.is_some(),
+                        state: v.and_then(|v| v.status.as_ref()).map(|s| NodeState::parse(&s.state)),
+                        safe_to_terminate: v.and_then(|v| v.decommission.as_ref()).is_some_and(|d| d.safe_to_terminate),
+                        pvc_exists: obs.pvcs.contains(&pvc_name),
+                        pvc_name,
+                        decommission_since: since,
+                        name,
+                        ordinal,
+                    }
+                })
+                .collect();
+            if current.is_some_and(|c| g.replicas > c) {
+                scaling_up = true;
+            }
+            groups.push(GroupScaleInput {
+                stateful_set: g.stateful_set.clone(),
+                desired: g.replicas,
+                current,
+                pods: views,
+            });
+        }
+        let input = PoolScaleInput {
+            pool: pool.name.clone(),
+            ensemble_size: spec.quorum.ensemble_size,
+            delete_pvcs: spec.scale_down.pvc_policy == PvcPolicy::Delete,
+            decommission_timeout_seconds: i64::from(spec.scale_down.decommission_timeout_seconds),
+            now: secs,
+            groups: groups.clone(),
+        };
+        let sp = plan_pool_scale(&input);
+        for a in sp.actions {
+            match a {
+                ScaleAction::SetReplicas { stateful_set, replicas } => {
+                    let shrink = groups
+                        .iter()
+                        .find(|g| g.stateful_set == stateful_set)
+                        .and_then(|g| g.current)
+                        .is_some_and(|c| replicas < c);
+                    if shrink {
+                        let gone: Vec<String> = groups
+                            .iter()
+                            .filter(|g| g.stateful_set == stateful_set)
+                            .flat_map(|g| g.pods.iter().filter(|p| p.ordinal >= replicas && p.exists))
+                            .map(|p| p.name.clone())
+                            .collect();
+                        scale.extend(gone.into_iter().map(|pod| ScaleStep::Decommissioned { pod }));
+                    }
+                    replicas_override.insert(stateful_set, replicas);
+                }
+                ScaleAction::Decommission { pod } => {
+                    decommission_since.insert(pod.clone(), secs);
+                    scale.push(ScaleStep::Decommission { pod });
+                }
+                ScaleAction::CancelDecommission { pod } => scale.push(ScaleStep::Cancel { pod }),
+                ScaleAction::DeletePvc { pvc } => scale.push(ScaleStep::DeletePvc { name: pvc }),
+            }
+        }
+        for v in &sp.victims {
+            victims.insert(v.clone());
+            let since = memory.decommission_since.get(v).copied().or_else(|| decommission_since.get(v).copied());
+            if let Some(t) = since {
+                decommission_since.insert(v.clone(), t);
+            }
+        }
+        for s in &sp.stalled {
+            if !memory.stalled_reported.contains(s) {
+                scale.push(ScaleStep::Stalled {
+                    pod: s.clone(),
+                    reason: format!("still draining after {}s", spec.scale_down.decommission_timeout_seconds),
+                });
+            }
+        }
+        stalled.extend(sp.stalled);
+        scale_waiting.extend(sp.waiting);
+        refused.extend(sp.refused);
+    }
+
+    // StatefulSets: spec replicas unless the scale plan holds them (drain pending).
+    let stateful_sets: Vec<StatefulSet> = rendered
+        .stateful_sets
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let name = s.name_any();
+            let live = live_sts.get(&name).and_then(|l| l.spec.as_ref()).and_then(|l| l.replicas);
+            let replicas = replicas_override.get(&name).copied().or(live);
+            if let (Some(r), Some(spec)) = (replicas, s.spec.as_mut()) {
+                spec.replicas = Some(r);
+            }
+            s
+        })
+        .collect();
+
+    // ---- roll
+    let groups: Vec<ExpectedGroup> = cplan
+        .pools
+        .iter()
+        .flat_map(|p| p.groups.iter())
+        .map(|g| {
+            let live = live_sts.get(&g.stateful_set);
+            // While a scale-down drains, the victims still count as members of the group.
+            let replicas = replicas_override
+                .get(&g.stateful_set)
+                .copied()
+                .or_else(|| live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas))
+                .unwrap_or(g.replicas);
+            ExpectedGroup {
+                pool: g.pool.clone(),
+                group: g.name.clone(),
+                stateful_set: g.stateful_set.clone(),
+                update_revision: live.and_then(|s| s.status.as_ref()).and_then(|s| s.update_revision.clone()),
+                replicas,
+                zone: g.zone.clone(),
+                region: g.region.clone(),
+                resource_group: g.resource_group.clone(),
+            }
+        })
+        .collect();
+    let observed: Vec<ObservedPod> = obs.pods.iter().map(|v| observed_pod(v, cplan)).collect();
+    let decommission_in_progress = !victims.is_empty() || !scale_waiting.is_empty();
+    let outcome = decide_roll(
+        &RollInput {
+            groups: &groups,
+            pods: &observed,
+            target_hash: &rendered.template_hash,
+            restart_token: &spec.rollout_policy.restart_token,
+            max_unavailable: spec.rollout_policy.max_unavailable,
+            settle_seconds: i64::from(spec.rollout_policy.settle_time_seconds),
+            ready_timeout_seconds: i64::from(spec.rollout_policy.ready_timeout_seconds),
+            gates: &spec.rollout_policy.gates,
+            paused: spec.rollout_policy.paused || spec.paused,
+            decommission_in_progress,
+            decommission_victims: &victims,
+            now: secs,
+        },
+        &memory.roll,
+    );
+    let outdated = outcome.outdated.len() as i32;
+    let roll = match &outcome.decision {
+        RollDecision::Done => RollStep::Idle,
+        RollDecision::Wait { reason } => RollStep::Wait { reason: reason.clone(), pod: None },
+        RollDecision::Block { pod, reason } => RollStep::Blocked { reason: reason.clone(), pod: pod.clone() },
+        RollDecision::Evict { pod } => {
+            let why = obs
+                .pods
+                .iter()
+                .find(|v| &v.name == pod)
+                .map(|v| {
+                    let sts = groups
+                        .iter()
+                        .find(|g| v.name.starts_with(&format!("{}-", g.stateful_set)))
+                        .and_then(|g| live_sts.get(&g.stateful_set).copied());
+                    match pod_is_current(&v.pod, sts, &rendered.template_hash, &spec.rollout_policy.restart_token) {
+                        Ok(()) => "outdated".to_string(),
+                        Err(e) => e,
+                    }
+                })
+                .unwrap_or_else(|| "outdated".to_string());
+            RollStep::Evict { pod: pod.clone(), reason: why }
+        }
+    };
+    let started_at = outcome
+        .memory
+        .last_evicted
+        .as_ref()
+        .map(|(_, t)| *t)
+        .or(memory.roll.last_evicted.as_ref().map(|(_, t)| *t))
+        .and_then(|t| Timestamp::from_second(t).ok());
+
+    let decommission: Vec<DecommissionStatus> = victims
+        .iter()
+        .map(|v| {
+            let view = pods.get(v.as_str());
+            DecommissionStatus {
+                pod: v.clone(),
+                state: view.and_then(|p| p.status.as_ref()).map(|s| s.state.clone()),
+                remaining_segments: view
+                    .and_then(|p| p.decommission.as_ref())
+                    .map(|d| i64::try_from(d.remaining_segments).unwrap_or(i64::MAX)),
+                has_local_data: view.and_then(|p| p.decommission.as_ref()).map(|d| d.has_local_data),
+                since: decommission_since
+                    .get(v)
+                    .and_then(|t| Timestamp::from_second(*t).ok())
+                    .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            }
+        })
+        .collect();
+    let scale_busy = !scale.is_empty() || !scale_waiting.is_empty() || !victims.is_empty();
+    finish_status(&mut status, &mut conds, &roll, outdated, started_at, decommission, stalled.clone(), scaling_up);
+    if !refused.is_empty() {
+        if let Some(c) = conds.iter_mut().find(|c| c.type_ == CONDITION_TOPOLOGY_VALID) {
+            c.status = false;
+            c.reason = "ScaleDownRefused".into();
+            c.message = if c.message.is_empty() {
+                refused.join("; ")
+            } else {
+                format!("{}; {}", c.message, refused.join("; "))
+            };
+        }
+    }
+    let busy = scale_busy || roll != RollStep::Idle || status.ready_replicas < status.replicas;
+    Plan {
+        stateful_sets,
+        scale,
+        roll,
+        status,
+        conditions: conds,
+        busy,
+        roll_memory: outcome.memory,
+        decommission_since,
+        stalled,
+    }
+}

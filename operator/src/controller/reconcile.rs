@@ -1,0 +1,485 @@
+//! One reconcile pass of a WoodpeckerCluster (§5.5).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, EvictParams, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use woodpecker_crds::{CONDITION_CONFIG_VALID, ClusterPhase, WoodpeckerCluster, WoodpeckerClusterStatus};
+
+use super::apply::{Applied, FIELD_MANAGER, apply, matches_live};
+use super::observe::{PodView, observe_pods};
+use super::plan::{self, Desired, Plan, RollStep, ScaleStep};
+use super::{Context, Error, LABEL_CLUSTER, conditions, deletion, load};
+use crate::render::names::LABEL_CONFIG_KIND;
+
+/// Reconcile one cluster.
+pub async fn reconcile(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cr.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = cr.name_any();
+    if cr.metadata.deletion_timestamp.is_some() {
+        return deletion::finalize(&cr, &ctx).await;
+    }
+    deletion::sync_finalizer(&cr, &ctx).await?;
+    let key = format!("{ns}/{name}");
+    let previous = cr.status.clone().unwrap_or_default();
+
+    // 1. Load.
+    let refs = load::references(&cr);
+    let resolved = load::resolve(&ctx.client, &ns, &refs).await?;
+    if !resolved.missing.is_empty() {
+        let message = resolved.missing.join("; ");
+        return invalid(&cr, &ctx, &previous, "MissingReference", &message).await;
+    }
+
+    // 2. Render (pure).
+    let desired = match plan::render(&cr, &resolved) {
+        Ok(d) => d,
+        Err(message) => return invalid(&cr, &ctx, &previous, "InvalidSpec", &message).await,
+    };
+
+    // 3 + 4. Apply everything but the workloads, then the StatefulSets.
+    let owner = owner_reference(&cr)?;
+    let mut writes = 0usize;
+    writes += apply_all(&ctx, &ns, &ctx.stores.service_accounts, &desired.service_accounts, &owner).await?;
+    writes += apply_all(&ctx, &ns, &ctx.stores.services, &desired.services, &owner).await?;
+    writes += apply_all(&ctx, &ns, &ctx.stores.config_maps, &desired.config_maps, &owner).await?;
+    writes += apply_all(&ctx, &ns, &ctx.stores.secrets, &desired.secrets, &owner).await?;
+    writes += apply_all(&ctx, &ns, &ctx.stores.pdbs, &desired.pdbs, &owner).await?;
+
+    if let Some(pm) = &desired.rendered.pod_monitor {
+        writes += apply_pod_monitor(&ctx, &ns, pm, &owner).await?;
+    }
+
+    // 5. Observe.
+    let pods = cluster_objects(&ctx.stores.pods, &ns, &name);
+    let sts_live = cluster_objects(&ctx.stores.stateful_sets, &ns, &name);
+    let pvcs: BTreeSet<String> = cluster_objects(&ctx.stores.pvcs, &ns, &name).iter().map(|p| p.name_any()).collect();
+    let views =
+        observe_pods(ctx.admin.as_ref(), pods, desired.admin_port, cr.spec.rollout_policy.gates.log_health).await;
+
+    // Plan scale and roll purely from what was observed.
+    let memory = ctx.with_memory(&key, |m| m.clone());
+    let observed = plan::Observed { stateful_sets: &sts_live, pods: &views, pvcs: &pvcs, previous: &previous };
+    let plan: Plan = plan::plan(&cr, &desired, &observed, &memory, Timestamp::now());
+
+    // StatefulSets: replicas held at max(old, new) while a scale-down drains (the plan decides).
+    writes += apply_all(&ctx, &ns, &ctx.stores.stateful_sets, &plan.stateful_sets, &owner).await?;
+    writes += collect_old_configs(&ctx, &ns, &name, &desired, &views).await?;
+
+    // 6. Scale steps.
+    for step in &plan.scale {
+        execute_scale(&cr, &ctx, &ns, &views, step).await?;
+    }
+    // 7. Roll.
+    let evicted = execute_roll(&cr, &ctx, &ns, &key, &plan.roll).await?;
+    ctx.with_memory(&key, |m| plan::remember(m, &plan, evicted));
+
+    // 8. Status.
+    let mut status = plan.status.clone();
+    status.observed_generation = cr.metadata.generation;
+    let mut conds: Vec<Condition> = Vec::new();
+    for c in &plan.conditions {
+        conditions::set(
+            &mut conds,
+            &previous.conditions,
+            &c.type_,
+            c.status,
+            &c.reason,
+            &c.message,
+            cr.metadata.generation,
+        );
+    }
+    conditions::set(
+        &mut conds,
+        &previous.conditions,
+        CONDITION_CONFIG_VALID,
+        true,
+        "Valid",
+        "",
+        cr.metadata.generation,
+    );
+    status.conditions = conds;
+    patch_status(&cr, &ctx, &previous, status).await?;
+
+    let busy = plan.busy || writes > 0;
+    Ok(if busy { Action::requeue(ctx.settings.busy_requeue) } else { Action::requeue(ctx.settings.idle_requeue) })
+}
+
+/// Stop before any write: ConfigValid=False, a Warning Event, and a slow requeue.
+async fn invalid(
+    cr: &WoodpeckerCluster,
+    ctx: &Context,
+    previous: &WoodpeckerClusterStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    let mut status = previous.clone();
+    status.phase = Some(ClusterPhase::Failed);
+    let mut conds = previous.conditions.clone();
+    conditions::set(
+        &mut conds,
+        &previous.conditions,
+        CONDITION_CONFIG_VALID,
+        false,
+        reason,
+        message,
+        cr.metadata.generation,
+    );
+    status.conditions = conds;
+    let already = conditions::get(&previous.conditions, CONDITION_CONFIG_VALID)
+        .is_some_and(|c| c.status == "False" && c.message == message);
+    if !already {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: reason.to_string(),
+            note: Some(truncate(message, 1000)),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        ctx.publish(&ev, &cr.object_ref(&())).await;
+    }
+    patch_status(cr, ctx, previous, status).await?;
+    // Referenced user objects are not watched; look again soon.
+    Ok(Action::requeue(Duration::from_secs(15)))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn owner_reference(cr: &WoodpeckerCluster) -> Result<OwnerReference, Error> {
+    cr.controller_owner_ref(&()).ok_or(Error::MissingMetadata("uid"))
+}
+
+/// Objects of cluster `name` in `ns` from a cache.
+pub fn cluster_objects<K>(store: &Store<K>, ns: &str, name: &str) -> Vec<Arc<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut out: Vec<Arc<K>> = store
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.meta().namespace.as_deref() == Some(ns)
+                && o.meta().labels.as_ref().and_then(|l| l.get(LABEL_CLUSTER)).map(String::as_str) == Some(name)
+        })
+        .collect();
+    out.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    out
+}
+
+/// Apply `objects` (with the owner reference set) unless the cache shows them unchanged.
+async fn apply_all<K>(
+    ctx: &Context,
+    ns: &str,
+    store: &Store<K>,
+    objects: &[K],
+    owner: &OwnerReference,
+) -> Result<usize, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let mut writes = 0;
+    for obj in objects {
+        let mut obj = obj.clone();
+        let meta = obj.meta_mut();
+        meta.namespace = Some(ns.to_string());
+        let refs = meta.owner_references.get_or_insert_with(Vec::new);
+        if !refs.iter().any(|r| r.uid == owner.uid) {
+            refs.push(owner.clone());
+        }
+        let oref = ObjectRef::<K>::new(&obj.name_any()).within(ns);
+        let live = store.get(&oref);
+        if apply(&api, live.as_deref(), &obj, &ctx.metrics).await? == Applied::Patched {
+            writes += 1;
+        }
+    }
+    Ok(writes)
+}
+
+async fn patch_status(
+    cr: &WoodpeckerCluster,
+    ctx: &Context,
+    previous: &WoodpeckerClusterStatus,
+    status: WoodpeckerClusterStatus,
+) -> Result<(), Error> {
+    if &status == previous {
+        return Ok(());
+    }
+    let ns = cr.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<WoodpeckerCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = serde_json::json!({
+        "apiVersion": "woodpecker.zilliz.io/v1alpha1",
+        "kind": "WoodpeckerCluster",
+        "status": status,
+    });
+    api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(|e| Error::kube("patch status of", "WoodpeckerCluster", &cr.name_any(), e))?;
+    ctx.metrics.write("WoodpeckerCluster", "status");
+    Ok(())
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: String, pod: Option<&Pod>) -> Event {
+    Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(truncate(&note, 1000)),
+        action: action.to_string(),
+        secondary: pod.map(|p| p.object_ref(&())),
+    }
+}
+
+async fn execute_roll(
+    cr: &WoodpeckerCluster,
+    ctx: &Context,
+    ns: &str,
+    key: &str,
+    step: &RollStep,
+) -> Result<bool, Error> {
+    let cref = cr.object_ref(&());
+    match step {
+        RollStep::Idle | RollStep::Wait { .. } => {
+            ctx.with_memory(key, |m| m.last_block_reason = None);
+            Ok(false)
+        }
+        RollStep::Blocked { reason, pod } => {
+            let first = ctx.with_memory(key, |m| {
+                let first = m.last_block_reason.as_deref() != Some(reason.as_str());
+                m.last_block_reason = Some(reason.clone());
+                first
+            });
+            if first {
+                let note = match pod {
+                    Some(p) => format!("rolling restart blocked at pod {p}: {reason}"),
+                    None => format!("rolling restart blocked: {reason}"),
+                };
+                ctx.publish(&event(EventType::Warning, "RolloutBlocked", "Roll", note, None), &cref).await;
+            }
+            Ok(false)
+        }
+        RollStep::Evict { pod, reason } => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+            match api.evict(pod, &EvictParams::default()).await {
+                Ok(_) => {
+                    ctx.metrics.write("Pod", "evict");
+                    ctx.metrics.restarts.inc();
+                    ctx.with_memory(key, |m| m.last_block_reason = None);
+                    let note = format!("restarting pod {pod} through the Eviction API: {reason}");
+                    let p = ctx.stores.pods.get(&ObjectRef::new(pod).within(ns));
+                    ctx.publish(&event(EventType::Normal, "RestartingPod", "Evict", note, p.as_deref()), &cref).await;
+                    Ok(true)
+                }
+                // 429: the PDB refuses right now (for example a node drain runs); try again later.
+                Err(kube::Error::Api(s)) if s.code == 429 => {
+                    let note = format!("eviction of pod {pod} refused by the PodDisruptionBudget; retrying");
+                    ctx.publish(&event(EventType::Normal, "EvictionDeferred", "Evict", note, None), &cref).await;
+                    Ok(false)
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+                Err(e) => Err(Error::kube("evict", "Pod", pod, e)),
+            }
+        }
+    }
+}
+
+async fn execute_scale(
+    cr: &WoodpeckerCluster,
+    ctx: &Context,
+    ns: &str,
+    views: &[PodView],
+    step: &ScaleStep,
+) -> Result<(), Error> {
+    let cref = cr.object_ref(&());
+    let find = |pod: &str| views.iter().find(|v| v.name == pod);
+    let port = plan::admin_port(cr);
+    match step {
+        ScaleStep::Decommission { pod } => {
+            let Some(addr) = find(pod).and_then(|v| super::observe::admin_addr(&v.pod, port)) else {
+                return Ok(());
+            };
+            match ctx.admin.decommission(addr).await {
+                Ok(()) => {
+                    let note = format!("decommissioning pod {pod} before scale-down");
+                    let p = find(pod).map(|v| v.pod.as_ref());
+                    ctx.publish(&event(EventType::Normal, "Decommissioning", "Decommission", note, p), &cref).await;
+                }
+                Err(e) => tracing::warn!(error = %e, %pod, "decommission request failed; retrying"),
+            }
+            Ok(())
+        }
+        ScaleStep::Cancel { pod } => {
+            let Some(addr) = find(pod).and_then(|v| super::observe::admin_addr(&v.pod, port)) else {
+                return Ok(());
+            };
+            match ctx.admin.cancel_decommission(addr).await {
+                Ok(()) => {
+                    let note = format!("cancelling the decommission of pod {pod}: it is no longer a scale-down victim");
+                    let p = find(pod).map(|v| v.pod.as_ref());
+                    ctx.publish(&event(EventType::Normal, "DecommissionCancelled", "Decommission", note, p), &cref)
+                        .await;
+                }
+                Err(e) => tracing::warn!(error = %e, %pod, "decommission cancel failed; retrying"),
+            }
+            Ok(())
+        }
+        ScaleStep::Decommissioned { pod } => {
+            let note = format!("pod {pod} is decommissioned and safe to terminate; shrinking its StatefulSet");
+            ctx.publish(&event(EventType::Normal, "Decommissioned", "Decommission", note, None), &cref).await;
+            Ok(())
+        }
+        ScaleStep::Stalled { pod, reason } => {
+            let note = format!("decommission of pod {pod} stalled: {reason}; still waiting (never forced)");
+            ctx.publish(&event(EventType::Warning, "DecommissionStalled", "Decommission", note, None), &cref).await;
+            Ok(())
+        }
+        ScaleStep::DeletePvc { name } => {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {
+                    ctx.metrics.write("PersistentVolumeClaim", "delete");
+                    let note = format!("deleted PVC {name} of a decommissioned pod (scaleDown.pvcPolicy Delete)");
+                    ctx.publish(&event(EventType::Normal, "DeletedPVC", "Delete", note, None), &cref).await;
+                    Ok(())
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(Error::kube("delete", "PersistentVolumeClaim", name, e)),
+            }
+        }
+    }
+}
+
+/// Apply the PodMonitor (a CRD of the Prometheus operator, so not cached: read, compare, apply).
+async fn apply_pod_monitor(
+    ctx: &Context,
+    ns: &str,
+    pm: &DynamicObject,
+    owner: &OwnerReference,
+) -> Result<usize, Error> {
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "podmonitors");
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let mut pm = pm.clone();
+    pm.metadata.namespace = Some(ns.to_string());
+    let refs = pm.metadata.owner_references.get_or_insert_with(Vec::new);
+    if !refs.iter().any(|r| r.uid == owner.uid) {
+        refs.push(owner.clone());
+    }
+    let name = pm.name_any();
+    let live = match api.get_opt(&name).await {
+        Ok(l) => l,
+        // The Prometheus operator's CRD is not installed: report it through the error.
+        Err(e) => return Err(Error::kube("get", "PodMonitor", &name, e)),
+    };
+    if let Some(live) = &live
+        && matches_live(&pm, live).map_err(|e| Error::Serialize {
+            kind: "PodMonitor".into(),
+            name: name.clone(),
+            source: e,
+        })?
+    {
+        ctx.metrics.write("PodMonitor", "skip");
+        return Ok(0);
+    }
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&pm))
+        .await
+        .map_err(|e| Error::kube("apply", "PodMonitor", &name, e))?;
+    ctx.metrics.write("PodMonitor", "apply");
+    Ok(1)
+}
+
+/// How many superseded hashed configs to keep for rollback (§5.5 step 3).
+const KEEP_OLD_CONFIGS: usize = 3;
+
+/// Delete hashed server ConfigMaps / overlay Secrets beyond the newest few that no pod uses.
+async fn collect_old_configs(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    desired: &Desired,
+    views: &[super::observe::PodView],
+) -> Result<usize, Error> {
+    let mut in_use: BTreeSet<String> = BTreeSet::new();
+    for v in views {
+        for vol in v.pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+            if let Some(cm) = &vol.config_map {
+                in_use.insert(cm.name.clone());
+            }
+            if let Some(sec) = vol.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+                in_use.insert(sec);
+            }
+        }
+    }
+    for c in &desired.config_maps {
+        in_use.insert(c.name_any());
+    }
+    for s in &desired.secrets {
+        in_use.insert(s.name_any());
+    }
+    let mut deleted = 0;
+    let cms = cluster_objects(&ctx.stores.config_maps, ns, name);
+    for victim in stale(&cms, &in_use) {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        deleted += delete_quietly(&api, &victim, ctx, "ConfigMap").await?;
+    }
+    let secrets = cluster_objects(&ctx.stores.secrets, ns, name);
+    for victim in stale(&secrets, &in_use) {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        deleted += delete_quietly(&api, &victim, ctx, "Secret").await?;
+    }
+    Ok(deleted)
+}
+
+/// Hashed config objects not in use, oldest first, beyond the newest [`KEEP_OLD_CONFIGS`].
+fn stale<K: Resource>(objects: &[Arc<K>], in_use: &BTreeSet<String>) -> Vec<String> {
+    let mut hashed: Vec<&Arc<K>> = objects
+        .iter()
+        .filter(|o| o.meta().labels.as_ref().is_some_and(|l| l.contains_key(LABEL_CONFIG_KIND)))
+        .filter(|o| !o.meta().name.as_ref().is_some_and(|n| in_use.contains(n)))
+        .collect();
+    hashed.sort_by(|a, b| {
+        let ta = a.meta().creation_timestamp.as_ref().map(|t| t.0);
+        let tb = b.meta().creation_timestamp.as_ref().map(|t| t.0);
+        tb.cmp(&ta).then_with(|| a.meta().name.cmp(&b.meta().name))
+    });
+    hashed.into_iter().skip(KEEP_OLD_CONFIGS).filter_map(|o| o.meta().name.clone()).collect()
+}
+
+async fn delete_quietly<K>(api: &Api<K>, name: &str, ctx: &Context, kind: &str) -> Result<usize, Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            ctx.metrics.write(kind, "delete");
+            Ok(1)
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(0),
+        Err(e) => Err(Error::kube("delete", kind, name, e)),
+    }
+}
+
+/// Kinds rendered by the operator, for documentation and the RBAC test.
+pub const RENDERED_KINDS: &[&str] =
+    &["ServiceAccount", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "StatefulSet"];

@@ -1,0 +1,418 @@
+//! Shared helpers for the tests that run against the real kube-apiserver + kube-controller-manager
+//! of `scripts/kube-testbed.sh`.
+//!
+//! Every test gets its own namespace and runs its own controller scoped to that namespace, so the
+//! tests run in parallel without seeing each other's objects.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::client::ClientBuilder;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use woodpecker_operator::admin::{DecommissionProgress, HttpAdminClient, Member, NodeStatus};
+use woodpecker_operator::controller::{self, Settings};
+use woodpecker_operator::metrics::Metrics;
+
+/// Env var naming the test bed's admin kubeconfig (set by `scripts/kube-testbed.sh env`).
+pub const KUBECONFIG_ENV: &str = "WOODPECKER_TESTBED_KUBECONFIG";
+
+/// The test bed kubeconfig path; panics with instructions when the test bed is not configured.
+pub fn kubeconfig_path() -> String {
+    match std::env::var(KUBECONFIG_ENV) {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "{KUBECONFIG_ENV} is not set: these tests need the real kube-apiserver test bed.\n\
+             Run: scripts/kube-testbed.sh install && scripts/kube-testbed.sh start && \
+             eval \"$(scripts/kube-testbed.sh env)\" && cargo test -p woodpecker-operator"
+        ),
+    }
+}
+
+/// Client configuration for the test bed admin.
+pub async fn config() -> Config {
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("loading kubeconfig {path}: {e}"))
+}
+
+/// An admin client.
+pub async fn client() -> Client {
+    Client::try_from(config().await).expect("building the admin client")
+}
+
+/// One request the counting client sent.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+}
+
+impl Request {
+    /// A long-running watch (not a per-reconcile request).
+    pub fn is_watch(&self) -> bool {
+        self.uri.contains("watch=true") || self.uri.contains("watch=1")
+    }
+    /// A write: anything but GET/HEAD.
+    pub fn is_write(&self) -> bool {
+        !matches!(self.method.as_str(), "GET" | "HEAD")
+    }
+}
+
+/// Log of requests sent through a counting client.
+#[derive(Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<Request>>>);
+
+impl RequestLog {
+    /// Requests so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    /// Requests after index `from`, excluding watches.
+    pub fn since(&self, from: usize) -> Vec<Request> {
+        self.0.lock().unwrap()[from..].iter().filter(|r| !r.is_watch()).cloned().collect()
+    }
+}
+
+/// A client (built from `cfg`) that logs every request it sends.
+pub fn counting_client(cfg: Config) -> (Client, RequestLog) {
+    let log = RequestLog::default();
+    let l = log.clone();
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        l.0.lock().unwrap().push(Request {
+            method: req.method().to_string(),
+            uri: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        });
+        req
+    });
+    let client = ClientBuilder::try_from(cfg).expect("client builder").with_layer(&layer).build();
+    (client, log)
+}
+
+/// Wait until `f` returns `Some`, polling every 100 ms; panic with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Install (or update) the WoodpeckerCluster CRD and wait until it is Established.
+pub async fn install_crd(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = woodpecker_crds::crd();
+    let name = crd.name_any();
+    api.patch(&name, &PatchParams::apply("woodpecker-tests").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+    wait_for("the CRD to be Established", Duration::from_secs(30), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let crd = api.get(&name).await.ok()?;
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        }
+    })
+    .await;
+}
+
+/// A fresh namespace for one test, deleted on drop of the guard (best effort).
+pub struct TestNamespace {
+    /// Namespace name.
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Create `wp-<prefix>-<random>`.
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("wp-{prefix}-{:x}", (nanos as u64) ^ u64::from(std::process::id()));
+        let name: String = name.chars().take(63).collect();
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &ns).await.expect("creating the test namespace");
+        // Pods need the default ServiceAccount only if admission checks it; the test bed does not.
+        Self { name, client: client.clone() }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var("WOODPECKER_TESTBED_KEEP").is_ok() {
+            return;
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = self.name.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+/// The operator running in-process against the test bed, scoped to one namespace.
+pub struct RunningOperator {
+    /// Requests the operator's client sent.
+    pub requests: RequestLog,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningOperator {
+    /// Start the controller for `namespace` with `cfg` as its identity.
+    pub fn start(cfg: Config, namespace: &str) -> Self {
+        let (client, requests) = counting_client(cfg);
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let settings = Settings {
+            namespace: Some(namespace.to_string()),
+            busy_requeue: Duration::from_millis(500),
+            ..Settings::default()
+        };
+        let admin = Arc::new(HttpAdminClient::new(Duration::from_secs(2)));
+        let m = metrics.clone();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = controller::run(client, settings, admin, m, s).await {
+                panic!("controller failed: {e}");
+            }
+        });
+        Self { requests, metrics, stop, task }
+    }
+
+    /// Stop the controller and wait for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+// ------------------------------------------------------------------ fake kubelet + admin API
+
+/// One fake LogStore node.
+#[derive(Clone, Debug)]
+pub struct FakeNode {
+    /// Loopback IP the pod gets.
+    pub ip: Ipv4Addr,
+    /// Zone it advertises.
+    pub az: String,
+    /// `active`, `decommissioning`, `decommissioned`.
+    pub state: String,
+    /// Gossip sees it only from this instant (None: not joined).
+    pub joined_at: Option<Instant>,
+    /// Answer 503 on /admin/log-health.
+    pub log_unhealthy: bool,
+}
+
+/// The fake LogStore cluster behind every pod's admin port.
+///
+/// Each pod gets its own loopback address `127.0.0.N`; one listener per address on the same port
+/// answers for that pod, so the operator's real HTTP admin client is exercised end to end.
+#[derive(Clone)]
+pub struct FakeCluster {
+    /// Admin port every fake pod listens on.
+    pub port: u16,
+    /// Nodes by pod name.
+    pub nodes: Arc<Mutex<BTreeMap<String, FakeNode>>>,
+    ips: Arc<Mutex<HashMap<Ipv4Addr, String>>>,
+    listeners: Arc<Mutex<HashMap<Ipv4Addr, tokio::task::JoinHandle<()>>>>,
+    /// Decommission requests received, by pod.
+    pub decommissions: Arc<Mutex<Vec<String>>>,
+    next_ip: Arc<Mutex<u8>>,
+}
+
+impl FakeCluster {
+    /// A fake cluster listening on a free port (found on 127.0.0.1).
+    pub async fn new() -> Self {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        Self {
+            port,
+            nodes: Default::default(),
+            ips: Default::default(),
+            listeners: Default::default(),
+            decommissions: Default::default(),
+            next_ip: Arc::new(Mutex::new(10)),
+        }
+    }
+
+    /// Register pod `name` (zone `az`) and start its listener; returns its IP.
+    pub async fn add_pod(&self, name: &str, az: &str) -> Ipv4Addr {
+        if let Some(n) = self.nodes.lock().unwrap().get(name) {
+            return n.ip;
+        }
+        let ip = {
+            let mut next = self.next_ip.lock().unwrap();
+            let ip = Ipv4Addr::new(127, 0, 0, *next);
+            *next += 1;
+            ip
+        };
+        self.nodes.lock().unwrap().insert(
+            name.to_string(),
+            FakeNode { ip, az: az.to_string(), state: "active".into(), joined_at: None, log_unhealthy: false },
+        );
+        self.ips.lock().unwrap().insert(ip, name.to_string());
+        let app = Router::new()
+            .route("/admin/node/status", get(status_h))
+            .route("/admin/memberlist", get(members_h))
+            .route("/admin/log-health", get(health_h))
+            .route("/admin/node/decommission", post(decom_h))
+            .route("/admin/node/decommission/progress", get(progress_h))
+            .route("/admin/node/decommission/cancel", post(cancel_h))
+            .with_state((self.clone(), name.to_string()));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(ip), self.port))
+            .await
+            .unwrap_or_else(|e| panic!("binding fake admin on {ip}:{}: {e}", self.port));
+        let h = tokio::spawn(async move {
+            let _ = axum::serve(listener, app.into_make_service()).await;
+        });
+        self.listeners.lock().unwrap().insert(ip, h);
+        ip
+    }
+
+    /// Make `name` visible in gossip from now on (or after `delay`).
+    pub fn join(&self, name: &str, delay: Duration) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.joined_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Drop `name` from gossip (its pod was deleted).
+    pub fn leave(&self, name: &str) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.joined_at = None;
+        }
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let now = Instant::now();
+        self.nodes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n.joined_at.is_some_and(|t| t <= now))
+            .map(|(name, n)| Member {
+                name: name.clone(),
+                gossip_addr: format!("{}:17946", n.ip),
+                service_addr: format!("{}:18080", n.ip),
+                region: String::new(),
+                az: n.az.clone(),
+                resource_group: "default".into(),
+                state: n.state.clone(),
+                alive: true,
+            })
+            .collect()
+    }
+}
+
+type FakeState = State<(FakeCluster, String)>;
+
+async fn status_h(State((c, name)): FakeState) -> impl IntoResponse {
+    let members = c.members().len() as u32;
+    let n = c.nodes.lock().unwrap().get(&name).cloned();
+    match n {
+        Some(n) => axum::Json(NodeStatus {
+            node_name: name,
+            state: n.state,
+            member_count: members,
+            region: String::new(),
+            az: n.az,
+            resource_group: "default".into(),
+            version: "test".into(),
+            started_at: String::new(),
+            disk_over_hard_watermark: false,
+        })
+        .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn members_h(State((c, _)): FakeState) -> impl IntoResponse {
+    axum::Json(c.members())
+}
+
+async fn health_h(State((c, name)): FakeState) -> impl IntoResponse {
+    let bad = c.nodes.lock().unwrap().get(&name).is_some_and(|n| n.log_unhealthy);
+    if bad { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+}
+
+async fn decom_h(State((c, name)): FakeState) -> impl IntoResponse {
+    c.decommissions.lock().unwrap().push(name.clone());
+    if let Some(n) = c.nodes.lock().unwrap().get_mut(&name) {
+        n.state = "decommissioned".into();
+    }
+    StatusCode::OK
+}
+
+async fn progress_h(State((c, name)): FakeState) -> impl IntoResponse {
+    let done = c.nodes.lock().unwrap().get(&name).is_some_and(|n| n.state == "decommissioned");
+    axum::Json(DecommissionProgress { remaining_segments: 0, has_local_data: !done, safe_to_terminate: done })
+}
+
+async fn cancel_h(State((c, name)): FakeState, _p: Option<Path<String>>) -> impl IntoResponse {
+    if let Some(n) = c.nodes.lock().unwrap().get_mut(&name) {
+        n.state = "active".into();
+    }
+    StatusCode::OK
+}
+
+/// Set a pod Running + Ready (or not Ready) with IP `ip`, as a kubelet would.
+pub async fn set_pod_ready(pods: &Api<Pod>, name: &str, ip: Ipv4Addr, ready: bool) -> bool {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = if ready { "True" } else { "False" };
+    let patch = json!({
+        "status": {
+            "phase": "Running",
+            "podIP": ip.to_string(),
+            "podIPs": [{"ip": ip.to_string()}],
+            "hostIP": "127.0.0.1",
+            "startTime": now,
+            "conditions": [
+                {"type": "Ready", "status": status, "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            ],
+        }
+    });
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok()
+}
+
+/// Fixed-size lowercase suffix from the clock, for object names.
+pub fn suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:06x}", nanos & 0xff_ffff)
+}
