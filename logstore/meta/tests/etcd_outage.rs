@@ -85,6 +85,6 @@ async fn lock_is_lost_and_requests_fail_fast_when_etcd_dies() {
     let started = Instant::now();
     let err = store.get_log("l").await.expect_err("etcd is gone");
     assert!(started.elapsed() < Duration::from_secs(5), "bounded by timeout x attempts, took {:?}", started.elapsed());
-    assert!(matches!(&err, MetaError::Unreachable { endpoints, .. } if endpoints == &[endpoint.clone()]), "{err}");
+    assert!(matches!(&err, MetaError::Unreachable { endpoints, .. } if *endpoints == [endpoint.as_str()]), "{err}");
     assert!(err.is_retryable());
 }
