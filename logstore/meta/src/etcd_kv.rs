@@ -142,6 +142,8 @@ impl EtcdKv {
                     _ => MetaError::Rejected { endpoints: self.endpoints.clone(), op, source: status.into() },
                 }
             }
+            // Raised when a keep-alive stream is opened for a lease that no longer exists.
+            E::LeaseKeepAliveError(msg) if msg.contains("lease not found") => MetaError::LeaseNotFound { lease },
             e @ (E::TransportError(_) | E::IoError(_) | E::EndpointError(_) | E::LeaseKeepAliveError(_)) => {
                 MetaError::Unreachable { endpoints: self.endpoints.clone(), source: e.into() }
             }

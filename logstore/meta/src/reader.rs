@@ -51,8 +51,15 @@ impl ReaderRegistration {
         let lease = self.kv.grant_lease(self.policy.ttl).await?;
         let (tx, rx) = watch::channel(true);
         let cancel = CancellationToken::new();
-        let task =
-            spawn_keepalive(self.kv.clone(), lease, self.policy, cancel.clone(), tx, format!("reader:{}", self.key));
+        let task = spawn_keepalive(
+            self.kv.clone(),
+            lease,
+            None,
+            self.policy,
+            cancel.clone(),
+            tx,
+            format!("reader:{}", self.key),
+        );
         Ok(Session { lease, valid: rx, cancel, task })
     }
 

@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::MetaError;
 use crate::kv::{KvBackend, LeaseId, LeaseKeeper};
 
 /// How a lease is kept alive and when it is declared lost.
@@ -26,9 +27,13 @@ pub struct KeepAlivePolicy {
 /// `<= 0`, `max_failures` keep-alives in a row fail, or no keep-alive succeeded for a whole TTL
 /// (the lease may have expired on the server, so the holder must stop trusting it). A lost lease is
 /// revoked best-effort so its keys disappear without waiting for the TTL.
+///
+/// With a `guard_key`, the lease also counts as lost once that key is gone (deleted by
+/// `delete_log` or by an operator) even though the lease itself lives on.
 pub(crate) fn spawn_keepalive(
     kv: Arc<dyn KvBackend>,
     lease: LeaseId,
+    guard_key: Option<String>,
     policy: KeepAlivePolicy,
     cancel: CancellationToken,
     valid: watch::Sender<bool>,
@@ -60,9 +65,20 @@ pub(crate) fn spawn_keepalive(
                 Ok(ttl) if ttl > 0 => {
                     failures = 0;
                     last_ok = Instant::now();
-                    None
+                    match &guard_key {
+                        Some(key) => match kv.get(key).await {
+                            Ok(Some(_)) => None,
+                            Ok(None) => Some(format!("key {key:?} was deleted")),
+                            Err(e) => {
+                                tracing::warn!(task = %what, error = %e, "checking the lock key failed");
+                                None
+                            }
+                        },
+                        None => None,
+                    }
                 }
                 Ok(ttl) => Some(format!("lease {lease:x} is gone (ttl {ttl})")),
+                Err(MetaError::LeaseNotFound { .. }) => Some(format!("lease {lease:x} no longer exists")),
                 Err(e) => {
                     keeper = None;
                     failures += 1;

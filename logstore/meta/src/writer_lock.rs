@@ -20,8 +20,9 @@ use crate::keys::KeyLayout;
 use crate::kv::{Compare, KvBackend, LeaseId, Txn, TxnOp};
 use crate::session::{KeepAlivePolicy, revoke_in_background, spawn_keepalive};
 
-/// A held writer lock. Valid until released, dropped, or lost (lease expired, revoked or not
-/// refreshed for too long). Dropping it releases the lock in the background.
+/// A held writer lock. Valid until released, dropped, or lost: the lease expired or was revoked,
+/// keep-alives failed too often or for a whole TTL, or the lock key was deleted (e.g. by
+/// `delete_log`). Dropping it releases the lock in the background.
 #[derive(Debug)]
 pub struct WriterLock {
     log: String,
@@ -46,7 +47,15 @@ impl WriterLock {
             Ok(key) => {
                 let (tx, rx) = watch::channel(true);
                 let cancel = CancellationToken::new();
-                let task = spawn_keepalive(kv.clone(), lease, policy, cancel.clone(), tx, format!("writer-lock:{log}"));
+                let task = spawn_keepalive(
+                    kv.clone(),
+                    lease,
+                    Some(key.clone()),
+                    policy,
+                    cancel.clone(),
+                    tx,
+                    format!("writer-lock:{log}"),
+                );
                 Ok(WriterLock { log: log.to_owned(), key, lease, kv, valid: rx, cancel, task: Some(task) })
             }
             Err(e) => {
