@@ -109,7 +109,7 @@ clusters:
 - name: woodpecker-testbed
   cluster:
     server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $RUN/certs/apiserver.crt
+    certificate-authority: $RUN/certs/ca.crt
 users:
 - name: $2
   user:
@@ -123,13 +123,21 @@ EOF
 
 make_certs() {
   mkdir -p "$RUN/certs"
-  # Serving cert for 127.0.0.1/localhost, self-signed so clients can pin it as their CA.
-  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=woodpecker-testbed-apiserver" \
-    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc" \
-    -addext "basicConstraints=critical,CA:TRUE" \
-    -keyout "$RUN/certs/apiserver.key" -out "$RUN/certs/apiserver.crt" 2>/dev/null
-  openssl genrsa -out "$RUN/certs/sa.key" 2048 2>/dev/null
-  openssl rsa -in "$RUN/certs/sa.key" -pubout -out "$RUN/certs/sa.pub" 2>/dev/null
+  local c="$RUN/certs"
+  # A CA plus a serving cert signed by it: rustls (kube-rs) refuses a CA certificate used as the
+  # server's own certificate, so the serving cert cannot simply be self-signed.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=woodpecker-testbed-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+    -keyout "$c/apiserver.key" -out "$c/apiserver.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc" \
+    "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" >"$c/apiserver.ext"
+  openssl x509 -req -in "$c/apiserver.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial \
+    -days 30 -extfile "$c/apiserver.ext" -out "$c/apiserver.crt" 2>/dev/null
+  openssl genrsa -out "$c/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$c/sa.key" -pubout -out "$c/sa.pub" 2>/dev/null
 }
 
 cmd_start() {
@@ -187,7 +195,7 @@ EOF
   echo $! >"$RUN/kube-apiserver.pid"
   write_kubeconfig "$KUBECONFIG_PATH" woodpecker-admin "$admin_token"
   write_kubeconfig "$RUN/kcm.kubeconfig" system:kube-controller-manager "$kcm_token"
-  wait_for kube-apiserver "$READY_TIMEOUT" curl -sf --cacert "$RUN/certs/apiserver.crt" \
+  wait_for kube-apiserver "$READY_TIMEOUT" curl -sf --cacert "$RUN/certs/ca.crt" \
     -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$APISERVER_PORT/readyz"
 
   log "starting kube-controller-manager"
@@ -200,7 +208,7 @@ EOF
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --cert-dir "$RUN/kcm-certs" \
     --controllers "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-ttl,-bootstrapsigner,-tokencleaner,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-ephemeral-volume" \
     --service-account-private-key-file "$RUN/certs/sa.key" \
-    --root-ca-file "$RUN/certs/apiserver.crt" \
+    --root-ca-file "$RUN/certs/ca.crt" \
     --use-service-account-credentials=false \
     --leader-elect=false \
     --concurrent-statefulset-syncs 5 --concurrent-gc-syncs 10 \
@@ -209,7 +217,7 @@ EOF
   echo $! >"$RUN/kube-controller-manager.pid"
   wait_for kube-controller-manager "$READY_TIMEOUT" curl -sfk "https://127.0.0.1:$KCM_PORT/healthz"
   # The default ServiceAccount appears once the serviceaccount controller ran; tests create pods.
-  wait_for default-serviceaccount "$READY_TIMEOUT" curl -sf --cacert "$RUN/certs/apiserver.crt" \
+  wait_for default-serviceaccount "$READY_TIMEOUT" curl -sf --cacert "$RUN/certs/ca.crt" \
     -H "Authorization: Bearer $admin_token" \
     "https://127.0.0.1:$APISERVER_PORT/api/v1/namespaces/default/serviceaccounts/default"
   log "ready"

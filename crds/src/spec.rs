@@ -465,6 +465,7 @@ pub struct StorageSpec {
     pub size: Option<String>,
     /// StorageClass name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
 }
 
