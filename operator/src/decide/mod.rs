@@ -12,3 +12,6 @@ pub mod scale;
 pub use observed::{AdminView, MemberView, NodeState, ObservedPod};
 pub use rollout::{RollDecision, RollInput, RollMemory, RollOutcome, decide_roll};
 pub use scale::{GroupScaleInput, PoolScaleInput, ScaleAction, ScalePlan, ScalePodView, plan_pool_scale};
+
+#[cfg(test)]
+mod tests;
