@@ -267,15 +267,46 @@ pub mod nullable {
 }
 
 /// A list of strings that also accepts one comma-separated string (older upstream `etcd.endpoints`)
-/// or an empty value.
+/// or an empty value; items may be written as numbers.
 pub mod string_list {
     use super::*;
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<String>),
-        One(String),
+    struct Item(String);
+
+    impl<'de> Deserialize<'de> for Item {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(LenientStringVisitor).map(Item)
+        }
+    }
+
+    struct ListVisitor;
+
+    impl<'de> Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of strings or one comma-separated string")
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(Item(item)) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
     }
 
     /// Writes the list.
@@ -285,13 +316,7 @@ pub mod string_list {
 
     /// Reads a list, a comma-separated string or an empty value.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-        Ok(match Option::<OneOrMany>::deserialize(deserializer)? {
-            None => Vec::new(),
-            Some(OneOrMany::Many(items)) => items,
-            Some(OneOrMany::One(text)) => {
-                text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-            }
-        })
+        deserializer.deserialize_any(ListVisitor)
     }
 }
 
