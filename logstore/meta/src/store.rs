@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
-use woodpecker_proto::meta::{LogMeta, ReaderTempInfo, SegmentCleanupStatus, SegmentMetadata, Version};
+use woodpecker_proto::meta::{
+    LogMeta, ReaderTempInfo, SegmentCleanupStatus, SegmentCompactedNotifyStatus, SegmentMetadata, Version,
+};
 
 use crate::embedded_kv::EmbeddedKv;
 use crate::error::{MetaError, MetaResult};
@@ -480,6 +482,66 @@ impl MetadataStore {
     /// Every cleanup record of the log, in key order.
     pub async fn list_cleanup_statuses(&self, log_id: i64) -> MetaResult<Vec<Versioned<SegmentCleanupStatus>>> {
         let kvs = self.kv.range(&self.keys.cleaning_prefix(log_id)).await?;
+        kvs.iter().map(versioned).collect()
+    }
+
+    // ---- compacted-mark distribution records -----------------------------------------------
+
+    /// Reads the compacted-mark distribution record of a segment, if any.
+    pub async fn get_marking_status(
+        &self,
+        log_id: i64,
+        segment: i64,
+    ) -> MetaResult<Option<Versioned<SegmentCompactedNotifyStatus>>> {
+        self.kv.get(&self.keys.marking(log_id, segment)).await?.as_ref().map(versioned).transpose()
+    }
+
+    /// Creates a marking record; `KeyAlreadyExists` when one exists.
+    pub async fn create_marking_status(
+        &self,
+        status: &SegmentCompactedNotifyStatus,
+    ) -> MetaResult<Versioned<SegmentCompactedNotifyStatus>> {
+        let key = self.keys.marking(status.log_id, status.segment_id);
+        let txn = Txn::new().when(vec![Compare::absent(&key)]).and_then(vec![TxnOp::put(&key, status.encode_to_vec())]);
+        let resp = self.kv.txn(txn).await?;
+        if resp.succeeded {
+            Ok(Versioned { value: status.clone(), revision: resp.revision, create_revision: resp.revision })
+        } else {
+            Err(MetaError::KeyAlreadyExists { key })
+        }
+    }
+
+    /// Replaces a marking record if it still has `expected_revision` (so an operator's confirmation
+    /// is never clobbered); returns the new revision. `KeyNotFound` when it was deleted.
+    pub async fn update_marking_status(
+        &self,
+        status: &SegmentCompactedNotifyStatus,
+        expected_revision: i64,
+    ) -> MetaResult<i64> {
+        let key = self.keys.marking(status.log_id, status.segment_id);
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision_eq(&key, expected_revision)])
+            .and_then(vec![TxnOp::put(&key, status.encode_to_vec())])
+            .or_else(vec![TxnOp::get(&key)]);
+        let resp = self.kv.txn(txn).await?;
+        if resp.succeeded {
+            Ok(resp.revision)
+        } else if resp.get_result(0).is_empty() {
+            Err(MetaError::KeyNotFound { key })
+        } else {
+            Err(MetaError::RevisionConflict { key })
+        }
+    }
+
+    /// Deletes a marking record (no-op when missing).
+    pub async fn delete_marking_status(&self, log_id: i64, segment: i64) -> MetaResult<()> {
+        self.kv.txn(Txn::new().and_then(vec![TxnOp::delete(self.keys.marking(log_id, segment))])).await?;
+        Ok(())
+    }
+
+    /// Every marking record of the log, in key order.
+    pub async fn list_marking_statuses(&self, log_id: i64) -> MetaResult<Vec<Versioned<SegmentCompactedNotifyStatus>>> {
+        let kvs = self.kv.range(&self.keys.marking_prefix(log_id)).await?;
         kvs.iter().map(versioned).collect()
     }
 

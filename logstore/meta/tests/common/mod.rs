@@ -197,6 +197,7 @@ macro_rules! all_scenarios {
             reader_registration_outlives_its_lease_ttl_while_held,
             condition_write_is_stored_once,
             cleanup_records_lifecycle,
+            marking_records_use_revision_cas,
             legacy_prefix_wins_when_it_holds_data,
             golden_keys_for_a_log_with_two_segments,
             kv_revisions_follow_etcd_semantics,

@@ -560,3 +560,30 @@ pub async fn kv_leases_bind_keys(f: &Fixture) {
     let err = kv.txn(Txn::new().and_then(vec![orphan])).await.expect_err("unknown lease");
     assert!(matches!(err, MetaError::LeaseNotFound { .. }), "{err}");
 }
+
+pub async fn marking_records_use_revision_cas(f: &Fixture) {
+    use woodpecker_proto::meta::{SegmentCompactedNotifyState, SegmentCompactedNotifyStatus};
+    let store = f.store().await;
+    let mut status = SegmentCompactedNotifyStatus {
+        log_id: 9,
+        segment_id: 4,
+        state: SegmentCompactedNotifyState::NotifyInProgress as i32,
+        quorum_notify_status: [("n1:18080".to_owned(), false), ("n2:18080".to_owned(), false)].into(),
+        ..Default::default()
+    };
+    let created = store.create_marking_status(&status).await.expect("create");
+    assert!(matches!(store.create_marking_status(&status).await, Err(MetaError::KeyAlreadyExists { .. })));
+    // An operator confirms; the distributor's stale write must not clobber it.
+    let mut confirmed = status.clone();
+    confirmed.state = SegmentCompactedNotifyState::NotifyOperatorConfirmed as i32;
+    let rev = store.update_marking_status(&confirmed, created.revision).await.expect("confirm");
+    status.quorum_notify_status.insert("n1:18080".to_owned(), true);
+    let err = store.update_marking_status(&status, created.revision).await.expect_err("stale");
+    assert!(matches!(err, MetaError::RevisionConflict { .. }), "{err}");
+    let read = store.get_marking_status(9, 4).await.expect("get").expect("record");
+    assert_eq!((read.revision, read.value.state), (rev, SegmentCompactedNotifyState::NotifyOperatorConfirmed as i32));
+    assert_eq!(store.list_marking_statuses(9).await.expect("list").len(), 1);
+    store.delete_marking_status(9, 4).await.expect("delete");
+    assert!(matches!(store.update_marking_status(&status, rev).await, Err(MetaError::KeyNotFound { .. })));
+    assert!(store.get_marking_status(9, 4).await.expect("get").is_none());
+}
