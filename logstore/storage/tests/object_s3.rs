@@ -317,3 +317,62 @@ async fn usable_as_a_shared_trait_object() {
     assert!(store.describe().starts_with("s3://"));
     assert_eq!(store.remove_prefix(&prefix).await.unwrap(), 1);
 }
+
+const IAM_EXPECT_ENV: &str = "WP_OBJECT_IAM_CHILD_EXPECT";
+
+/// Child process of `iam_mode_uses_the_default_credential_chain`, which sets its environment.
+#[tokio::test]
+#[ignore = "helper process for iam_mode_uses_the_default_credential_chain"]
+async fn iam_child() {
+    let expect = std::env::var(IAM_EXPECT_ENV).expect("started by iam_mode_uses_the_default_credential_chain");
+    let opts = S3Options { use_iam: true, access_key: String::new(), secret_key: String::new(), ..options() };
+    let result = S3ObjectStorage::connect(opts).await;
+    match (expect.as_str(), result) {
+        ("ok", Ok(store)) => {
+            let key = format!("{}/iam", unique_prefix("iam"));
+            store.put(&key, Bytes::from_static(b"via the default chain")).await.unwrap();
+            store.remove(&key).await.unwrap();
+        }
+        ("denied", Err(ObjectError::Denied { message, .. })) => {
+            assert!(message.contains("credentials"), "{message}");
+        }
+        (expect, other) => panic!("expected {expect}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn iam_mode_uses_the_default_credential_chain() {
+    // The chain reads the process environment, so each case runs in a child process.
+    let run = |expect: &str, with_keys: bool| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "iam_child", "--ignored", "--nocapture"])
+            .env(IAM_EXPECT_ENV, expect)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/wp-test-aws-config")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/wp-test-aws-credentials")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+        if with_keys {
+            cmd.env("AWS_ACCESS_KEY_ID", env("WP_MINIO_ACCESS_KEY"))
+                .env("AWS_SECRET_ACCESS_KEY", env("WP_MINIO_SECRET_KEY"));
+        } else {
+            cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
+        }
+        let started = Instant::now();
+        let out = cmd.output().unwrap();
+        (out, started.elapsed())
+    };
+    for (expect, with_keys) in [("ok", true), ("denied", false)] {
+        let (out, elapsed) = run(expect, with_keys);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "IAM case `{expect}` failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(elapsed < Duration::from_secs(20), "IAM case `{expect}` took {elapsed:?}");
+    }
+}

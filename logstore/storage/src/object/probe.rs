@@ -136,6 +136,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn probe_reports_an_unreachable_store_as_an_error_not_as_false() {
+        #[derive(Debug)]
+        struct Down;
+        fn down() -> ObjectError {
+            ObjectError::Unreachable {
+                endpoint: "s3://b@http://127.0.0.1:1".into(),
+                attempts: 3,
+                source: "refused".into(),
+            }
+        }
+        #[async_trait::async_trait]
+        impl ObjectStorage for Down {
+            fn describe(&self) -> String {
+                "down".into()
+            }
+            async fn get(&self, _: &str, _: Option<std::ops::Range<u64>>) -> Result<Bytes, ObjectError> {
+                Err(down())
+            }
+            async fn put(&self, _: &str, _: Bytes) -> Result<(), ObjectError> {
+                Err(down())
+            }
+            async fn put_if_absent(&self, _: &str, _: Bytes) -> Result<(), ObjectError> {
+                Err(down())
+            }
+            async fn put_fence(&self, _: &str) -> Result<(), ObjectError> {
+                Err(down())
+            }
+            async fn stat(&self, _: &str) -> Result<crate::object::ObjectInfo, ObjectError> {
+                Err(down())
+            }
+            async fn list(&self, _: &str) -> Result<Vec<crate::object::ObjectInfo>, ObjectError> {
+                Err(down())
+            }
+            async fn remove(&self, _: &str) -> Result<(), ObjectError> {
+                Err(down())
+            }
+            async fn remove_prefix(&self, _: &str) -> Result<usize, ObjectError> {
+                Err(down())
+            }
+        }
+        let err = probe_condition_write(&Down, "files").await.unwrap_err();
+        assert!(matches!(err, ObjectError::Unreachable { .. }), "{err}");
+    }
+
+    #[tokio::test]
     async fn probe_keys_follow_upstream_names() {
         #[derive(Debug, Default)]
         struct Recording {
