@@ -108,8 +108,11 @@ impl EtcdKv {
         };
         let kv = Self { client, endpoints, options: options.clone() };
         // The channel connects lazily: prove the cluster answers before handing the store out.
-        kv.read("status", |mut c| async move { c.status().await }).await?;
-        Ok(kv)
+        // A refusal (e.g. a user without maintenance permission) still proves it is reachable.
+        match kv.read("status", |mut c| async move { c.status().await }).await {
+            Ok(_) | Err(MetaError::Rejected { .. }) => Ok(kv),
+            Err(e) => Err(e),
+        }
     }
 
     /// The raw client, for tests and tools that need etcd features beyond [`KvBackend`].
