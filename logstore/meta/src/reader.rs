@@ -14,7 +14,7 @@ use woodpecker_proto::meta::ReaderTempInfo;
 
 use crate::error::{MetaError, MetaResult};
 use crate::kv::{KvBackend, LeaseId, Txn, TxnOp};
-use crate::session::{KeepAlivePolicy, revoke_in_background, spawn_keepalive};
+use crate::session::{KeepAlive, KeepAlivePolicy, revoke_in_background};
 
 #[derive(Debug)]
 struct Session {
@@ -48,18 +48,19 @@ impl ReaderRegistration {
     }
 
     async fn start_session(&self) -> MetaResult<Session> {
+        let granted_at = tokio::time::Instant::now();
         let lease = self.kv.grant_lease(self.policy.ttl).await?;
         let (tx, rx) = watch::channel(true);
         let cancel = CancellationToken::new();
-        let task = spawn_keepalive(
-            self.kv.clone(),
+        let task = KeepAlive {
+            kv: self.kv.clone(),
             lease,
-            None,
-            self.policy,
-            cancel.clone(),
-            tx,
-            format!("reader:{}", self.key),
-        );
+            granted_at,
+            guard_key: None,
+            policy: self.policy,
+            what: format!("reader:{}", self.key),
+        }
+        .spawn(cancel.clone(), tx);
         Ok(Session { lease, valid: rx, cancel, task })
     }
 

@@ -22,86 +22,116 @@ pub struct KeepAlivePolicy {
     pub max_failures: u32,
 }
 
-/// Spawns the task `keepalive:<what>` that refreshes `lease` every `policy.interval` until `cancel`
-/// fires. It publishes `false` on `valid` and ends when the lease is lost: the server reports a TTL
-/// `<= 0`, `max_failures` keep-alives in a row fail, or no keep-alive succeeded for a whole TTL
-/// (the lease may have expired on the server, so the holder must stop trusting it). A lost lease is
-/// revoked best-effort so its keys disappear without waiting for the TTL.
-///
-/// With a `guard_key`, the lease also counts as lost once that key is gone (deleted by
-/// `delete_log` or by an operator) even though the lease itself lives on.
-pub(crate) fn spawn_keepalive(
-    kv: Arc<dyn KvBackend>,
-    lease: LeaseId,
-    guard_key: Option<String>,
-    policy: KeepAlivePolicy,
-    cancel: CancellationToken,
-    valid: watch::Sender<bool>,
-    what: String,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut keeper: Option<Box<dyn LeaseKeeper>> = None;
-        let mut failures: u32 = 0;
-        let mut last_ok = Instant::now();
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(policy.interval) => {}
-            }
-            let attempt = async {
-                if keeper.is_none() {
-                    keeper = Some(kv.keep_alive(lease).await?);
+/// What to keep alive, and how to tell that it is lost.
+pub(crate) struct KeepAlive {
+    /// Backend holding the lease.
+    pub kv: Arc<dyn KvBackend>,
+    /// The lease.
+    pub lease: LeaseId,
+    /// When the grant was requested: the server's TTL cannot have started earlier.
+    pub granted_at: Instant,
+    /// With a key, the lease also counts as lost once that key is gone (deleted by `delete_log`
+    /// or by an operator) even though the lease itself lives on.
+    pub guard_key: Option<String>,
+    /// TTL, interval and failure budget.
+    pub policy: KeepAlivePolicy,
+    /// Task name for logs.
+    pub what: String,
+}
+
+enum Refresh {
+    Alive,
+    Lost(String),
+    Failed(MetaError),
+}
+
+impl KeepAlive {
+    /// Spawns the task that refreshes the lease every `policy.interval` until `cancel` fires. It
+    /// publishes `false` on `valid` and ends when the lease is lost: the server reports a TTL
+    /// `<= 0` or an unknown lease, the guard key is gone, `max_failures` keep-alives in a row fail,
+    /// or no keep-alive succeeded for a whole TTL (the server may have expired the lease, so the
+    /// holder must stop trusting it). A lost lease is revoked best-effort so its keys disappear
+    /// without waiting for the TTL.
+    pub(crate) fn spawn(self, cancel: CancellationToken, valid: watch::Sender<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let KeepAlive { kv, lease, granted_at, guard_key, policy, what } = self;
+            let mut keeper: Option<Box<dyn LeaseKeeper>> = None;
+            let mut failures: u32 = 0;
+            // When the last successful keep-alive was *sent*: the server refreshed the lease no
+            // earlier, so the lease certainly lives until `refreshed + ttl` and may be gone after.
+            let mut refreshed = granted_at;
+            loop {
+                let deadline = refreshed + policy.ttl;
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(policy.interval) => {}
+                    () = tokio::time::sleep_until(deadline) => {}
                 }
-                match keeper.as_mut() {
-                    Some(k) => k.keep_alive_once().await,
-                    None => Ok(0),
-                }
-            };
-            let outcome = tokio::select! {
-                () = cancel.cancelled() => return,
-                outcome = attempt => outcome,
-            };
-            let lost_reason = match outcome {
-                Ok(ttl) if ttl > 0 => {
-                    failures = 0;
-                    last_ok = Instant::now();
-                    match &guard_key {
-                        Some(key) => match kv.get(key).await {
-                            Ok(Some(_)) => None,
-                            Ok(None) => Some(format!("key {key:?} was deleted")),
-                            Err(e) => {
-                                tracing::warn!(task = %what, error = %e, "checking the lock key failed");
-                                None
+                let sent = Instant::now();
+                let attempt = async {
+                    if keeper.is_none() {
+                        match kv.keep_alive(lease).await {
+                            Ok(k) => keeper = Some(k),
+                            Err(MetaError::LeaseNotFound { .. }) => {
+                                return Refresh::Lost(format!("lease {lease:x} no longer exists"));
                             }
-                        },
-                        None => None,
+                            Err(e) => return Refresh::Failed(e),
+                        }
                     }
-                }
-                Ok(ttl) => Some(format!("lease {lease:x} is gone (ttl {ttl})")),
-                Err(MetaError::LeaseNotFound { .. }) => Some(format!("lease {lease:x} no longer exists")),
-                Err(e) => {
-                    keeper = None;
-                    failures += 1;
-                    tracing::warn!(task = %what, lease = format!("{lease:x}"), failures, error = %e, "lease keep-alive failed");
-                    if failures >= policy.max_failures {
-                        Some(format!("{failures} consecutive keep-alive failures, last: {e}"))
-                    } else if last_ok.elapsed() >= policy.ttl {
-                        Some(format!("no successful keep-alive for {:?} (lease TTL), last: {e}", last_ok.elapsed()))
-                    } else {
+                    let Some(k) = keeper.as_mut() else { return Refresh::Lost("no keeper".to_owned()) };
+                    match k.keep_alive_once().await {
+                        Ok(ttl) if ttl > 0 => {}
+                        Ok(ttl) => return Refresh::Lost(format!("lease {lease:x} is gone (ttl {ttl})")),
+                        Err(MetaError::LeaseNotFound { .. }) => {
+                            return Refresh::Lost(format!("lease {lease:x} no longer exists"));
+                        }
+                        Err(e) => return Refresh::Failed(e),
+                    }
+                    if let Some(key) = &guard_key {
+                        match kv.get(key).await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => return Refresh::Lost(format!("key {key:?} was deleted")),
+                            Err(e) => return Refresh::Failed(e),
+                        }
+                    }
+                    Refresh::Alive
+                };
+                let outcome = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    outcome = tokio::time::timeout_at(deadline, attempt) => outcome,
+                };
+                let lost_reason = match outcome {
+                    Err(_elapsed) => Some(format!("no successful keep-alive within the lease TTL {:?}", policy.ttl)),
+                    Ok(Refresh::Alive) => {
+                        failures = 0;
+                        refreshed = sent;
                         None
                     }
+                    Ok(Refresh::Lost(reason)) => Some(reason),
+                    Ok(Refresh::Failed(e)) => {
+                        keeper = None;
+                        failures += 1;
+                        tracing::warn!(task = %what, lease = format!("{lease:x}"), failures, error = %e, "lease keep-alive failed");
+                        if failures >= policy.max_failures {
+                            Some(format!("{failures} consecutive keep-alive failures, last: {e}"))
+                        } else if Instant::now() >= refreshed + policy.ttl {
+                            Some(format!("no successful keep-alive within the lease TTL {:?}, last: {e}", policy.ttl))
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(reason) = lost_reason {
+                    tracing::warn!(task = %what, lease = format!("{lease:x}"), %reason, "lease lost");
+                    valid.send_replace(false);
+                    if let Err(e) = kv.revoke_lease(lease).await {
+                        tracing::debug!(task = %what, error = %e, "best-effort revoke of a lost lease failed");
+                    }
+                    return;
                 }
-            };
-            if let Some(reason) = lost_reason {
-                tracing::warn!(task = %what, lease = format!("{lease:x}"), %reason, "lease lost");
-                valid.send_replace(false);
-                if let Err(e) = kv.revoke_lease(lease).await {
-                    tracing::debug!(task = %what, error = %e, "best-effort revoke of a lost lease failed");
-                }
-                return;
             }
-        }
-    })
+        })
+    }
 }
 
 /// Revokes `lease` in the background; used from `Drop`, where nothing can be awaited.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{MetaError, MetaResult};
 use crate::keys::KeyLayout;
 use crate::kv::{Compare, KvBackend, LeaseId, Txn, TxnOp};
-use crate::session::{KeepAlivePolicy, revoke_in_background, spawn_keepalive};
+use crate::session::{KeepAlive, KeepAlivePolicy, revoke_in_background};
 
 /// A held writer lock. Valid until released, dropped, or lost: the lease expired or was revoked,
 /// keep-alives failed too often or for a whole TTL, or the lock key was deleted (e.g. by
@@ -42,20 +42,21 @@ impl WriterLock {
         log: &str,
         policy: KeepAlivePolicy,
     ) -> MetaResult<WriterLock> {
+        let granted_at = tokio::time::Instant::now();
         let lease = kv.grant_lease(policy.ttl).await?;
         match Self::try_lock(&kv, keys, log, lease).await {
             Ok(key) => {
                 let (tx, rx) = watch::channel(true);
                 let cancel = CancellationToken::new();
-                let task = spawn_keepalive(
-                    kv.clone(),
+                let task = KeepAlive {
+                    kv: kv.clone(),
                     lease,
-                    Some(key.clone()),
+                    granted_at,
+                    guard_key: Some(key.clone()),
                     policy,
-                    cancel.clone(),
-                    tx,
-                    format!("writer-lock:{log}"),
-                );
+                    what: format!("writer-lock:{log}"),
+                }
+                .spawn(cancel.clone(), tx);
                 Ok(WriterLock { log: log.to_owned(), key, lease, kv, valid: rx, cancel, task: Some(task) })
             }
             Err(e) => {
