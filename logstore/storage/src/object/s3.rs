@@ -1,6 +1,6 @@
 //! S3-compatible backend (MinIO, AWS S3, GCS XML API, Aliyun OSS, Tencent COS) over `aws-sdk-s3`.
 //!
-//! * The SDK's own retries are off: every call goes through [`S3ObjectStorage::with_retry`], which
+//! * The SDK's own retries are off: every call goes through one retry loop (`with_retry`), which
 //!   retries only transient failures (network, timeouts, 5xx, throttling) with bounded,
 //!   jittered exponential backoff and then reports [`ObjectError::Unreachable`]. Permanent answers
 //!   (404, 403, 412, …) return at once.
@@ -99,8 +99,8 @@ impl CloudProvider {
 }
 
 /// Everything [`S3ObjectStorage::connect`] needs, as plain values (the config layer fills it
-/// from `woodpecker.yaml`'s `minio.*` keys).
-#[derive(Debug, Clone)]
+/// from `woodpecker.yaml`'s `minio.*` keys). `Debug` redacts the secret key.
+#[derive(Clone)]
 pub struct S3Options {
     /// `minio.address:minio.port`, or a full URL (`http://host:port`) whose scheme wins over `use_ssl`.
     pub endpoint: String,
@@ -132,6 +132,28 @@ pub struct S3Options {
     pub connect_timeout: Duration,
     /// Retries after the first attempt for transient failures.
     pub max_retries: u32,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("use_ssl", &self.use_ssl)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &if self.secret_key.is_empty() { "" } else { "<redacted>" })
+            .field("use_iam", &self.use_iam)
+            .field("cloud_provider", &self.cloud_provider)
+            .field("use_virtual_host", &self.use_virtual_host)
+            .field("ca_cert_path", &self.ca_cert_path)
+            .field("create_bucket", &self.create_bucket)
+            .field("condition_write", &self.condition_write)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
 }
 
 impl Default for S3Options {
@@ -288,6 +310,13 @@ impl S3ObjectStorage {
         if let Some(path) = &opts.ca_cert_path {
             use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
             let pem = std::fs::read(path).map_err(|e| ObjectError::io(path, e))?;
+            // The TLS layer skips what it cannot parse, which would surface only as "unknown issuer".
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(ObjectError::InvalidConfig {
+                    field: "minio.ssl.tlsCACert",
+                    message: format!("{} holds no PEM certificate", path.display()),
+                });
+            }
             let tls = TlsContext::builder()
                 .with_trust_store(TrustStore::default().with_pem_certificate(pem))
                 .build()
@@ -795,6 +824,27 @@ mod tests {
         assert!(o.endpoint_url().is_err());
         o.endpoint = " ".into();
         assert!(o.endpoint_url().is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unusable_ca_file_is_a_config_error_not_an_unknown_issuer_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let base = S3Options { access_key: "a".into(), secret_key: "b".into(), use_ssl: true, ..S3Options::default() };
+        let err = S3ObjectStorage::connect(S3Options { ca_cert_path: Some(junk), ..base.clone() }).await.unwrap_err();
+        assert!(matches!(err, ObjectError::InvalidConfig { field: "minio.ssl.tlsCACert", .. }), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = S3ObjectStorage::connect(S3Options { ca_cert_path: Some(missing), ..base }).await.unwrap_err();
+        assert!(matches!(err, ObjectError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret_key() {
+        let o = S3Options { access_key: "AKID".into(), secret_key: "hunter2-secret".into(), ..S3Options::default() };
+        let shown = format!("{o:?}");
+        assert!(shown.contains("AKID") && shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]
