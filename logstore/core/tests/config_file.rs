@@ -63,6 +63,9 @@ fn a_non_default_config_round_trips_through_the_commented_yaml() {
     config.woodpecker.storage.storage_type = woodpecker_core::config::StorageType::Service;
     config.woodpecker.logstore.segment_sync_policy.max_interval = std::time::Duration::from_micros(1500);
     config.minio.region = "us-east-1".to_owned();
+    config.minio.gcp_credential_json =
+        "{\n  \"type\": \"service_account\",\n  key: value # not a comment\n}\n".to_owned();
+    config.minio.root_path = "with: colon # and hash".to_owned();
     let yaml = config.to_commented_yaml().expect("renders");
     assert!(yaml.contains("maxInterval: 1ms 500us"), "sub-unit durations are written with units:\n{yaml}");
     assert_eq!(Config::from_yaml_str(&yaml).expect("parses"), config);

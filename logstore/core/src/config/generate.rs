@@ -23,9 +23,19 @@ pub(super) fn to_commented_yaml(config: &Config) -> Result<String, ConfigError> 
     let mut out = String::from(HEADER);
     // Open keys: (indent of the key, its doc entry).
     let mut open: Vec<(usize, &'static KeyDoc)> = Vec::new();
+    // Indent of the key whose block scalar (`|`, `>`) body is being copied, if any.
+    let mut in_block_scalar: Option<usize> = None;
     for line in plain.lines() {
         let indent = line.len() - line.trim_start().len();
         let rest = &line[indent..];
+        if let Some(key_indent) = in_block_scalar {
+            if rest.is_empty() || indent > key_indent {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            in_block_scalar = None;
+        }
         let (key_indent, body, is_item) = match rest.strip_prefix("- ") {
             Some(item) => (indent + 2, item, true),
             None => (indent, rest, false),
@@ -65,6 +75,12 @@ pub(super) fn to_commented_yaml(config: &Config) -> Result<String, ConfigError> 
             out.push_str(doc.summary());
             out.push('\n');
             out.push_str(line);
+        } else if value.starts_with('|') || value.starts_with('>') {
+            // A comment may follow the block indicator; the body lines stay untouched.
+            in_block_scalar = Some(key_indent);
+            out.push_str(line);
+            out.push_str(" # ");
+            out.push_str(doc.summary());
         } else {
             out.push_str(line);
             out.push_str(" # ");
