@@ -493,7 +493,7 @@ pub struct SchedulingSpec {
 pub struct ObjectStorageSpec {
     /// Where the object store listens.
     pub endpoint: ObjectStorageEndpoint,
-    /// Cloud provider flavour (`minio.cloudProvider`).
+    /// Cloud provider flavour (`minio.cloudProvider`); MinIO and other S3-compatible stores use `aws`.
     #[serde(default)]
     pub provider: CloudProvider,
     /// Bucket; published to clients (service mode sends the bucket with each request).
@@ -537,16 +537,16 @@ pub struct ObjectStorageEndpoint {
 /// Object storage flavour (upstream's `minio.cloudProvider`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum CloudProvider {
-    /// AWS S3 and generic S3 (MinIO).
+    /// AWS S3 and any S3-compatible store (MinIO).
     #[default]
     #[serde(rename = "aws")]
     Aws,
-    /// MinIO.
-    #[serde(rename = "minio")]
-    Minio,
     /// Google Cloud Storage XML API.
     #[serde(rename = "gcp")]
     Gcp,
+    /// Google Cloud Storage native API.
+    #[serde(rename = "gcpnative")]
+    GcpNative,
     /// Aliyun OSS.
     #[serde(rename = "aliyun")]
     Aliyun,
@@ -563,8 +563,8 @@ impl CloudProvider {
     pub fn as_str(self) -> &'static str {
         match self {
             CloudProvider::Aws => "aws",
-            CloudProvider::Minio => "minio",
             CloudProvider::Gcp => "gcp",
+            CloudProvider::GcpNative => "gcpnative",
             CloudProvider::Aliyun => "aliyun",
             CloudProvider::Tencent => "tencent",
             CloudProvider::Azure => "azure",
