@@ -48,11 +48,17 @@ fn is_infrastructure(e: &ObjectError) -> bool {
 /// 3. a fence onto that object fails with `AlreadyExists`; 4. a fence on a fresh key succeeds;
 /// 5. create-if-absent onto the fence fails with `Fenced`; 6. a second fence succeeds.
 ///
+/// Unlike upstream, an empty `root_path` gives `conditional_write_<id>` rather than
+/// `/conditional_write_<id>` (a key the local backend would reject).
+///
 /// Both keys are removed afterwards (best effort, logged on failure). Returns `Ok(true)` when every
 /// step behaved, `Ok(false)` when the backend answered but not as a conditional store would, and
 /// `Err` when it could not be asked at all (unreachable, denied, missing bucket).
 pub async fn probe_condition_write(store: &dyn ObjectStorage, root_path: &str) -> Result<bool, ObjectError> {
-    let id = format!("{:x}{:016x}", std::process::id(), rand::random::<u64>());
+    // Upstream's `generateUniqueTestID`: test-<unix nanos>-<pid>-<16 hex random>.
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let id = format!("test-{nanos}-{}-{:016x}", std::process::id(), rand::random::<u64>());
     let root = root_path.trim_end_matches('/');
     let join = |name: String| {
         if root.is_empty() { name } else { format!("{root}/{name}") }
@@ -83,7 +89,7 @@ pub async fn probe_condition_write(store: &dyn ObjectStorage, root_path: &str) -
 
 /// Runs the six steps; the error carries the step that misbehaved and what it returned instead.
 async fn run_steps(store: &dyn ObjectStorage, normal_key: &str, fence_key: &str) -> Result<(), (Step, ObjectError)> {
-    let body = Bytes::from_static(b"conditional write probe");
+    let body = Bytes::from_static(b"test-conditional-write-data");
     let unexpected = |key: &str, what: &str| ObjectError::Other {
         op: "probe_condition_write",
         key: key.to_owned(),
@@ -223,8 +229,8 @@ mod tests {
         assert!(probe_condition_write(&store, "by-dev/wp").await.unwrap());
         let keys = store.keys.lock().unwrap().clone();
         assert_eq!(keys.len(), 6);
-        assert!(keys[0].starts_with("by-dev/wp/conditional_write_"));
-        assert!(keys[3].starts_with("by-dev/wp/conditional_write_fenced_"));
+        assert!(keys[0].starts_with("by-dev/wp/conditional_write_test-"));
+        assert!(keys[3].starts_with("by-dev/wp/conditional_write_fenced_test-"));
         assert_eq!(keys[0], keys[1]);
         assert_eq!(keys[3], keys[5]);
     }

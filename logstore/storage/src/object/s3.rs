@@ -531,9 +531,11 @@ impl S3ObjectStorage {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        // Same decisions as upstream's `put*WhenConditionWriteDisabled`.
         match self.stat(key).await {
             Ok(info) if info.fenced && fence => Ok(()),
             Ok(info) if info.fenced => Err(ObjectError::Fenced { key: key.to_owned() }),
+            Ok(_) if fence => Err(ObjectError::AlreadyExists { key: key.to_owned() }),
             Ok(info) if info.size == body.len() as u64 => Err(ObjectError::AlreadyExists { key: key.to_owned() }),
             _ => Err(err),
         }
