@@ -61,6 +61,7 @@ fn a_non_default_config_round_trips_through_the_commented_yaml() {
     let mut config = Config::default();
     config.woodpecker.client.quorum.quorum_buffer_pools[0].seeds = vec!["a:17946".to_owned(), "b:17946".to_owned()];
     config.woodpecker.storage.storage_type = woodpecker_core::config::StorageType::Service;
+    config.woodpecker.meta.meta_type = woodpecker_core::config::MetaType::Etcd;
     config.woodpecker.logstore.segment_sync_policy.max_interval = std::time::Duration::from_micros(1500);
     config.minio.region = "us-east-1".to_owned();
     config.minio.gcp_credential_json =

@@ -379,9 +379,14 @@ fn out_of_range_value_names_the_key_and_the_range() {
         ),
         ("woodpecker:\n  client:\n    maxEntrySize: 300M\n", "woodpecker.client.maxEntrySize", "at most"),
         (
-            "woodpecker:\n  storage:\n    type: service\n",
+            "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: service\n",
             "woodpecker.client.quorum.quorumBufferPools[0].seeds",
             "at least one seed",
+        ),
+        (
+            "woodpecker:\n  storage:\n    type: service\n",
+            "woodpecker.meta.type",
+            "etcd when woodpecker.storage.type is service",
         ),
         (
             "woodpecker:\n  client:\n    quorum:\n      quorumSelectStrategy:\n        strategy: cross-region\n",

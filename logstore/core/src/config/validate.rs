@@ -67,9 +67,10 @@ pub(super) fn is_clean_relative_path(path: &str) -> bool {
 }
 
 pub(super) fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    // Mode-level choices first: their errors explain the per-key ones that would follow.
+    validate_storage_and_meta(cfg)?;
     validate_client(cfg)?;
     validate_logstore(cfg)?;
-    validate_storage_and_meta(cfg)?;
     validate_external(cfg)
 }
 
@@ -351,6 +352,11 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
     }
     let meta = &cfg.woodpecker.meta;
     at_least("woodpecker.meta.createLogMaxRetries", meta.create_log_max_retries.into(), 1)?;
+    // Service-mode clients share logs across processes; a per-process embedded store would let
+    // each of them write its own, diverging metadata.
+    if storage.storage_type.is_service() && meta.meta_type == MetaType::Embedded {
+        return Err(out_of_range("woodpecker.meta.type", "`embedded`", "etcd when woodpecker.storage.type is service"));
+    }
     if meta.meta_type == MetaType::Etcd {
         if cfg.etcd.endpoints.is_empty() {
             return Err(out_of_range(
