@@ -69,7 +69,8 @@ pub enum MetaError {
         /// Log name.
         log: String,
     },
-    /// The etcd cluster could not be reached or did not answer in time.
+    /// The etcd cluster could not be reached or did not answer in time. After a write this means
+    /// the outcome is unknown (it may have been applied): re-read before retrying a conditional write.
     #[error("etcd at {endpoints:?} unreachable: {source}")]
     Unreachable {
         /// Endpoints that were tried.

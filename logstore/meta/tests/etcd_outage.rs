@@ -88,3 +88,65 @@ async fn lock_is_lost_and_requests_fail_fast_when_etcd_dies() {
     assert!(matches!(&err, MetaError::Unreachable { endpoints, .. } if *endpoints == [endpoint.as_str()]), "{err}");
     assert!(err.is_retryable());
 }
+
+fn signal(etcd: &PrivateEtcd, sig: &str) {
+    let status = Command::new("kill").args([sig, &etcd.child.id().to_string()]).status().expect("kill");
+    assert!(status.success(), "kill {sig} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_etcd_times_out_requests_and_loses_the_lock_then_recovers() {
+    let etcd = start_etcd().await;
+    let etcd_options = EtcdOptions {
+        request_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        max_attempts: 2,
+        retry_backoff: Duration::from_millis(50),
+        credentials: None,
+    };
+    let store = MetadataStore::open_etcd(&[etcd.endpoint.as_str()], "hung", "woodpecker", &etcd_options)
+        .await
+        .expect("open")
+        .with_options(StoreOptions {
+            lock_session_ttl: Duration::from_secs(3),
+            lock_check_interval: Duration::from_millis(200),
+            lock_max_failures: 100,
+            ..StoreOptions::default()
+        });
+    store.init_if_necessary().await.expect("init");
+    store.create_log("l").await.expect("create");
+    let lock = store.acquire_writer_lock("l").await.expect("lock");
+
+    signal(&etcd, "-STOP"); // accepts connections, answers nothing
+    let started = Instant::now();
+    let err = store.get_log("l").await.expect_err("etcd hangs");
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by timeout x attempts, took {:?}", started.elapsed());
+    assert!(matches!(err, MetaError::Unreachable { .. }), "{err}");
+    // Keep-alives hang: the lock must be given up within one TTL of the last refresh.
+    tokio::time::timeout(Duration::from_secs(6), lock.lost()).await.expect("lock loss detected within the TTL");
+
+    signal(&etcd, "-CONT");
+    let mut recovered = false;
+    for _ in 0..50 {
+        if store.get_log("l").await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "the store works again once etcd answers");
+    // etcd's own lease clock was frozen too; whether it expired or our revoke removed it, a new
+    // writer can take the lock once the old lease is gone.
+    let mut relocked = None;
+    for _ in 0..50 {
+        match store.acquire_writer_lock("l").await {
+            Ok(l) => {
+                relocked = Some(l);
+                break;
+            }
+            Err(MetaError::LockHeld { .. }) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    relocked.expect("lock acquirable after recovery").release().await.expect("release");
+}
