@@ -105,3 +105,14 @@ fn pools_smaller_than_the_ensemble_and_unpinned_multi_az_groups_are_reported() {
     assert!(messages.iter().any(|m| m.contains("fewer than ensembleSize")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("pinned to a zone")), "{messages:?}");
 }
+
+#[test]
+fn validation_errors_name_the_full_field_path() {
+    let mut c = three_zones();
+    c.metadata.name = Some("9".repeat(41));
+    c.spec.gossip_port = c.spec.service_port;
+    let text: Vec<String> = validate_cluster(&c).expect_err("invalid").iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|t| t.starts_with("spec.gossipPort: ")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("metadata.name: ") && t.contains("40 characters")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("metadata.name: ") && t.contains("start with a letter")), "{text:?}");
+}

@@ -408,7 +408,9 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(spec.rollout_policy.max_unavailable)),
             selector: Some(LabelSelector { match_labels: Some(names::cluster_selector(cr)), ..Default::default() }),
-            unhealthy_pod_eviction_policy: Some("IfHealthyBudget".to_string()),
+            // A pod that is already down may always be evicted: the roll replaces down pods first,
+            // and that must not wait for a budget the down pod itself is using up.
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_string()),
             ..Default::default()
         }),
         status: None,

@@ -9,14 +9,25 @@ use woodpecker_crds::{AffinityMode, DEFAULT_POOL_NAME, WoodpeckerCluster, Woodpe
 use super::server_config::{credential_paths_in, parse_user_yaml};
 
 /// One failed check, naming the field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("spec.{field}: {message}")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidationError {
-    /// Dotted path of the offending field, relative to `spec`.
+    /// Dotted path of the offending field, relative to `spec` (or `metadata.name`).
     pub field: String,
     /// What is wrong, for humans.
     pub message: String,
 }
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.starts_with("metadata.") {
+            write!(f, "{}: {}", self.field, self.message)
+        } else {
+            write!(f, "spec.{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ValidationError {}
 
 impl ValidationError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -55,6 +66,14 @@ pub fn validate_cluster(cluster: &WoodpeckerCluster) -> Result<(), Vec<Validatio
         Ok(()) => Vec::new(),
         Err(e) => e,
     };
+    if let Some(name) = &cluster.metadata.name
+        && name.len() > 40
+    {
+        errors.push(ValidationError::new(
+            "metadata.name",
+            "the cluster name must be at most 40 characters so generated names stay readable",
+        ));
+    }
     if let Some(name) = &cluster.metadata.name
         && !(is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase()))
     {
