@@ -273,3 +273,27 @@ fn pods_are_pinned_to_their_zone_and_run_hardened() {
         assert_eq!(labels.get("woodpecker.zilliz.io/zone").map(String::as_str), Some(zone));
     }
 }
+
+#[test]
+fn a_config_the_server_would_refuse_is_a_render_error_without_secret_values() {
+    let mut cluster = three_zones();
+    cluster.spec.config = Some(woodpecker_crds::ServerConfigSpec {
+        log_level: None,
+        raw_overrides: "woodpecker:\n  logstore:\n    replicaCount: 3\n".to_string(),
+    });
+    let err = render(&cluster, &support::inputs_for(&cluster)).expect_err("unknown key");
+    assert!(matches!(&err, RenderError::ServerConfig(m) if m.contains("replicaCount")), "{err}");
+
+    // A credential of the wrong shape is reported by key only.
+    let mut cluster = three_zones();
+    cluster.spec.config_ref =
+        Some(woodpecker_crds::ConfigRef { name: "legacy".to_string(), key: "woodpecker.yaml".to_string() });
+    let mut inputs = support::inputs_for(&cluster);
+    if let Some(data) = inputs.config_maps.get_mut("legacy").and_then(|c| c.data.as_mut()) {
+        data.insert("woodpecker.yaml".to_string(), "etcd:\n  auth:\n    password: [sekrit-list-value]\n".to_string());
+    }
+    match render(&cluster, &inputs) {
+        Err(RenderError::ServerConfig(m)) => assert!(!m.contains("sekrit-list-value"), "{m}"),
+        other => panic!("expected ServerConfig error, got {other:?}"),
+    }
+}

@@ -71,6 +71,10 @@ pub enum RenderError {
         /// Parser message.
         reason: String,
     },
+    /// The server's config loader rejects the rendered `woodpecker.yaml` (usually a bad key or
+    /// value in `configRef` or `config.rawOverrides`).
+    #[error("the server would refuse this config: {0}")]
+    ServerConfig(String),
     /// Serializing generated YAML failed.
     #[error("serializing generated YAML: {0}")]
     Yaml(String),
@@ -308,6 +312,7 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
     };
 
     let text = server_config::render_server_config(spec, &plan, config_ref_yaml.as_deref(), &creds)?;
+    server_config::check_with_server_loader(&text)?;
     let config_hash8 = names::short_hash(text.config_yaml.as_bytes(), 8);
     let config_name = plan.names.server_config(&config_hash8);
     let mut hash_input = text.config_yaml.as_bytes().to_vec();

@@ -104,9 +104,11 @@ fn generated(spec: &WoodpeckerClusterSpec, plan: &ClusterPlan) -> Value {
     root
 }
 
-/// Deep-merge `over` into `base`: maps merge key by key, anything else replaces.
+/// Deep-merge `over` into `base`: maps merge key by key, anything else replaces, and an empty
+/// (null) value leaves the base alone — the same rule as the server's own overlay merge.
 pub fn deep_merge(base: &mut Value, over: Value) {
     match (base, over) {
+        (_, Value::Null) => {}
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {
@@ -225,4 +227,37 @@ pub fn render_server_config(
 /// Serialize a JSON tree as YAML.
 pub fn to_yaml(v: &Value) -> Result<String, RenderError> {
     serde_saphyr::to_string(v).map_err(|e| RenderError::Yaml(e.to_string()))
+}
+
+/// Every string scalar in a YAML tree (used to redact credential values from error messages).
+fn scalars(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|i| scalars(i, out)),
+        Value::Object(map) => map.values().for_each(|i| scalars(i, out)),
+        _ => {}
+    }
+}
+
+/// Load the rendered config and overlay with the server's own loader (unknown keys, ranges,
+/// service-mode rules), so a config the server would refuse never reaches a pod. The message
+/// never repeats a credential value.
+pub fn check_with_server_loader(text: &ServerConfigText) -> Result<(), RenderError> {
+    let overlay = text.overlay_yaml.as_deref().unwrap_or("");
+    let Err(e) = woodpecker_core::config::Config::from_yaml_with_overlay(&text.config_yaml, overlay) else {
+        return Ok(());
+    };
+    let mut message = e.to_string();
+    let mut secrets = Vec::new();
+    if let Ok(tree) = serde_saphyr::from_str::<Value>(overlay) {
+        scalars(&tree, &mut secrets);
+    }
+    if secrets.iter().any(|s| s.len() >= 3 && message.contains(s.as_str())) {
+        message = match e.key() {
+            Some(key) => format!("the server rejects the value of `{key}` (a credential; value not shown)"),
+            None => "the server rejects the credentials overlay (value not shown)".to_string(),
+        };
+    }
+    Err(RenderError::ServerConfig(message))
 }
