@@ -179,3 +179,58 @@ async fn every_sample_passes_server_side_dry_run() {
         dry_run(&client, &discovery, &ns.name, &what, doc).await;
     }
 }
+
+/// Each sample cluster, created for real (so the server applies its defaults), rendered with
+/// stand-ins for the Secrets/ConfigMaps it references, and every rendered object dry-run.
+#[tokio::test]
+async fn every_rendered_object_of_every_sample_passes_server_side_dry_run() {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use woodpecker_operator::controller::load;
+    use woodpecker_operator::render::{self, RenderInputs, RenderedObject};
+
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "render").await;
+    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+    let api: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
+    let mut rendered_objects = 0;
+    for (i, (what, mut doc)) in sample_documents().into_iter().enumerate() {
+        if doc["kind"] != "WoodpeckerCluster" {
+            continue;
+        }
+        let name = format!("s{i}");
+        doc["metadata"] = json!({"name": name, "namespace": ns.name});
+        let cr: WoodpeckerCluster = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let created = api.create(&PostParams::default(), &cr).await.unwrap_or_else(|e| panic!("{what}: create: {e}"));
+        let mut inputs = RenderInputs { secrets: BTreeMap::new(), config_maps: BTreeMap::new() };
+        for r in load::references(&created) {
+            let data: BTreeMap<String, String> = r
+                .keys
+                .iter()
+                .map(|k| (k.clone(), if r.kind == "ConfigMap" { "{}".to_string() } else { "stand-in".to_string() }))
+                .collect();
+            if r.kind == "Secret" {
+                let s: Secret = serde_json::from_value(json!({"metadata": {"name": r.name}, "stringData": data}))
+                    .expect("stand-in secret");
+                inputs.secrets.insert(r.name.clone(), s);
+            } else {
+                let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": r.name}, "data": data}))
+                    .expect("stand-in configmap");
+                inputs.config_maps.insert(r.name.clone(), c);
+            }
+        }
+        let rendered = render::render(&created, &inputs).unwrap_or_else(|e| panic!("{what}: render: {e}"));
+        for obj in rendered.objects() {
+            // The Prometheus operator's CRDs are not installed in the test bed.
+            if matches!(obj, RenderedObject::PodMonitor(_)) {
+                continue;
+            }
+            let json = obj.to_json().expect("rendered object serializes");
+            dry_run(&client, &discovery, &ns.name, &format!("{what} ({})", obj.id()), json).await;
+            rendered_objects += 1;
+        }
+    }
+    assert!(rendered_objects > 0, "no rendered objects were checked");
+}

@@ -149,10 +149,31 @@ async fn chart_rbac_suffices_for_the_operator_running_as_its_service_account() {
         .map(|l| l.to_string());
     assert!(errors.is_none(), "reconciles failed as the chart's ServiceAccount: {errors:?}");
 
+    // A restart goes through the Eviction API (pods/eviction) and records an Event.
+    clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"rolloutPolicy": {"restartToken": "x"}}})))
+        .await
+        .expect("setting a restart token");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), &ns.name);
+    wait_for("a RestartingPod Event published by the ServiceAccount", Duration::from_secs(60), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("RestartingPod")).then_some(())
+    })
+    .await;
+    let text = op.metrics.encode();
+    let errors = text.lines().find(|l| l.starts_with("woodpecker_operator_reconciles_total{outcome=\"Error\"}"));
+    assert!(errors.is_none(), "reconciles failed as the chart's ServiceAccount during the roll: {errors:?}");
+
     // The DeleteAll finalizer is released by the ServiceAccount, too.
     clusters.delete("wal", &Default::default()).await.expect("deleting the cluster");
     wait_for("the cluster to be gone (finalizer released)", Duration::from_secs(60), || async {
         clusters.get_opt("wal").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns.name);
+    wait_for("DeleteAll to delete the data PVCs", Duration::from_secs(60), || async {
+        let list = pvcs.list(&ListParams::default()).await.ok()?;
+        list.items.iter().all(|p| p.metadata.deletion_timestamp.is_some()).then_some(())
     })
     .await;
     op.stop().await;

@@ -56,3 +56,72 @@ fn the_server_config_loader_accepts_every_rendered_config_and_overlay() {
         }
     }
 }
+
+#[test]
+fn every_enum_spelling_in_the_crd_is_one_the_server_accepts() {
+    use woodpecker_crds::{AffinityMode, CloudProvider, CustomPlacement, LogLevel, QuorumStrategy, ServerConfigSpec};
+    let text = std::fs::read_to_string(support::samples_dir().join("three-zones-multi-az.yaml")).expect("sample");
+    let base = support::parse_cluster(&text);
+    let load = |cluster: &woodpecker_crds::WoodpeckerCluster, what: &str| {
+        let rendered = render(cluster, &support::inputs_for(cluster)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let main = rendered.server_config.data.as_ref().and_then(|d| d.get("woodpecker.yaml")).expect("config");
+        Config::from_yaml_str(main).unwrap_or_else(|e| panic!("{what}: server rejects: {e}"));
+    };
+    for provider in [
+        CloudProvider::Aws,
+        CloudProvider::Gcp,
+        CloudProvider::GcpNative,
+        CloudProvider::Aliyun,
+        CloudProvider::Tencent,
+        CloudProvider::Azure,
+    ] {
+        let mut c = base.clone();
+        if let Some(os) = c.spec.object_storage.as_mut() {
+            os.provider = provider;
+        }
+        load(&c, provider.as_str());
+    }
+    for level in [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+        let mut c = base.clone();
+        c.spec.config = Some(ServerConfigSpec { log_level: Some(level), raw_overrides: String::new() });
+        load(&c, level.as_str());
+    }
+    for mode in [AffinityMode::Soft, AffinityMode::Hard] {
+        let mut c = base.clone();
+        c.spec.quorum.affinity_mode = mode;
+        load(&c, mode.as_str());
+    }
+    for strategy in [
+        QuorumStrategy::Random,
+        QuorumStrategy::RandomGroup,
+        QuorumStrategy::SingleAzSingleRg,
+        QuorumStrategy::SingleAzMultiRg,
+        QuorumStrategy::MultiAzSingleRg,
+        QuorumStrategy::MultiAzMultiRg,
+        QuorumStrategy::CrossRegion,
+        QuorumStrategy::Custom,
+    ] {
+        let mut c = base.clone();
+        c.spec.quorum.strategy = strategy;
+        if strategy == QuorumStrategy::CrossRegion {
+            let mut remote = c.spec.buffer_pools[0].clone();
+            remote.name = "dr-pool".to_string();
+            remote.node_groups.clear();
+            remote.external_seeds = vec!["wal.dr.example:18080".to_string()];
+            c.spec.buffer_pools.push(remote);
+        }
+        if strategy == QuorumStrategy::Custom {
+            c.spec.quorum.custom_placement = ["us-east-1a", "us-east-1b", "us-east-1c"]
+                .iter()
+                .enumerate()
+                .map(|(i, az)| CustomPlacement {
+                    name: format!("replica-{i}"),
+                    region: "default-region-pool".to_string(),
+                    az: az.to_string(),
+                    resource_group: "default".to_string(),
+                })
+                .collect();
+        }
+        load(&c, strategy.as_str());
+    }
+}

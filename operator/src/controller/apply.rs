@@ -29,13 +29,18 @@ pub enum Applied {
 
 /// True when every field present in `desired` has the same value in `live`.
 ///
-/// Arrays must have the same length and match element-wise; an empty map or list in `desired`
-/// matches an absent field (the API server drops empty collections on many fields).
+/// Arrays must have the same length and match element-wise; an empty map or list, a zero, `false`
+/// or `""` in `desired` matches an absent field (the API server drops empty and zero values of
+/// `omitempty` fields).
 pub fn is_subset(desired: &Value, live: Option<&Value>) -> bool {
     match (desired, live) {
         (Value::Null, None | Some(Value::Null)) => true,
         (Value::Object(d), None) => d.is_empty(),
         (Value::Array(d), None) => d.is_empty(),
+        // Go's `omitempty` drops zero values: the server stores 0, false and "" as absent.
+        (Value::Number(n), None) => n.as_f64() == Some(0.0),
+        (Value::Bool(b), None) => !b,
+        (Value::String(st), None) => st.is_empty(),
         (Value::Object(d), Some(Value::Object(l))) => d.iter().all(|(k, v)| is_subset(v, l.get(k))),
         (Value::Array(d), Some(Value::Array(l))) => {
             d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, Some(lv)))
@@ -43,6 +48,24 @@ pub fn is_subset(desired: &Value, live: Option<&Value>) -> bool {
         (Value::Number(d), Some(Value::Number(l))) => d.as_f64() == l.as_f64(),
         (d, Some(l)) => d == l,
         (_, None) => false,
+    }
+}
+
+/// Path of the first field of `desired` whose value differs in `live` (for logs).
+pub fn first_difference(desired: &Value, live: Option<&Value>, path: &str) -> Option<String> {
+    if is_subset(desired, live) {
+        return None;
+    }
+    match (desired, live) {
+        (Value::Object(d), Some(Value::Object(l))) => {
+            d.iter().find_map(|(k, v)| first_difference(v, l.get(k), &format!("{path}.{k}")))
+        }
+        (Value::Array(d), Some(Value::Array(l))) if d.len() == l.len() => d
+            .iter()
+            .zip(l)
+            .enumerate()
+            .find_map(|(i, (dv, lv))| first_difference(dv, Some(lv), &format!("{path}[{i}]"))),
+        _ => Some(format!("{path}: want {desired}, have {}", live.map_or("nothing".to_string(), Value::to_string))),
     }
 }
 
@@ -85,6 +108,12 @@ where
         metrics.write(&kind, "skip");
         return Ok(Applied::Unchanged);
     }
+    if let Some(live) = live
+        && let (Ok(d), Ok(l)) = (desired_fields(desired), serde_json::to_value(live))
+    {
+        let diff = first_difference(&d, Some(&l), "");
+        tracing::debug!(%kind, %name, diff = diff.as_deref().unwrap_or(""), "live object differs; applying");
+    }
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &pp, &Patch::Apply(desired)).await.map_err(|e| Error::Kube {
         action: "apply",
@@ -122,5 +151,10 @@ mod tests {
         let live = json!({"metadata": {"name": "x"}});
         assert!(is_subset(&json!({"metadata": {"name": "x", "labels": {}}}), Some(&live)));
         assert!(is_subset(&json!({"metadata": {"name": "x", "finalizers": []}}), Some(&live)));
+        assert!(is_subset(
+            &json!({"probe": {"initialDelaySeconds": 0, "paused": false, "x": ""}}),
+            Some(&json!({"probe": {}}))
+        ));
+        assert!(!is_subset(&json!({"probe": {"initialDelaySeconds": 5}}), Some(&json!({"probe": {}}))));
     }
 }

@@ -37,11 +37,15 @@ async fn patch_finalizers(cr: &WoodpeckerCluster, ctx: &Context, finalizers: Vec
     let patch = json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": cr.resource_version() }
     });
-    api.patch(&cr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| Error::kube("patch finalizers of", "WoodpeckerCluster", &cr.name_any(), e))?;
-    ctx.metrics.write("WoodpeckerCluster", "finalizer");
-    Ok(())
+    match api.patch(&cr.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            ctx.metrics.write("WoodpeckerCluster", "finalizer");
+            Ok(())
+        }
+        // Already gone: the last finalizer was removed by an earlier pass.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube("patch finalizers of", "WoodpeckerCluster", &cr.name_any(), e)),
+    }
 }
 
 /// Run on a cluster being deleted: for DeleteAll, delete StatefulSets and PVCs, then release.
@@ -56,11 +60,15 @@ pub async fn finalize(cr: &WoodpeckerCluster, ctx: &Context) -> Result<Action, E
         let lp = ListParams::default().labels(&selector);
         let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
         // Delete the StatefulSets first so the pods release their PVCs; GC would do it only
-        // after the cluster object is gone.
-        sts_api
-            .delete_collection(&DeleteParams::background(), &lp)
-            .await
-            .map_err(|e| Error::kube("delete", "StatefulSet", &selector, e))?;
+        // after the cluster object is gone. One by one: the chart grants `delete`, not
+        // `deletecollection`.
+        for sts in super::reconcile::cluster_objects(&ctx.stores.stateful_sets, &ns, &name) {
+            match sts_api.delete(&sts.name_any(), &DeleteParams::background()).await {
+                Ok(_) => ctx.metrics.write("StatefulSet", "delete"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube("delete", "StatefulSet", &sts.name_any(), e)),
+            }
+        }
         let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         let pvcs = pvc_api.list(&lp).await.map_err(|e| Error::kube("list", "PersistentVolumeClaim", &selector, e))?;
         for pvc in &pvcs.items {

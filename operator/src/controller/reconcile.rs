@@ -261,6 +261,9 @@ async fn execute_roll(
     let cref = cr.object_ref(&());
     match step {
         RollStep::Idle | RollStep::Wait { .. } => {
+            if let RollStep::Wait { reason, .. } = step {
+                tracing::debug!(cluster = %key, %reason, "roll waits");
+            }
             ctx.with_memory(key, |m| m.last_block_reason = None);
             Ok(false)
         }

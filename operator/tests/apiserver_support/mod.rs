@@ -194,6 +194,13 @@ pub struct RunningOperator {
 impl RunningOperator {
     /// Start the controller for `namespace` with `cfg` as its identity.
     pub fn start(cfg: Config, namespace: &str) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let (client, requests) = counting_client(cfg);
         let metrics = Arc::new(Metrics::new());
         let stop = CancellationToken::new();
