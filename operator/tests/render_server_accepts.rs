@@ -141,3 +141,25 @@ fn random_group_is_refused_by_our_server_config_so_render_reports_it() {
         Err(other) => panic!("unexpected error {other}"),
     }
 }
+
+#[test]
+fn every_client_bundle_loads_with_the_shared_config_loader() {
+    for (stem, cluster) in support::samples() {
+        let rendered = render(&cluster, &support::inputs_for(&cluster)).expect("render");
+        let bundle = rendered
+            .client_bundle
+            .data
+            .as_ref()
+            .and_then(|d| d.get("woodpecker.yaml"))
+            .unwrap_or_else(|| panic!("{stem}: bundle has no woodpecker.yaml"))
+            .clone();
+        let config =
+            Config::from_yaml_str(&bundle).unwrap_or_else(|e| panic!("{stem}: client bundle rejected: {e}\n{bundle}"));
+        let json = serde_json::to_value(&config).expect("config to JSON");
+        assert_eq!(json["woodpecker"]["storage"]["type"], "service", "{stem}");
+        if let Some(etcd) = &cluster.spec.etcd {
+            assert_eq!(json["etcd"]["endpoints"], serde_json::json!(etcd.endpoints), "{stem}");
+            assert_eq!(json["etcd"]["rootPath"], etcd.root_path, "{stem}");
+        }
+    }
+}

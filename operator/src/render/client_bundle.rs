@@ -14,7 +14,7 @@ use super::server_config::to_yaml;
 pub const BUNDLE_CONFIG_KEY: &str = "woodpecker.yaml";
 /// Key naming the Secret with `ca.crt`/`tls.crt`/`tls.key` for etcd (when set).
 pub const BUNDLE_ETCD_TLS_SECRET_KEY: &str = "etcdTLSSecret";
-/// Key naming the Secret with etcd `username`/`password` (when set).
+/// Key naming the Secret with etcd `username`/`password` (when set); clients overlay `etcd.auth` from it.
 pub const BUNDLE_ETCD_AUTH_SECRET_KEY: &str = "etcdAuthSecret";
 /// Key naming the Secret with object storage keys (when set).
 pub const BUNDLE_OBJECT_STORAGE_SECRET_KEY: &str = "objectStorageSecret";
@@ -70,10 +70,9 @@ pub fn render_client_bundle(
             );
             data.insert(BUNDLE_ETCD_TLS_SECRET_KEY.to_string(), tls.name.clone());
         }
-        if let Some(auth) = &etcd.auth_secret_ref
-            && let Some(m) = e.as_object_mut()
-        {
-            m.insert("auth".to_string(), json!({ "enabled": true }));
+        // `etcd.auth` (enabled, userName, password) comes from the named Secret as the client's
+        // own overlay: the bundle stays loadable on its own and never carries a credential.
+        if let Some(auth) = &etcd.auth_secret_ref {
             data.insert(BUNDLE_ETCD_AUTH_SECRET_KEY.to_string(), auth.name.clone());
         }
         obj.insert("etcd".to_string(), e);
