@@ -167,7 +167,7 @@ async fn rolling_restart_of_three_zones_replaces_one_pod_at_a_time_in_order_wait
     let roll_time = started.elapsed();
     println!("METRIC rolling_restart_6_pods_ms={}", roll_time.as_millis());
 
-    let t = timeline.lock().unwrap();
+    let t = std::mem::take(&mut *timeline.lock().unwrap());
     let order: Vec<&str> = t.deletions.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(order.len(), 6, "each pod restarts exactly once: {order:?}");
     // One at a time: when a pod was evicted, every other pod was Ready.
@@ -195,7 +195,6 @@ async fn rolling_restart_of_three_zones_replaces_one_pod_at_a_time_in_order_wait
     for pair in order.chunks(2) {
         assert!(pair[0].ends_with("-1") && pair[1].ends_with("-0"), "highest ordinal (non-seed) first: {order:?}");
     }
-    drop(t);
 
     // Every restart was announced by an Event.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns.name);

@@ -47,7 +47,6 @@ pub fn is_subset(desired: &Value, live: Option<&Value>) -> bool {
         }
         (Value::Number(d), Some(Value::Number(l))) => d.as_f64() == l.as_f64(),
         (d, Some(l)) => d == l,
-        (_, None) => false,
     }
 }
 
@@ -115,12 +114,7 @@ where
         tracing::debug!(%kind, %name, diff = diff.as_deref().unwrap_or(""), "live object differs; applying");
     }
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &pp, &Patch::Apply(desired)).await.map_err(|e| Error::Kube {
-        action: "apply",
-        kind: kind.clone(),
-        name: name.clone(),
-        source: e,
-    })?;
+    api.patch(&name, &pp, &Patch::Apply(desired)).await.map_err(|e| Error::kube("apply", &kind, &name, e))?;
     metrics.write(&kind, "apply");
     Ok(Applied::Patched)
 }

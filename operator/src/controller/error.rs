@@ -13,9 +13,9 @@ pub enum Error {
         kind: String,
         /// Object name.
         name: String,
-        /// Underlying error.
+        /// Underlying error (boxed: it is large and errors are the cold path).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// An object could not be turned into JSON (a bug in rendering).
     #[error("serializing {kind} {name}: {source}")]
@@ -39,6 +39,6 @@ pub enum Error {
 impl Error {
     /// Wrap a kube error for `action` on `kind`/`name`.
     pub fn kube(action: &'static str, kind: &str, name: &str, source: kube::Error) -> Self {
-        Self::Kube { action, kind: kind.to_string(), name: name.to_string(), source }
+        Self::Kube { action, kind: kind.to_string(), name: name.to_string(), source: Box::new(source) }
     }
 }

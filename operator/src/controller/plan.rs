@@ -379,18 +379,26 @@ pub fn observed_status(
     (status, conds)
 }
 
+/// The roll and scale decisions of a pass, as the status reports them.
+pub struct Progress<'a> {
+    /// The roll step.
+    pub roll: &'a RollStep,
+    /// Pods still outdated.
+    pub outdated: i32,
+    /// When the current roll step started.
+    pub started_at: Option<Timestamp>,
+    /// Scale-down victims.
+    pub decommission: Vec<DecommissionStatus>,
+    /// Victims past the decommission timeout.
+    pub stalled: Vec<String>,
+    /// A group is growing.
+    pub scaling_up: bool,
+}
+
 /// Finish the status from the roll and scale decisions: phase, rollout, Progressing,
 /// RolloutBlocked and DecommissionStalled.
-pub fn finish_status(
-    status: &mut WoodpeckerClusterStatus,
-    conds: &mut Vec<WantedCondition>,
-    roll: &RollStep,
-    outdated: i32,
-    started_at: Option<Timestamp>,
-    decommission: Vec<DecommissionStatus>,
-    stalled: Vec<String>,
-    scaling_up: bool,
-) {
+pub fn finish_status(status: &mut WoodpeckerClusterStatus, conds: &mut Vec<WantedCondition>, progress: Progress<'_>) {
+    let Progress { roll, outdated, started_at, decommission, stalled, scaling_up } = progress;
     let (state, pod, reason) = match roll {
         RollStep::Idle => (RolloutState::Idle, None, String::new()),
         RollStep::Wait { reason, pod } => (RolloutState::Rolling, pod.clone(), reason.clone()),
@@ -756,17 +764,15 @@ pub fn plan(
         })
         .collect();
     let scale_busy = !scale.is_empty() || !scale_waiting.is_empty() || !victims.is_empty();
-    finish_status(&mut status, &mut conds, &roll, outdated, started_at, decommission, stalled.clone(), scaling_up);
-    if !refused.is_empty() {
-        if let Some(c) = conds.iter_mut().find(|c| c.type_ == CONDITION_TOPOLOGY_VALID) {
-            c.status = false;
-            c.reason = "ScaleDownRefused".into();
-            c.message = if c.message.is_empty() {
-                refused.join("; ")
-            } else {
-                format!("{}; {}", c.message, refused.join("; "))
-            };
-        }
+    let progress = Progress { roll: &roll, outdated, started_at, decommission, stalled: stalled.clone(), scaling_up };
+    finish_status(&mut status, &mut conds, progress);
+    if !refused.is_empty()
+        && let Some(c) = conds.iter_mut().find(|c| c.type_ == CONDITION_TOPOLOGY_VALID)
+    {
+        c.status = false;
+        c.reason = "ScaleDownRefused".into();
+        c.message =
+            if c.message.is_empty() { refused.join("; ") } else { format!("{}; {}", c.message, refused.join("; ")) };
     }
     let busy = scale_busy || roll != RollStep::Idle || status.ready_replicas < status.replicas;
     Plan {
