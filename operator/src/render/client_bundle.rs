@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use woodpecker_crds::WoodpeckerClusterSpec;
 
 use super::RenderError;
 use super::plan::ClusterPlan;
-use super::server_config::to_yaml;
+use super::server_config::{buffer_pools_json, minio_json, select_strategy_json, to_yaml};
 
 /// Key holding the client `woodpecker.yaml` fragment.
 pub const BUNDLE_CONFIG_KEY: &str = "woodpecker.yaml";
@@ -26,27 +26,12 @@ pub fn render_client_bundle(
     spec: &WoodpeckerClusterSpec,
     plan: &ClusterPlan,
 ) -> Result<BTreeMap<String, String>, RenderError> {
-    let pools: Vec<Value> = plan.pools.iter().map(|p| json!({ "name": p.name, "seeds": p.client_seeds })).collect();
-    let mut strategy = json!({
-        "affinityMode": spec.quorum.affinity_mode.as_str(),
-        "replicas": spec.quorum.ensemble_size,
-        "strategy": spec.quorum.strategy.as_str(),
-    });
-    if !spec.quorum.custom_placement.is_empty()
-        && let Some(obj) = strategy.as_object_mut()
-    {
-        let placements: Vec<Value> = spec
-            .quorum
-            .custom_placement
-            .iter()
-            .map(|p| json!({ "name": p.name, "region": p.region, "az": p.az, "resourceGroup": p.resource_group }))
-            .collect();
-        obj.insert("customPlacement".to_string(), Value::Array(placements));
-    }
     let mut root = json!({
         "woodpecker": {
             "meta": { "type": "etcd", "prefix": "woodpecker" },
-            "client": { "quorum": { "quorumBufferPools": pools, "quorumSelectStrategy": strategy } },
+            "client": {
+                "quorum": { "quorumBufferPools": buffer_pools_json(plan), "quorumSelectStrategy": select_strategy_json(spec) },
+            },
             "storage": { "type": "service" },
         },
     });
@@ -78,20 +63,7 @@ pub fn render_client_bundle(
         obj.insert("etcd".to_string(), e);
     }
     if let Some(os) = &spec.object_storage {
-        obj.insert(
-            "minio".to_string(),
-            json!({
-                "address": os.endpoint.address,
-                "port": os.endpoint.port,
-                "bucketName": os.bucket,
-                "rootPath": os.root_path,
-                "cloudProvider": os.provider.as_str(),
-                "useIAM": os.credentials.as_ref().is_some_and(|c| c.iam.is_some()),
-                "useSSL": os.endpoint.use_ssl,
-                "region": os.endpoint.region,
-                "useVirtualHost": os.endpoint.use_virtual_host,
-            }),
-        );
+        obj.insert("minio".to_string(), minio_json(os, false));
         if let Some(s) = os.credentials.as_ref().and_then(|c| c.secret_ref.as_ref()) {
             data.insert(BUNDLE_OBJECT_STORAGE_SECRET_KEY.to_string(), s.name.clone());
         }

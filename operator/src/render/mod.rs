@@ -250,6 +250,7 @@ pub fn owner_reference(cluster: &WoodpeckerCluster) -> Result<OwnerReference, Re
     })
 }
 
+/// Metadata of a namespaced object owned by the cluster.
 fn object_meta(name: String, namespace: &str, labels: BTreeMap<String, String>, owner: &OwnerReference) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),

@@ -3,7 +3,7 @@
 //! user's `configRef` or `rawOverrides` are moved into the overlay.
 
 use serde_json::{Map, Value, json};
-use woodpecker_crds::WoodpeckerClusterSpec;
+use woodpecker_crds::{ObjectStorageSpec, WoodpeckerClusterSpec};
 
 use super::RenderError;
 use super::plan::ClusterPlan;
@@ -52,9 +52,13 @@ pub struct ServerConfigText {
     pub overlay_yaml: Option<String>,
 }
 
-/// Generated server config before user overrides.
-fn generated(spec: &WoodpeckerClusterSpec, plan: &ClusterPlan) -> Value {
-    let pools: Vec<Value> = plan.pools.iter().map(|p| json!({ "name": p.name, "seeds": p.client_seeds })).collect();
+/// `quorumBufferPools`: every pool with its client seeds.
+pub fn buffer_pools_json(plan: &ClusterPlan) -> Value {
+    Value::Array(plan.pools.iter().map(|p| json!({ "name": p.name, "seeds": p.client_seeds })).collect())
+}
+
+/// `quorumSelectStrategy`: ensemble size, strategy, affinity and custom placements.
+pub fn select_strategy_json(spec: &WoodpeckerClusterSpec) -> Value {
     let mut strategy = json!({
         "affinityMode": spec.quorum.affinity_mode.as_str(),
         "replicas": spec.quorum.ensemble_size,
@@ -71,10 +75,40 @@ fn generated(spec: &WoodpeckerClusterSpec, plan: &ClusterPlan) -> Value {
             .collect();
         obj.insert("customPlacement".to_string(), Value::Array(placements));
     }
+    strategy
+}
+
+/// The `minio` block shared by servers and clients (no credentials). Servers additionally get
+/// `createBucket: false` (service mode is multi-tenant) and the CA path.
+pub fn minio_json(os: &ObjectStorageSpec, for_server: bool) -> Value {
+    let mut minio = json!({
+        "address": os.endpoint.address,
+        "port": os.endpoint.port,
+        "bucketName": os.bucket,
+        "rootPath": os.root_path,
+        "cloudProvider": os.provider.as_str(),
+        "useIAM": os.credentials.as_ref().is_some_and(|c| c.iam.is_some()),
+        "useSSL": os.endpoint.use_ssl,
+        "region": os.endpoint.region,
+        "useVirtualHost": os.endpoint.use_virtual_host,
+    });
+    if for_server && let Some(m) = minio.as_object_mut() {
+        m.insert("createBucket".to_string(), json!(false));
+        if os.ca_secret_ref.is_some() {
+            m.insert("ssl".to_string(), json!({ "tlsCACert": format!("{CA_DIR}/{CA_FILE}") }));
+        }
+    }
+    minio
+}
+
+/// Generated server config before user overrides.
+fn generated(spec: &WoodpeckerClusterSpec, plan: &ClusterPlan) -> Value {
     let mut root = json!({
         "woodpecker": {
             "meta": { "type": "etcd", "prefix": "woodpecker" },
-            "client": { "quorum": { "quorumBufferPools": pools, "quorumSelectStrategy": strategy } },
+            "client": {
+                "quorum": { "quorumBufferPools": buffer_pools_json(plan), "quorumSelectStrategy": select_strategy_json(spec) },
+            },
             "storage": { "type": "service", "rootPath": DATA_DIR },
         },
         "log": { "level": spec.config.as_ref().and_then(|c| c.log_level).unwrap_or_default().as_str() },
@@ -82,24 +116,7 @@ fn generated(spec: &WoodpeckerClusterSpec, plan: &ClusterPlan) -> Value {
     if let Some(os) = &spec.object_storage
         && let Some(obj) = root.as_object_mut()
     {
-        let mut minio = json!({
-            "address": os.endpoint.address,
-            "port": os.endpoint.port,
-            "bucketName": os.bucket,
-            "rootPath": os.root_path,
-            "createBucket": false,
-            "cloudProvider": os.provider.as_str(),
-            "useIAM": os.credentials.as_ref().is_some_and(|c| c.iam.is_some()),
-            "useSSL": os.endpoint.use_ssl,
-            "region": os.endpoint.region,
-            "useVirtualHost": os.endpoint.use_virtual_host,
-        });
-        if os.ca_secret_ref.is_some()
-            && let Some(m) = minio.as_object_mut()
-        {
-            m.insert("ssl".to_string(), json!({ "tlsCACert": format!("{CA_DIR}/{CA_FILE}") }));
-        }
-        obj.insert("minio".to_string(), minio);
+        obj.insert("minio".to_string(), minio_json(os, true));
     }
     root
 }

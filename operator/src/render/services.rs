@@ -32,13 +32,7 @@ fn meta(
     if let Some(pool) = pool {
         labels.insert(LABEL_POOL.to_string(), label_value(pool));
     }
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: Some(namespace.to_string()),
-        labels: Some(labels),
-        owner_references: Some(vec![owner.clone()]),
-        ..Default::default()
-    }
+    super::object_meta(name.to_string(), namespace, labels, owner)
 }
 
 /// Headless Service of a pool; `publishNotReadyAddresses` so a pod's own name resolves before Ready.
