@@ -1,2 +1,8 @@
-//! placeholder
+//! Shared building blocks of Woodpecker: positions, the on-storage record codec, storage key layout and
+//! log-name rules and configuration. Nothing here does I/O except loading a config file.
+
+pub mod codec;
 pub mod config;
+pub mod ids;
+pub mod keys;
+pub mod names;

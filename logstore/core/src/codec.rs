@@ -1,0 +1,709 @@
+//! The record codec shared by every segment format (upstream Woodpecker's v6 layout, byte for byte).
+//!
+//! Every record is a 9-byte header followed by its payload; integers are little-endian:
+//!
+//! ```text
+//!  0       4      5          9
+//!  +-------+------+----------+------------------------+
+//!  | crc32 | type | length   | payload (length bytes) |
+//!  +-------+------+----------+------------------------+
+//!  crc32 = CRC-32/IEEE over type, length and payload (bytes 4..)
+//! ```
+//!
+//! A block is a `BlockHeader` record followed by the `Data` records of consecutive entries; the block
+//! header carries the CRC of those data records (headers included), so a block is verified as a whole.
+//! Entry ids are implicit: the i-th data record of a block is entry `first_entry_id + i`.
+//!
+//! Decoding never skips: a truncated record, a bad CRC or an unknown type is an error carrying the byte
+//! offset, so callers can name the object and the offset in what they report (upstream silently stops).
+
+use bytes::{Buf, BufMut, Bytes};
+use thiserror::Error;
+
+/// Size of the record header: crc32 (4) + type (1) + length (4).
+pub const RECORD_HEADER_LEN: usize = 9;
+/// Format version written by this implementation.
+pub const FORMAT_VERSION: u16 = 6;
+/// Magic at the end of a header record payload.
+pub const HEADER_MAGIC: [u8; 4] = *b"HDR\x01";
+/// Magic inside a footer record payload.
+pub const FOOTER_MAGIC: [u8; 4] = *b"FTR\x01";
+/// Header/footer flag: the data was rewritten by compaction into merged blocks.
+pub const FLAG_COMPACTED: u16 = 1;
+/// Encoded size of a header record.
+pub const HEADER_RECORD_LEN: usize = RECORD_HEADER_LEN + 16;
+/// Encoded size of an index record.
+pub const INDEX_RECORD_LEN: usize = RECORD_HEADER_LEN + 32;
+/// Encoded size of a v6 footer record.
+pub const FOOTER_V6_RECORD_LEN: usize = RECORD_HEADER_LEN + 44;
+/// Encoded size of a v5 footer record (no LAC).
+pub const FOOTER_V5_RECORD_LEN: usize = RECORD_HEADER_LEN + 36;
+/// Encoded size of a block header record.
+pub const BLOCK_HEADER_RECORD_LEN: usize = RECORD_HEADER_LEN + 28;
+
+/// Record type tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordType {
+    /// File/segment header.
+    Header = 1,
+    /// One entry's bytes.
+    Data = 2,
+    /// Index entry for one block.
+    Index = 3,
+    /// Segment footer.
+    Footer = 4,
+    /// Header of one block.
+    BlockHeader = 5,
+}
+
+impl RecordType {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Header,
+            2 => Self::Data,
+            3 => Self::Index,
+            4 => Self::Footer,
+            5 => Self::BlockHeader,
+            _ => return None,
+        })
+    }
+}
+
+/// Payload of a header record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRecord {
+    /// Format version (5 or 6).
+    pub version: u16,
+    /// Flags; bit 0 = compacted.
+    pub flags: u16,
+    /// First entry id of the segment (always 0 for new segments).
+    pub first_entry_id: i64,
+}
+
+/// Payload of an index record: where one block is and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRecord {
+    /// Block number inside the segment.
+    pub block_number: i32,
+    /// Byte offset of the block in a file, or the block id for object storage.
+    pub start_offset: i64,
+    /// Bytes of the block (header record + data records; for object storage the object size).
+    pub block_size: u32,
+    /// First entry in the block.
+    pub first_entry_id: i64,
+    /// Last entry in the block.
+    pub last_entry_id: i64,
+}
+
+/// Payload of a footer record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FooterRecord {
+    /// Number of blocks.
+    pub total_blocks: i32,
+    /// Number of records as counted by the writer (upstream writes the block count).
+    pub total_records: u32,
+    /// Bytes before the footer.
+    pub total_size: u64,
+    /// Where the index records start.
+    pub index_offset: u64,
+    /// Bytes of index records.
+    pub index_length: u32,
+    /// Footer version (5 or 6).
+    pub version: u16,
+    /// Flags; bit 0 = compacted.
+    pub flags: u16,
+    /// Last add-confirmed entry (v6 only; -1 when decoded from v5).
+    pub lac: i64,
+}
+
+impl FooterRecord {
+    /// Whether the segment was compacted into merged blocks.
+    pub fn is_compacted(&self) -> bool {
+        self.flags & FLAG_COMPACTED != 0
+    }
+}
+
+/// Payload of a block header record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHeaderRecord {
+    /// Block number inside the segment.
+    pub block_number: i32,
+    /// First entry in the block.
+    pub first_entry_id: i64,
+    /// Last entry in the block.
+    pub last_entry_id: i64,
+    /// Bytes of the data records that follow (headers included).
+    pub block_length: u32,
+    /// CRC-32/IEEE of those bytes.
+    pub block_crc: u32,
+}
+
+/// One decoded record; data payloads borrow from the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Segment header.
+    Header(HeaderRecord),
+    /// An entry's bytes.
+    Data(Bytes),
+    /// A block's index entry.
+    Index(IndexRecord),
+    /// Segment footer.
+    Footer(FooterRecord),
+    /// A block's header.
+    BlockHeader(BlockHeaderRecord),
+}
+
+/// Why bytes could not be decoded. Offsets are relative to the buffer handed to the decoder.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CodecError {
+    /// The buffer ends inside a record.
+    #[error("truncated record at offset {offset}: need {needed} bytes, {available} available")]
+    Truncated {
+        /// Start of the record.
+        offset: u64,
+        /// Bytes the record needs.
+        needed: u64,
+        /// Bytes left.
+        available: u64,
+    },
+    /// A record's CRC does not match its bytes.
+    #[error("CRC mismatch in record at offset {offset}: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// Start of the record.
+        offset: u64,
+        /// CRC in the record.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// A block's data CRC does not match.
+    #[error("block {block} at offset {offset}: data CRC mismatch, stored {stored:#010x}, computed {computed:#010x}")]
+    BlockCrcMismatch {
+        /// Block number.
+        block: i32,
+        /// Start of the block header record.
+        offset: u64,
+        /// CRC in the block header.
+        stored: u32,
+        /// CRC of the data.
+        computed: u32,
+    },
+    /// A record has a type this codec does not know.
+    #[error("unknown record type {tag} at offset {offset}")]
+    UnknownType {
+        /// Start of the record.
+        offset: u64,
+        /// The type byte.
+        tag: u8,
+    },
+    /// A record is well-formed but not what the format requires at this place.
+    #[error("malformed data at offset {offset}: {reason}")]
+    Malformed {
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl CodecError {
+    /// Byte offset (within the decoded buffer) where the problem starts.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Self::Truncated { offset, .. }
+            | Self::CrcMismatch { offset, .. }
+            | Self::BlockCrcMismatch { offset, .. }
+            | Self::UnknownType { offset, .. }
+            | Self::Malformed { offset, .. } => *offset,
+        }
+    }
+}
+
+fn put_record(out: &mut Vec<u8>, ty: RecordType, payload: &[u8]) {
+    let start = out.len();
+    out.put_u32_le(0);
+    out.put_u8(ty as u8);
+    out.put_u32_le(payload.len() as u32);
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends a header record.
+pub fn encode_header(out: &mut Vec<u8>, h: &HeaderRecord) {
+    let mut p = Vec::with_capacity(16);
+    p.put_u16_le(h.version);
+    p.put_u16_le(h.flags);
+    p.put_i64_le(h.first_entry_id);
+    p.extend_from_slice(&HEADER_MAGIC);
+    put_record(out, RecordType::Header, &p);
+}
+
+/// Appends a data record holding `entry`.
+pub fn encode_data(out: &mut Vec<u8>, entry: &[u8]) {
+    put_record(out, RecordType::Data, entry);
+}
+
+/// Appends an index record.
+pub fn encode_index(out: &mut Vec<u8>, r: &IndexRecord) {
+    let mut p = Vec::with_capacity(32);
+    p.put_i32_le(r.block_number);
+    p.put_i64_le(r.start_offset);
+    p.put_u32_le(r.block_size);
+    p.put_i64_le(r.first_entry_id);
+    p.put_i64_le(r.last_entry_id);
+    put_record(out, RecordType::Index, &p);
+}
+
+/// Appends a footer record (v6 layout with LAC, or v5 without when `f.version == 5`).
+pub fn encode_footer(out: &mut Vec<u8>, f: &FooterRecord) {
+    let mut p = Vec::with_capacity(44);
+    p.put_i32_le(f.total_blocks);
+    p.put_u32_le(f.total_records);
+    p.put_u64_le(f.total_size);
+    p.put_u64_le(f.index_offset);
+    p.put_u32_le(f.index_length);
+    p.put_u16_le(f.version);
+    p.put_u16_le(f.flags);
+    p.extend_from_slice(&FOOTER_MAGIC);
+    if f.version >= 6 {
+        p.put_i64_le(f.lac);
+    }
+    put_record(out, RecordType::Footer, &p);
+}
+
+/// Appends a block header record.
+pub fn encode_block_header(out: &mut Vec<u8>, b: &BlockHeaderRecord) {
+    let mut p = Vec::with_capacity(28);
+    p.put_i32_le(b.block_number);
+    p.put_i64_le(b.first_entry_id);
+    p.put_i64_le(b.last_entry_id);
+    p.put_u32_le(b.block_length);
+    p.put_u32_le(b.block_crc);
+    put_record(out, RecordType::BlockHeader, &p);
+}
+
+/// Encodes one block: `BlockHeader` followed by a `Data` record per entry. Returns the block header.
+///
+/// `first_entry_id` is the id of `entries[0]`; `entries` must not be empty.
+pub fn encode_block<E: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    block_number: i32,
+    first_entry_id: i64,
+    entries: &[E],
+) -> BlockHeaderRecord {
+    let mut data = Vec::with_capacity(entries.iter().map(|e| e.as_ref().len() + RECORD_HEADER_LEN).sum());
+    for e in entries {
+        encode_data(&mut data, e.as_ref());
+    }
+    let header = BlockHeaderRecord {
+        block_number,
+        first_entry_id,
+        last_entry_id: first_entry_id + entries.len() as i64 - 1,
+        block_length: data.len() as u32,
+        block_crc: crc32fast::hash(&data),
+    };
+    encode_block_header(out, &header);
+    out.extend_from_slice(&data);
+    header
+}
+
+/// Decodes the record that starts at `buf[offset..]`. Returns the record and its encoded length.
+///
+/// `buf` is shared (`Bytes`) so data payloads are zero-copy slices of it.
+pub fn decode_record(buf: &Bytes, offset: usize) -> Result<(Record, usize), CodecError> {
+    let avail = buf.len().saturating_sub(offset);
+    if avail < RECORD_HEADER_LEN {
+        return Err(CodecError::Truncated {
+            offset: offset as u64,
+            needed: RECORD_HEADER_LEN as u64,
+            available: avail as u64,
+        });
+    }
+    let mut h = &buf[offset..offset + RECORD_HEADER_LEN];
+    let stored = h.get_u32_le();
+    let tag = h.get_u8();
+    let len = h.get_u32_le() as usize;
+    let total = RECORD_HEADER_LEN + len;
+    if avail < total {
+        return Err(CodecError::Truncated { offset: offset as u64, needed: total as u64, available: avail as u64 });
+    }
+    let computed = crc32fast::hash(&buf[offset + 4..offset + total]);
+    if computed != stored {
+        return Err(CodecError::CrcMismatch { offset: offset as u64, stored, computed });
+    }
+    let ty = RecordType::from_u8(tag).ok_or(CodecError::UnknownType { offset: offset as u64, tag })?;
+    let payload = buf.slice(offset + RECORD_HEADER_LEN..offset + total);
+    let bad_len = |want: &str| CodecError::Malformed {
+        offset: offset as u64,
+        reason: format!("{ty:?} record payload of {len} bytes, expected {want}"),
+    };
+    let mut p = &payload[..];
+    let record = match ty {
+        RecordType::Data => Record::Data(payload.clone()),
+        RecordType::Header => {
+            if len != 16 {
+                return Err(bad_len("16"));
+            }
+            let version = p.get_u16_le();
+            let flags = p.get_u16_le();
+            let first_entry_id = p.get_i64_le();
+            if p[..4] != HEADER_MAGIC {
+                return Err(CodecError::Malformed { offset: offset as u64, reason: "bad header magic".into() });
+            }
+            if version != 5 && version != 6 {
+                return Err(CodecError::Malformed {
+                    offset: offset as u64,
+                    reason: format!("unsupported format version {version}"),
+                });
+            }
+            Record::Header(HeaderRecord { version, flags, first_entry_id })
+        }
+        RecordType::Index => {
+            if len != 32 {
+                return Err(bad_len("32"));
+            }
+            Record::Index(IndexRecord {
+                block_number: p.get_i32_le(),
+                start_offset: p.get_i64_le(),
+                block_size: p.get_u32_le(),
+                first_entry_id: p.get_i64_le(),
+                last_entry_id: p.get_i64_le(),
+            })
+        }
+        RecordType::Footer => {
+            if len != 44 && len != 36 {
+                return Err(bad_len("44 (v6) or 36 (v5)"));
+            }
+            let mut f = FooterRecord {
+                total_blocks: p.get_i32_le(),
+                total_records: p.get_u32_le(),
+                total_size: p.get_u64_le(),
+                index_offset: p.get_u64_le(),
+                index_length: p.get_u32_le(),
+                version: p.get_u16_le(),
+                flags: p.get_u16_le(),
+                lac: -1,
+            };
+            if p[..4] != FOOTER_MAGIC {
+                return Err(CodecError::Malformed { offset: offset as u64, reason: "bad footer magic".into() });
+            }
+            p.advance(4);
+            if len == 44 {
+                f.lac = p.get_i64_le();
+            }
+            Record::Footer(f)
+        }
+        RecordType::BlockHeader => {
+            if len != 28 {
+                return Err(bad_len("28"));
+            }
+            Record::BlockHeader(BlockHeaderRecord {
+                block_number: p.get_i32_le(),
+                first_entry_id: p.get_i64_le(),
+                last_entry_id: p.get_i64_le(),
+                block_length: p.get_u32_le(),
+                block_crc: p.get_u32_le(),
+            })
+        }
+    };
+    Ok((record, total))
+}
+
+/// A block decoded and verified: its header and the entries it holds, in id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedBlock {
+    /// The block header.
+    pub header: BlockHeaderRecord,
+    /// Entry payloads; entry `header.first_entry_id + i` is `entries[i]`.
+    pub entries: Vec<Bytes>,
+    /// Encoded length of the whole block (header record + data).
+    pub encoded_len: usize,
+}
+
+/// Decodes and verifies the block whose header record starts at `buf[offset..]`.
+///
+/// Checks the block CRC, that every record is a data record and that the count matches the header's ids.
+pub fn decode_block(buf: &Bytes, offset: usize) -> Result<DecodedBlock, CodecError> {
+    let (rec, hlen) = decode_record(buf, offset)?;
+    let Record::BlockHeader(header) = rec else {
+        return Err(CodecError::Malformed { offset: offset as u64, reason: "expected a block header record".into() });
+    };
+    let data_start = offset + hlen;
+    let data_end = data_start + header.block_length as usize;
+    if data_end > buf.len() {
+        return Err(CodecError::Truncated {
+            offset: offset as u64,
+            needed: (hlen + header.block_length as usize) as u64,
+            available: (buf.len() - offset) as u64,
+        });
+    }
+    let computed = crc32fast::hash(&buf[data_start..data_end]);
+    if computed != header.block_crc {
+        return Err(CodecError::BlockCrcMismatch {
+            block: header.block_number,
+            offset: offset as u64,
+            stored: header.block_crc,
+            computed,
+        });
+    }
+    let expected = header.last_entry_id - header.first_entry_id + 1;
+    if expected < 0 {
+        return Err(CodecError::Malformed {
+            offset: offset as u64,
+            reason: format!("block {} has last entry before first", header.block_number),
+        });
+    }
+    let data = buf.slice(..data_end);
+    let mut entries = Vec::with_capacity(expected as usize);
+    let mut at = data_start;
+    while at < data_end {
+        let (rec, n) = decode_record(&data, at)?;
+        let Record::Data(payload) = rec else {
+            return Err(CodecError::Malformed {
+                offset: at as u64,
+                reason: "expected a data record inside a block".into(),
+            });
+        };
+        entries.push(payload);
+        at += n;
+    }
+    if entries.len() as i64 != expected {
+        return Err(CodecError::Malformed {
+            offset: offset as u64,
+            reason: format!(
+                "block {} declares entries {}..={} but holds {}",
+                header.block_number,
+                header.first_entry_id,
+                header.last_entry_id,
+                entries.len()
+            ),
+        });
+    }
+    Ok(DecodedBlock { header, entries, encoded_len: data_end - offset })
+}
+
+/// Decodes the footer at the end of `buf`: tries the 53-byte v6 record, then the 45-byte v5 record.
+///
+/// Returns `Ok(None)` when neither decodes (no footer, e.g. a segment still being written).
+pub fn decode_footer_at_end(buf: &Bytes) -> Option<(FooterRecord, usize)> {
+    for len in [FOOTER_V6_RECORD_LEN, FOOTER_V5_RECORD_LEN] {
+        if buf.len() >= len
+            && let Ok((Record::Footer(f), n)) = decode_record(buf, buf.len() - len)
+            && n == len
+        {
+            return Some((f, buf.len() - len));
+        }
+    }
+    None
+}
+
+/// Decodes `count` consecutive index records starting at `offset`.
+pub fn decode_index(buf: &Bytes, offset: usize, length: usize) -> Result<Vec<IndexRecord>, CodecError> {
+    let mut out = Vec::with_capacity(length / INDEX_RECORD_LEN);
+    let end = offset + length;
+    if end > buf.len() {
+        return Err(CodecError::Truncated {
+            offset: offset as u64,
+            needed: length as u64,
+            available: buf.len().saturating_sub(offset) as u64,
+        });
+    }
+    let region = buf.slice(..end);
+    let mut at = offset;
+    while at < end {
+        match decode_record(&region, at)? {
+            (Record::Index(r), n) => {
+                out.push(r);
+                at += n;
+            }
+            _ => {
+                return Err(CodecError::Malformed { offset: at as u64, reason: "expected an index record".into() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn header_record_golden_bytes() {
+        let mut out = Vec::new();
+        encode_header(&mut out, &HeaderRecord { version: 6, flags: 0, first_entry_id: 0 });
+        assert_eq!(out.len(), HEADER_RECORD_LEN);
+        // type 1, length 16, version 6, flags 0, first entry 0, "HDR\x01"
+        assert_eq!(hex(&out[4..]), concat!("01", "10000000", "0600", "0000", "0000000000000000", "48445201"));
+        let crc = crc32fast::hash(&out[4..]);
+        assert_eq!(&out[..4], &crc.to_le_bytes());
+        let b = Bytes::from(out);
+        assert_eq!(
+            decode_record(&b, 0).unwrap(),
+            (Record::Header(HeaderRecord { version: 6, flags: 0, first_entry_id: 0 }), 25)
+        );
+    }
+
+    #[test]
+    fn data_record_golden_bytes() {
+        let mut out = Vec::new();
+        encode_data(&mut out, b"abc");
+        // CRC-32/IEEE of 02 03000000 616263
+        let crc = crc32fast::hash(&[0x02, 0x03, 0, 0, 0, b'a', b'b', b'c']);
+        let mut expect = crc.to_le_bytes().to_vec();
+        expect.extend_from_slice(&[0x02, 0x03, 0, 0, 0, b'a', b'b', b'c']);
+        assert_eq!(out, expect);
+        assert_eq!(crc, 0xdc8a5a59);
+        assert_eq!(hex(&out), format!("{}0203000000616263", hex(&crc.to_le_bytes())));
+    }
+
+    #[test]
+    fn index_footer_and_block_header_golden_bytes() {
+        let mut out = Vec::new();
+        encode_index(
+            &mut out,
+            &IndexRecord { block_number: 1, start_offset: 2, block_size: 3, first_entry_id: 4, last_entry_id: 5 },
+        );
+        assert_eq!(out.len(), INDEX_RECORD_LEN);
+        assert_eq!(
+            hex(&out[4..]),
+            concat!(
+                "03",
+                "20000000",
+                "01000000",
+                "0200000000000000",
+                "03000000",
+                "0400000000000000",
+                "0500000000000000"
+            )
+        );
+        let mut f = Vec::new();
+        let footer = FooterRecord {
+            total_blocks: 2,
+            total_records: 2,
+            total_size: 100,
+            index_offset: 18,
+            index_length: 82,
+            version: 6,
+            flags: 1,
+            lac: -1,
+        };
+        encode_footer(&mut f, &footer);
+        assert_eq!(f.len(), FOOTER_V6_RECORD_LEN);
+        assert_eq!(
+            hex(&f[4..]),
+            concat!(
+                "04",
+                "2c000000",
+                "02000000",
+                "02000000",
+                "6400000000000000",
+                "1200000000000000",
+                "52000000",
+                "0600",
+                "0100",
+                "46545201",
+                "ffffffffffffffff"
+            )
+        );
+        let fb = Bytes::from(f);
+        assert_eq!(decode_footer_at_end(&fb), Some((footer, 0)));
+        let mut v5 = Vec::new();
+        encode_footer(&mut v5, &FooterRecord { version: 5, lac: 99, ..footer });
+        assert_eq!(v5.len(), FOOTER_V5_RECORD_LEN);
+        let v5 = Bytes::from(v5);
+        assert_eq!(decode_footer_at_end(&v5).map(|(f, _)| (f.version, f.lac)), Some((5, -1)));
+
+        let mut bh = Vec::new();
+        encode_block_header(
+            &mut bh,
+            &BlockHeaderRecord {
+                block_number: 7,
+                first_entry_id: 10,
+                last_entry_id: 11,
+                block_length: 20,
+                block_crc: 0xdead_beef,
+            },
+        );
+        assert_eq!(bh.len(), BLOCK_HEADER_RECORD_LEN);
+        assert_eq!(
+            hex(&bh[4..]),
+            concat!("05", "1c000000", "07000000", "0a00000000000000", "0b00000000000000", "14000000", "efbeadde")
+        );
+    }
+
+    #[test]
+    fn block_round_trip_and_implicit_ids() {
+        let mut out = Vec::new();
+        encode_header(&mut out, &HeaderRecord { version: 6, flags: 0, first_entry_id: 0 });
+        let entries: Vec<Vec<u8>> = (0..5).map(|i| format!("entry-{i}").into_bytes()).collect();
+        let h = encode_block(&mut out, 0, 40, &entries);
+        assert_eq!((h.first_entry_id, h.last_entry_id), (40, 44));
+        let b = Bytes::from(out);
+        let block = decode_block(&b, HEADER_RECORD_LEN).unwrap();
+        assert_eq!(block.header, h);
+        assert_eq!(block.entries.len(), 5);
+        assert_eq!(&block.entries[3][..], b"entry-3");
+        assert_eq!(block.encoded_len, b.len() - HEADER_RECORD_LEN);
+    }
+
+    #[test]
+    fn flipped_byte_is_reported_with_offset() {
+        let mut out = Vec::new();
+        encode_block(&mut out, 3, 0, &[b"hello".as_slice(), b"world".as_slice()]);
+        for i in 0..out.len() {
+            let mut bad = out.clone();
+            bad[i] ^= 0x40;
+            let err = decode_block(&Bytes::from(bad), 0).unwrap_err();
+            match err {
+                CodecError::CrcMismatch { .. }
+                | CodecError::BlockCrcMismatch { .. }
+                | CodecError::Truncated { .. }
+                | CodecError::Malformed { .. }
+                | CodecError::UnknownType { .. } => {}
+            }
+        }
+        let mut bad = out.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            decode_block(&Bytes::from(bad), 0),
+            Err(CodecError::BlockCrcMismatch { block: 3, offset: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_short_read() {
+        let mut out = Vec::new();
+        encode_block(&mut out, 0, 0, &[b"abcdef".as_slice()]);
+        let cut = Bytes::from(out[..out.len() - 2].to_vec());
+        assert!(matches!(decode_block(&cut, 0), Err(CodecError::Truncated { offset: 0, .. })));
+        assert!(matches!(decode_record(&Bytes::from_static(b"\0\0"), 0), Err(CodecError::Truncated { .. })));
+    }
+
+    #[test]
+    fn index_region_decodes_in_order() {
+        let mut out = Vec::new();
+        for n in 0..3 {
+            encode_index(
+                &mut out,
+                &IndexRecord {
+                    block_number: n,
+                    start_offset: n as i64,
+                    block_size: 10,
+                    first_entry_id: n as i64 * 10,
+                    last_entry_id: n as i64 * 10 + 9,
+                },
+            );
+        }
+        let b = Bytes::from(out);
+        let idx = decode_index(&b, 0, b.len()).unwrap();
+        assert_eq!(idx.iter().map(|r| r.last_entry_id).collect::<Vec<_>>(), vec![9, 19, 29]);
+    }
+}
