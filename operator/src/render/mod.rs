@@ -399,15 +399,16 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         owner: &owner,
         iam_pod_labels: &iam_pod_labels,
     };
+    let service_ctx = services::ServiceContext { spec, namespace: ns, cluster: cr, version: &version, owner: &owner };
     for pool in &plan.pools {
         let (Some(hs), Some(seed)) = (&pool.headless_service, &pool.seed_service) else { continue };
-        headless_services.push(services::headless_service(spec, hs, ns, cr, &pool.name, &version, &owner));
-        seed_services.push(services::seed_service(spec, seed, ns, cr, &pool.name, &version, &owner));
+        headless_services.push(services::headless_service(&service_ctx, hs, &pool.name));
+        seed_services.push(services::seed_service(&service_ctx, seed, &pool.name));
         for g in &pool.groups {
             stateful_sets.push(statefulset::render_stateful_set(&workload, pool, g));
         }
     }
-    let admin_service = services::admin_service(spec, &plan.names.admin_service(), ns, cr, &version, &owner);
+    let admin_service = services::admin_service(&service_ctx, &plan.names.admin_service());
 
     let pdb = (spec.pdb.enabled && !stateful_sets.is_empty()).then(|| PodDisruptionBudget {
         metadata: object_meta(plan.names.pdb(), ns, names::common_labels(cr, "server", &version), &owner),
