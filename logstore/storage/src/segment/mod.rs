@@ -1,0 +1,240 @@
+//! Segment formats: how one segment's entries are laid out in a backend, written, fenced, finalized, read.
+//!
+//! Two backends implement [`SegmentBackend`] with upstream Woodpecker's exact bytes:
+//! - [`object`]: one object per block (`<n>.blk`), `footer.blk`, fence objects, merged `m_<n>.blk` after compaction;
+//! - [`local`]: one `data.log` file per segment, a `write.fence` flag file and a `write.lock` file.
+//!
+//! ```text
+//!   client pipeline ──write_block(b0)──▶ ┌──────────┐  blocks may be in flight in parallel (object storage),
+//!                  ──write_block(b1)──▶ │  writer  │  but a block is *visible* to readers only when every
+//!                  ──write_block(b2)──▶ └──────────┘  earlier block is: readers stop at the first gap.
+//!   new writer ──fence()──▶ segment ends at the last block of the contiguous prefix; the old writer's
+//!                           next write_block fails with `SegmentError::Fenced`.
+//! ```
+//!
+//! Invariants every backend keeps:
+//! - `write_block` returns `Ok` only once the block is durable (fsync / object PUT acknowledged).
+//! - After `fence` returns `last`, no entry beyond `last` ever becomes visible, and no writer can add any.
+//! - `fence` and `finalize` are idempotent and may run in another process than the writer.
+//! - Readers never return an entry beyond the contiguous durable prefix, and never skip one: a corrupt or
+//!   truncated block is an error naming the object (or file) and the offset.
+
+pub mod local;
+pub mod object;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+use woodpecker_core::codec::CodecError;
+use woodpecker_core::ids::{EntryId, LogId, SegmentId};
+
+use crate::object::ObjectError;
+
+/// Identifies one segment of one log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentRef {
+    /// The log.
+    pub log_id: LogId,
+    /// The segment inside it.
+    pub segment_id: SegmentId,
+}
+
+impl fmt::Display for SegmentRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "log {} segment {}", self.log_id, self.segment_id)
+    }
+}
+
+/// One block handed to a writer: consecutive entries starting at `first_entry_id`.
+#[derive(Debug, Clone)]
+pub struct BlockToWrite {
+    /// Block number; dense from 0 within the segment.
+    pub block_id: i64,
+    /// Id of `entries[0]`.
+    pub first_entry_id: EntryId,
+    /// Entry payloads (the `LogMessageLayout` bytes), never empty.
+    pub entries: Vec<Bytes>,
+}
+
+impl BlockToWrite {
+    /// Id of the last entry in the block.
+    pub fn last_entry_id(&self) -> EntryId {
+        self.first_entry_id + self.entries.len() as i64 - 1
+    }
+}
+
+/// What a finalized (or fenced) segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Last entry id, -1 when the segment is empty.
+    pub last_entry_id: EntryId,
+    /// Stored bytes of the segment's data.
+    pub size: u64,
+    /// Number of blocks.
+    pub blocks: u64,
+}
+
+/// One batch returned by a reader.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatch {
+    /// Entries in id order, each with its own id; the first has the id that was asked for.
+    pub entries: Vec<(EntryId, Bytes)>,
+    /// The segment has ended (finalized or fenced) and holds nothing at or after the next id.
+    pub end_of_segment: bool,
+}
+
+/// Errors of the segment layer. Each names the segment and, for corruption, the object or file and offset.
+#[derive(Debug, Error)]
+pub enum SegmentError {
+    /// Another writer fenced the segment; this writer must stop.
+    #[error("{segment} is fenced by a newer writer")]
+    Fenced {
+        /// The segment.
+        segment: SegmentRef,
+    },
+    /// The segment was finalized; it takes no more blocks.
+    #[error("{segment} is finalized")]
+    Finalized {
+        /// The segment.
+        segment: SegmentRef,
+    },
+    /// Stored bytes fail verification.
+    #[error("corrupt data in {location} at offset {offset}: {source}")]
+    Corrupt {
+        /// Object key or file path.
+        location: String,
+        /// Byte offset inside it.
+        offset: u64,
+        /// What the codec found.
+        #[source]
+        source: CodecError,
+    },
+    /// The segment's data was expected but is missing (e.g. a block the footer lists).
+    #[error("{segment}: {what} is missing")]
+    Missing {
+        /// The segment.
+        segment: SegmentRef,
+        /// What is missing.
+        what: String,
+    },
+    /// A block handed to the writer does not follow the previous one.
+    #[error("{segment}: block {block_id} starting at entry {first_entry_id} does not follow the segment's end")]
+    OutOfOrder {
+        /// The segment.
+        segment: SegmentRef,
+        /// The block.
+        block_id: i64,
+        /// Its first entry.
+        first_entry_id: EntryId,
+    },
+    /// The object store failed.
+    #[error("{segment}: object storage: {source}")]
+    Object {
+        /// The segment.
+        segment: SegmentRef,
+        /// The store's error.
+        #[source]
+        source: ObjectError,
+    },
+    /// A local file operation failed.
+    #[error("{segment}: {op} {path}: {source}")]
+    Io {
+        /// The segment.
+        segment: SegmentRef,
+        /// What was done.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SegmentError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Object { source, .. } => source.is_retryable(),
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the error means this writer lost the segment (fenced or finalized by someone else).
+    pub fn is_not_writable(&self) -> bool {
+        matches!(self, Self::Fenced { .. } | Self::Finalized { .. })
+    }
+}
+
+/// Where segments live. One value per storage backend, shared by all logs.
+#[async_trait]
+pub trait SegmentBackend: Send + Sync + fmt::Debug {
+    /// Short description for logs and errors ("local:/data", "s3://bucket@endpoint").
+    fn describe(&self) -> String;
+
+    /// Opens a writer for a segment that has never been written.
+    async fn create_writer(&self, segment: SegmentRef) -> Result<Box<dyn SegmentWriter>, SegmentError>;
+
+    /// Ends the segment for every writer and returns its last durable entry (-1 when empty). Idempotent.
+    ///
+    /// After it returns, any `write_block` by an earlier writer fails with `Fenced`, and readers see
+    /// exactly the entries up to the returned id.
+    async fn fence(&self, segment: SegmentRef) -> Result<EntryId, SegmentError>;
+
+    /// Writes the index and footer of a fenced segment if it has none (idempotent), and summarizes it.
+    async fn finalize(&self, segment: SegmentRef) -> Result<SegmentSummary, SegmentError>;
+
+    /// Opens a reader. Opening a segment that has no data yet succeeds (reads return nothing until data lands).
+    async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError>;
+
+    /// Merges a finalized segment's blocks into larger ones where the backend supports it; returns the new
+    /// stored size. Idempotent; readers keep working during and after it.
+    async fn compact(&self, segment: SegmentRef) -> Result<u64, SegmentError>;
+
+    /// Removes every byte stored for the segment. Idempotent.
+    async fn delete_segment(&self, segment: SegmentRef) -> Result<(), SegmentError>;
+
+    /// Removes every byte stored for the log. Idempotent.
+    async fn delete_log(&self, log_id: LogId) -> Result<(), SegmentError>;
+}
+
+/// Writes the blocks of one segment. Used by one pipeline; `write_block` may be called concurrently up to
+/// [`SegmentWriter::max_parallel_blocks`] times, with block ids handed out densely and in order.
+#[async_trait]
+pub trait SegmentWriter: Send + Sync + fmt::Debug {
+    /// How many `write_block` calls may be in flight at once (1 means strictly sequential).
+    fn max_parallel_blocks(&self) -> usize;
+
+    /// Makes one block durable. `Ok` means durable; `Err(Fenced)` means another writer took the segment.
+    ///
+    /// When blocks run in parallel, a later block may be durable before an earlier one; the caller
+    /// acknowledges entries only over the contiguous prefix of successful blocks.
+    async fn write_block(&self, block: BlockToWrite) -> Result<(), SegmentError>;
+
+    /// Writes index and footer over the blocks `0..=last_block_id` (all of which returned `Ok`), then
+    /// releases the writer's lock. Later blocks that may have landed are excluded from the segment.
+    async fn finalize(&self, last_block_id: i64) -> Result<SegmentSummary, SegmentError>;
+
+    /// Releases the writer's lock without finalizing (the segment stays open for recovery by `fence`).
+    async fn close(&self) -> Result<(), SegmentError>;
+}
+
+/// Reads one segment in entry order.
+#[async_trait]
+pub trait SegmentReader: Send + fmt::Debug {
+    /// Entries from `from` on, at most about `max_entries` / `max_bytes` (soft: whole blocks are returned,
+    /// at least one entry when one is available). An empty batch without `end_of_segment` means "nothing
+    /// yet": the segment is still being written.
+    async fn read_batch(
+        &mut self,
+        from: EntryId,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<ReadBatch, SegmentError>;
+}

@@ -1,0 +1,1 @@
+//! Object-storage segment format: `<n>.blk` blocks, `footer.blk`, fence objects, merged blocks.
