@@ -62,8 +62,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => {
             let yaml = woodpecker_crds::try_crd_yaml().context("rendering the CRD")?;
-            print!("{yaml}");
-            Ok(())
+            use std::io::Write as _;
+            match std::io::stdout().lock().write_all(yaml.as_bytes()) {
+                // `woodpecker-operator crd | head` closes the pipe early; that is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.context("writing the CRD to stdout"),
+            }
         }
         Command::Run(args) => run(args).await,
     }

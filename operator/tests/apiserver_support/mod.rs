@@ -423,3 +423,38 @@ pub fn suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{:06x}", nanos & 0xff_ffff)
 }
+
+/// Plays kubelet: every new pod gets a loopback IP, a fake admin endpoint, Ready and a gossip
+/// join; a deleted pod leaves gossip.
+pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        let mut stream = watcher(pods.clone(), watcher::Config::default()).boxed();
+        while let Some(Ok(ev)) = stream.next().await {
+            let (pod, deleted) = match ev {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
+                watcher::Event::Delete(p) => (p, true),
+                watcher::Event::Init | watcher::Event::InitDone => continue,
+            };
+            let name = pod.name_any();
+            if deleted || pod.metadata.deletion_timestamp.is_some() {
+                fake.leave(&name);
+                continue;
+            }
+            if woodpecker_operator::controller::observe::pod_ready(&pod) {
+                continue;
+            }
+            let zone = pod.labels().get("woodpecker.zilliz.io/zone").cloned().unwrap_or_default();
+            let ip = fake.add_pod(&name, &zone).await;
+            if let Some(n) = fake.nodes.lock().unwrap().get_mut(&name) {
+                // A recreated pod starts fresh.
+                n.state = "active".into();
+            }
+            if set_pod_ready(&pods, &name, ip, true).await {
+                fake.join(&name, Duration::ZERO);
+            }
+        }
+    })
+}

@@ -1,0 +1,116 @@
+//! Against the real kube-apiserver + controller-manager: scaling a zone down decommissions the
+//! victim through its admin API first, shrinks the StatefulSet only once the victim is drained,
+//! deletes its PVC (pvcPolicy Delete), restarts nothing, and records an Event for every step.
+
+mod apiserver_support;
+
+use std::time::Duration;
+
+use apiserver_support::{FakeCluster, RunningOperator, TestNamespace, client, config, install_crd, spawn_kubelet, wait_for};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use serde_json::json;
+use woodpecker_crds::WoodpeckerCluster;
+
+fn groups(a: i32) -> serde_json::Value {
+    json!([{"name": "pool", "nodeGroups": [
+        {"name": "az-a", "zone": "zone-a", "replicas": a},
+        {"name": "az-b", "zone": "zone-b", "replicas": 2},
+        {"name": "az-c", "zone": "zone-c", "replicas": 2},
+    ]}])
+}
+
+#[tokio::test]
+async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "scale").await;
+    let fake = FakeCluster::new().await;
+    let kubelet = spawn_kubelet(client.clone(), &ns.name, fake.clone());
+    let op = RunningOperator::start(config().await, &ns.name);
+    let clusters: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
+    let cr: WoodpeckerCluster = serde_json::from_value(json!({
+        "apiVersion": "woodpecker.zilliz.io/v1alpha1",
+        "kind": "WoodpeckerCluster",
+        "metadata": {"name": "wal"},
+        "spec": {
+            "metricsPort": fake.port,
+            "quorum": {"ensembleSize": 3, "strategy": "multi-az-single-rg", "affinityMode": "hard"},
+            "rolloutPolicy": {"settleTimeSeconds": 0},
+            "scaleDown": {"pvcPolicy": "Delete"},
+            "bufferPools": groups(2),
+        },
+    }))
+    .expect("cluster");
+    clusters.create(&PostParams::default(), &cr).await.expect("creating the cluster");
+    wait_for("6/6 Ready", Duration::from_secs(90), || async {
+        let st = clusters.get("wal").await.ok()?.status?;
+        (st.ready_replicas == 6).then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let uids_before: Vec<(String, String)> = pods
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        pvcs.get_opt("data-wal-pool-az-a-1").await.expect("get pvc").is_some(),
+        "the StatefulSet controller creates a PVC per pod"
+    );
+
+    clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"bufferPools": groups(1)}})))
+        .await
+        .expect("scaling az-a down");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("az-a shrunk to 1 after the decommission", Duration::from_secs(60), || async {
+        let s = sts.get("wal-pool-az-a").await.ok()?;
+        (s.spec?.replicas == Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake.decommissions.lock().unwrap().as_slice(),
+        ["wal-pool-az-a-1".to_string()],
+        "exactly the victim is decommissioned, before the shrink"
+    );
+    wait_for("the victim's PVC deleted", Duration::from_secs(60), || async {
+        let p = pvcs.get_opt("data-wal-pool-az-a-1").await.ok()?;
+        p.is_none_or(|p| p.metadata.deletion_timestamp.is_some()).then_some(())
+    })
+    .await;
+    assert!(pvcs.get_opt("data-wal-pool-az-a-0").await.expect("get pvc").is_some(), "survivors keep their PVCs");
+
+    // Nothing else restarted.
+    let after = pods.list(&ListParams::default()).await.expect("pods").items;
+    for (name, uid) in uids_before.iter().filter(|(n, _)| n != "wal-pool-az-a-1") {
+        let now = after.iter().find(|p| &p.name_any() == name).and_then(|p| p.uid());
+        assert_eq!(now.as_deref(), Some(uid.as_str()), "pod {name} was restarted by a scale-down");
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for want in ["Decommissioning", "Decommissioned", "DeletedPVC"] {
+        assert!(reasons.iter().any(|r| r == want), "missing a {want} Event; have {reasons:?}");
+    }
+    wait_for("status back to 5/5 and Running", Duration::from_secs(60), || async {
+        let st = clusters.get("wal").await.ok()?.status?;
+        (st.ready_replicas == 5 && st.replicas == 5 && st.decommission.is_empty()).then_some(())
+    })
+    .await;
+    op.stop().await;
+    kubelet.abort();
+}
