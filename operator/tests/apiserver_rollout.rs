@@ -210,3 +210,82 @@ async fn rolling_restart_of_three_zones_replaces_one_pod_at_a_time_in_order_wait
     op.stop().await;
     kubelet.abort();
 }
+
+#[tokio::test]
+async fn failing_gate_blocks_the_roll_with_a_condition_and_event_and_never_forces() {
+    use apiserver_support::spawn_kubelet;
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "block").await;
+    let fake = FakeCluster::new().await;
+    let kubelet = spawn_kubelet(client.clone(), &ns.name, fake.clone());
+    let op = RunningOperator::start(config().await, &ns.name);
+    let clusters: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
+    let cr: WoodpeckerCluster = serde_json::from_value(json!({
+        "apiVersion": "woodpecker.zilliz.io/v1alpha1",
+        "kind": "WoodpeckerCluster",
+        "metadata": {"name": "wal"},
+        "spec": {
+            "metricsPort": fake.port,
+            "quorum": {"ensembleSize": 3, "strategy": "multi-az-single-rg", "affinityMode": "hard"},
+            "rolloutPolicy": {"settleTimeSeconds": 0, "readyTimeoutSeconds": 10},
+            "bufferPools": [{"name": "pool", "nodeGroups": [
+                {"name": "az-a", "zone": "zone-a", "replicas": 1},
+                {"name": "az-b", "zone": "zone-b", "replicas": 1},
+                {"name": "az-c", "zone": "zone-c", "replicas": 1},
+            ]}],
+        },
+    }))
+    .expect("cluster");
+    clusters.create(&PostParams::default(), &cr).await.expect("creating the cluster");
+    wait_for("3/3 Ready", Duration::from_secs(60), || async {
+        (clusters.get("wal").await.ok()?.status?.ready_replicas == 3).then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let uids = |list: Vec<Pod>| list.iter().map(|p| p.uid().unwrap_or_default()).collect::<Vec<_>>();
+    let before = uids(pods.list(&Default::default()).await.expect("pods").items);
+
+    // One peer reports a stalled log: the log-health gate fails.
+    fake.nodes.lock().unwrap().get_mut("wal-pool-az-b-0").expect("fake node").log_unhealthy = true;
+    clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"rolloutPolicy": {"restartToken": "r"}}})))
+        .await
+        .expect("restart token");
+    let cond = wait_for("RolloutBlocked=True naming the failing gate", Duration::from_secs(40), || async {
+        let st = clusters.get("wal").await.ok()?.status?;
+        st.conditions.into_iter().find(|c| c.type_ == "RolloutBlocked" && c.status == "True")
+    })
+    .await;
+    assert!(
+        cond.message.contains("wal-pool-az-b-0") && cond.message.contains("log-health"),
+        "the block names the pod and the gate: {}",
+        cond.message
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns.name);
+    let blocked = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("RolloutBlocked"));
+    assert!(blocked, "a RolloutBlocked Event is recorded");
+    assert_eq!(
+        uids(pods.list(&Default::default()).await.expect("pods").items),
+        before,
+        "a blocked roll never forces a restart"
+    );
+
+    // Healing the gate lets the roll finish.
+    fake.nodes.lock().unwrap().get_mut("wal-pool-az-b-0").expect("fake node").log_unhealthy = false;
+    wait_for("the roll to finish and RolloutBlocked=False", Duration::from_secs(60), || async {
+        let st = clusters.get("wal").await.ok()?.status?;
+        let unblocked = st.conditions.iter().any(|c| c.type_ == "RolloutBlocked" && c.status == "False");
+        let idle = st.rollout.as_ref().is_some_and(|r| r.state == woodpecker_crds::RolloutState::Idle);
+        (unblocked && idle && st.ready_replicas == 3).then_some(())
+    })
+    .await;
+    op.stop().await;
+    kubelet.abort();
+}

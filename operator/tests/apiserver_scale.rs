@@ -6,12 +6,14 @@ mod apiserver_support;
 
 use std::time::Duration;
 
-use apiserver_support::{FakeCluster, RunningOperator, TestNamespace, client, config, install_crd, spawn_kubelet, wait_for};
+use apiserver_support::{
+    FakeCluster, RunningOperator, TestNamespace, client, config, install_crd, spawn_kubelet, wait_for,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use woodpecker_crds::WoodpeckerCluster;
 
@@ -95,14 +97,8 @@ async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
         assert_eq!(now.as_deref(), Some(uid.as_str()), "pod {name} was restarted by a scale-down");
     }
     let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons: Vec<String> =
+        events.list(&ListParams::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
     for want in ["Decommissioning", "Decommissioned", "DeletedPVC"] {
         assert!(reasons.iter().any(|r| r == want), "missing a {want} Event; have {reasons:?}");
     }
