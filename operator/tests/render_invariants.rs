@@ -297,3 +297,40 @@ fn a_config_the_server_would_refuse_is_a_render_error_without_secret_values() {
         other => panic!("expected ServerConfig error, got {other:?}"),
     }
 }
+
+#[test]
+fn names_and_hashes_follow_secret_versions_not_secret_values() {
+    let text = std::fs::read_to_string(support::samples_dir().join("external-etcd-tls.yaml")).expect("sample");
+    let cluster = support::parse_cluster(&text);
+    let mut inputs = support::inputs_for(&cluster);
+    for s in inputs.secrets.values_mut() {
+        s.metadata.resource_version = Some("100".to_string());
+    }
+    let base = render(&cluster, &inputs).expect("render");
+
+    // Same resourceVersion, different bytes (an impossible cache state): nothing derived from the
+    // value may move, which proves no published name or annotation hashes a credential.
+    let mut same_version = inputs.clone();
+    if let Some(data) = same_version.secrets.get_mut("minio-creds").and_then(|s| s.data.as_mut()) {
+        data.insert("secretkey".to_string(), ByteString(b"guess-me".to_vec()));
+    }
+    let probe = render(&cluster, &same_version).expect("render");
+    assert_eq!(base.template_hash, probe.template_hash);
+    assert_eq!(
+        base.credentials_overlay.as_ref().map(|s| &s.metadata.name),
+        probe.credentials_overlay.as_ref().map(|s| &s.metadata.name)
+    );
+
+    // A rotation (new resourceVersion) rolls the pods onto a new overlay Secret.
+    let mut rotated = inputs.clone();
+    if let Some(s) = rotated.secrets.get_mut("minio-creds") {
+        s.metadata.resource_version = Some("101".to_string());
+    }
+    let after = render(&cluster, &rotated).expect("render");
+    assert_ne!(base.template_hash, after.template_hash);
+    assert_ne!(
+        base.credentials_overlay.as_ref().map(|s| &s.metadata.name),
+        after.credentials_overlay.as_ref().map(|s| &s.metadata.name)
+    );
+    assert_eq!(base.server_config, after.server_config);
+}
