@@ -18,9 +18,13 @@ use serde_json::json;
 use woodpecker_crds::WoodpeckerCluster;
 
 fn groups(a: i32) -> serde_json::Value {
+    groups_sized(a, "10Gi")
+}
+
+fn groups_sized(a: i32, b_size: &str) -> serde_json::Value {
     json!([{"name": "pool", "nodeGroups": [
         {"name": "az-a", "zone": "zone-a", "replicas": a},
-        {"name": "az-b", "zone": "zone-b", "replicas": 2},
+        {"name": "az-b", "zone": "zone-b", "replicas": 2, "storage": {"size": b_size}},
         {"name": "az-c", "zone": "zone-c", "replicas": 2},
     ]}])
 }
@@ -107,6 +111,33 @@ async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
         (st.ready_replicas == 5 && st.replicas == 5 && st.decommission.is_empty()).then_some(())
     })
     .await;
+
+    // Growing a group's storage never touches the immutable volumeClaimTemplates (the StatefulSet
+    // apply keeps working) and asks for a PVC expansion instead; the test bed's PVCs are unbound,
+    // so the API refuses and the operator reports it once, without restarting anything.
+    let uids_now: Vec<String> =
+        pods.list(&ListParams::default()).await.expect("pods").items.iter().filter_map(|p| p.uid()).collect();
+    clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"bufferPools": groups_sized(1, "20Gi")}})))
+        .await
+        .expect("growing az-b storage");
+    wait_for("an expansion Event for az-b's PVCs", Duration::from_secs(60), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                matches!(e.reason.as_deref(), Some("ExpandingPVC") | Some("ExpandPVCFailed"))
+                    && e.note.as_deref().is_some_and(|n| n.contains("data-wal-pool-az-b-0"))
+            })
+            .then_some(())
+    })
+    .await;
+    let errors =
+        op.metrics.encode().lines().any(|l| l.starts_with("woodpecker_operator_reconciles_total{outcome=\"Error\"}"));
+    assert!(!errors, "growing storage must not make reconciles fail (immutable volumeClaimTemplates)");
+    let uids_after: Vec<String> =
+        pods.list(&ListParams::default()).await.expect("pods").items.iter().filter_map(|p| p.uid()).collect();
+    assert_eq!(uids_now, uids_after, "growing storage restarts nothing");
     op.stop().await;
     kubelet.abort();
 }

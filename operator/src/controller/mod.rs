@@ -48,6 +48,8 @@ pub struct ClusterMemory {
     pub decommission_since: std::collections::BTreeMap<String, i64>,
     /// Stalled victims already reported by an Event.
     pub stalled_reported: std::collections::BTreeSet<String>,
+    /// PVC expansions (name, size) the API refused; not retried until the size changes again.
+    pub expand_refused: std::collections::BTreeSet<(String, String)>,
 }
 
 /// Shared state of the controller.

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use woodpecker_crds::{
@@ -25,6 +26,7 @@ use crate::decide::{
     RollMemory, ScaleAction, ScalePodView, decide_roll, plan_pool_scale,
 };
 use crate::render::names::{self, ANNOTATION_CONFIG_HASH, ANNOTATION_RESTART_TOKEN, LABEL_NODE_GROUP, LABEL_POOL};
+use crate::render::statefulset::DATA_VOLUME;
 use crate::render::{self, ClusterPlan, RenderInputs, Rendered};
 
 /// Everything the cluster should consist of, grouped by kind for the typed caches.
@@ -130,6 +132,62 @@ pub enum ScaleStep {
         /// PVC name.
         name: String,
     },
+    /// Grow a data PVC to the group's new storage size (the StatefulSet template is immutable).
+    ExpandPvc {
+        /// PVC name.
+        name: String,
+        /// New requested size.
+        size: String,
+    },
+}
+
+/// Requested storage of the `data` claim template.
+fn claim_size(templates: Option<&[PersistentVolumeClaim]>) -> Option<String> {
+    templates?
+        .iter()
+        .find(|t| t.metadata.name.as_deref() == Some(DATA_VOLUME))?
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.clone())
+}
+
+fn set_claim_size(templates: Option<&mut [PersistentVolumeClaim]>, size: &str) {
+    let Some(templates) = templates else { return };
+    for t in templates.iter_mut().filter(|t| t.metadata.name.as_deref() == Some(DATA_VOLUME)) {
+        if let Some(req) = t.spec.as_mut().and_then(|s| s.resources.as_mut()).and_then(|r| r.requests.as_mut()) {
+            req.insert("storage".to_string(), Quantity(size.to_string()));
+        }
+    }
+}
+
+/// Bytes of a storage quantity such as `50Gi`, `1.5T` or `1000`; `None` when unparsable.
+pub fn quantity_bytes(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    Some(n * mult)
 }
 
 /// A condition the plan wants set.
@@ -517,8 +575,8 @@ pub struct Observed<'a> {
     pub stateful_sets: &'a [Arc<StatefulSet>],
     /// Pods with their admin answers.
     pub pods: &'a [PodView],
-    /// Names of the cluster's existing PVCs.
-    pub pvcs: &'a BTreeSet<String>,
+    /// The cluster's existing PVCs: name → requested storage.
+    pub pvcs: &'a BTreeMap<String, Option<String>>,
     /// The previous status (for decommission start times after an operator restart).
     pub previous: &'a WoodpeckerClusterStatus,
 }
@@ -557,7 +615,7 @@ pub fn plan(
             let prefix = format!("data-{}-", g.stateful_set);
             let pvc_max = obs
                 .pvcs
-                .iter()
+                .keys()
                 .filter_map(|n| n.strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok()))
                 .max()
                 .map_or(0, |m| m + 1);
@@ -579,7 +637,7 @@ pub fn plan(
                         exists: v.is_some(),
                         state: v.and_then(|v| v.status.as_ref()).map(|s| NodeState::parse(&s.state)),
                         safe_to_terminate: v.and_then(|v| v.decommission.as_ref()).is_some_and(|d| d.safe_to_terminate),
-                        pvc_exists: obs.pvcs.contains(&pvc_name),
+                        pvc_exists: obs.pvcs.contains_key(&pvc_name),
                         pvc_name,
                         decommission_since: since,
                         name,
@@ -654,16 +712,36 @@ pub fn plan(
     }
 
     // StatefulSets: spec replicas unless the scale plan holds them (drain pending).
+    // volumeClaimTemplates are immutable: keep the live size and grow the PVCs themselves.
     let stateful_sets: Vec<StatefulSet> = rendered
         .stateful_sets
         .iter()
         .map(|s| {
             let mut s = s.clone();
             let name = s.name_any();
-            let live = live_sts.get(&name).and_then(|l| l.spec.as_ref()).and_then(|l| l.replicas);
-            let replicas = replicas_override.get(&name).copied().or(live);
-            if let (Some(r), Some(spec)) = (replicas, s.spec.as_mut()) {
-                spec.replicas = Some(r);
+            let live = live_sts.get(&name).and_then(|l| l.spec.as_ref());
+            let replicas = replicas_override.get(&name).copied().or(live.and_then(|l| l.replicas));
+            if let Some(spec) = s.spec.as_mut() {
+                if let Some(r) = replicas {
+                    spec.replicas = Some(r);
+                }
+                let live_size = live.and_then(|l| claim_size(l.volume_claim_templates.as_deref()));
+                let wanted = claim_size(spec.volume_claim_templates.as_deref());
+                if let (Some(live_size), Some(wanted)) = (live_size, wanted)
+                    && live_size != wanted
+                {
+                    set_claim_size(spec.volume_claim_templates.as_deref_mut(), &live_size);
+                    let prefix = format!("data-{name}-");
+                    for (pvc, size) in obs.pvcs.iter().filter(|(n, _)| n.starts_with(&prefix)) {
+                        let smaller = match (size.as_deref().and_then(quantity_bytes), quantity_bytes(&wanted)) {
+                            (Some(have), Some(want)) => have < want,
+                            _ => false,
+                        };
+                        if smaller && !memory.expand_refused.contains(&(pvc.clone(), wanted.clone())) {
+                            scale.push(ScaleStep::ExpandPvc { name: pvc.clone(), size: wanted.clone() });
+                        }
+                    }
+                }
             }
             s
         })
@@ -785,5 +863,20 @@ pub fn plan(
         roll_memory: outcome.memory,
         decommission_since,
         stalled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn storage_quantities_compare_across_suffixes() {
+        assert_eq!(quantity_bytes("1Ki"), Some(1024.0));
+        assert!(quantity_bytes("50Gi") > quantity_bytes("10Gi"));
+        assert!(quantity_bytes("1Ti") > quantity_bytes("1000Gi"));
+        assert!(quantity_bytes("1G") < quantity_bytes("1Gi"));
+        assert_eq!(quantity_bytes("1.5k"), Some(1500.0));
+        assert_eq!(quantity_bytes("12Qi"), None);
     }
 }

@@ -1,6 +1,6 @@
 //! One reconcile pass of a WoodpeckerCluster (§5.5).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +64,20 @@ pub async fn reconcile(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result<
     // 5. Observe.
     let pods = cluster_objects(&ctx.stores.pods, &ns, &name);
     let sts_live = cluster_objects(&ctx.stores.stateful_sets, &ns, &name);
-    let pvcs: BTreeSet<String> = cluster_objects(&ctx.stores.pvcs, &ns, &name).iter().map(|p| p.name_any()).collect();
+    let pvcs: BTreeMap<String, Option<String>> = cluster_objects(&ctx.stores.pvcs, &ns, &name)
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let size = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .map(|q| q.0.clone());
+            (p.name_any(), size)
+        })
+        .collect();
     let views =
         observe_pods(ctx.admin.as_ref(), pods, desired.admin_port, cr.spec.rollout_policy.gates.log_health).await;
 
@@ -79,7 +92,7 @@ pub async fn reconcile(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result<
 
     // 6. Scale steps.
     for step in &plan.scale {
-        execute_scale(&cr, &ctx, &ns, &views, step).await?;
+        execute_scale(&cr, &ctx, &ns, &key, &views, step).await?;
     }
     // 7. Roll.
     let evicted = execute_roll(&cr, &ctx, &ns, &key, &plan.roll).await?;
@@ -311,6 +324,7 @@ async fn execute_scale(
     cr: &WoodpeckerCluster,
     ctx: &Context,
     ns: &str,
+    key: &str,
     views: &[PodView],
     step: &ScaleStep,
 ) -> Result<(), Error> {
@@ -356,6 +370,26 @@ async fn execute_scale(
             let note = format!("decommission of pod {pod} stalled: {reason}; still waiting (never forced)");
             ctx.publish(&event(EventType::Warning, "DecommissionStalled", "Decommission", note, None), &cref).await;
             Ok(())
+        }
+        ScaleStep::ExpandPvc { name, size } => {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+            let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+            match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    ctx.metrics.write("PersistentVolumeClaim", "expand");
+                    let note = format!("expanding PVC {name} to {size} (storage.size grew)");
+                    ctx.publish(&event(EventType::Normal, "ExpandingPVC", "Expand", note, None), &cref).await;
+                    Ok(())
+                }
+                // The StorageClass may not allow expansion: report and keep the pods running.
+                Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
+                    ctx.with_memory(key, |m| m.expand_refused.insert((name.clone(), size.clone())));
+                    let note = format!("cannot expand PVC {name} to {size}: {}", s.message);
+                    ctx.publish(&event(EventType::Warning, "ExpandPVCFailed", "Expand", note, None), &cref).await;
+                    Ok(())
+                }
+                Err(e) => Err(Error::kube("expand", "PersistentVolumeClaim", name, e)),
+            }
         }
         ScaleStep::DeletePvc { name } => {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
