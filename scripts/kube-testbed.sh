@@ -246,6 +246,8 @@ cmd_stop() {
   stop_one kube-controller-manager
   stop_one kube-apiserver
   stop_one etcd
+  # Free the etcd data on /dev/shm; keep logs and certs for post-mortems (start wipes them).
+  rm -rf "$RUN/etcd"
   log "stopped"
 }
 
