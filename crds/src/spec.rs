@@ -586,7 +586,19 @@ pub struct ObjectStorageCredentials {
     pub iam: Option<IamSpec>,
     /// GCS service-account JSON from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcp_credentials_secret_ref: Option<SecretKeyRef>,
+    pub gcp_credentials_secret_ref: Option<GcpCredentialsSecretRef>,
+}
+
+/// A Secret key holding a GCS service-account JSON.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpCredentialsSecretRef {
+    /// Secret name, in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[serde(default = "default_gcp_key")]
+    pub key: String,
 }
 
 /// A Secret with an access key id and a secret access key.
@@ -617,7 +629,7 @@ pub struct IamSpec {
     pub pod_labels: BTreeMap<String, String>,
 }
 
-/// One key of a Secret.
+/// One key of a Secret (the key defaults to `ca.crt`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
@@ -869,6 +881,9 @@ fn default_secret_access_key_key() -> String {
 }
 fn default_ca_key() -> String {
     "ca.crt".to_string()
+}
+fn default_gcp_key() -> String {
+    "credentials.json".to_string()
 }
 fn default_etcd_root_path() -> String {
     "by-dev".to_string()

@@ -163,3 +163,32 @@ fn every_client_bundle_loads_with_the_shared_config_loader() {
         }
     }
 }
+
+#[test]
+fn gcs_service_account_json_reaches_the_server_only_through_the_overlay() {
+    let text = std::fs::read_to_string(support::samples_dir().join("three-zones-multi-az.yaml")).expect("sample");
+    let mut cluster = support::parse_cluster(&text);
+    let os = cluster.spec.object_storage.as_mut().expect("object storage");
+    os.provider = woodpecker_crds::CloudProvider::Gcp;
+    os.credentials = Some(woodpecker_crds::ObjectStorageCredentials {
+        secret_ref: None,
+        iam: None,
+        gcp_credentials_secret_ref: Some(woodpecker_crds::GcpCredentialsSecretRef {
+            name: "gcs-sa".to_string(),
+            key: "credentials.json".to_string(),
+        }),
+    });
+    let rendered = render(&cluster, &support::inputs_for(&cluster)).expect("render");
+    let main = rendered.server_config.data.as_ref().and_then(|d| d.get("woodpecker.yaml")).expect("config").clone();
+    assert!(!main.contains(support::SECRET_VALUES[2]));
+    let overlay = rendered
+        .credentials_overlay
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get("user.yaml"))
+        .map(|ByteString(b)| String::from_utf8(b.clone()).expect("UTF-8"))
+        .expect("overlay");
+    let config = Config::from_yaml_with_overlay(&main, &overlay).expect("server accepts");
+    let json = serde_json::to_value(&config).expect("json");
+    assert_eq!(json["minio"]["gcpCredentialJSON"], support::SECRET_VALUES[2]);
+}
