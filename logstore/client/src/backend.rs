@@ -1,0 +1,153 @@
+//! Builds the metadata store and the segment backend a config asks for.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use woodpecker_core::config::{ConditionWrite, Config, MetaType, StorageType};
+use woodpecker_meta::{EtcdOptions, MetadataStore, StoreOptions};
+use woodpecker_storage::object::{ObjectStorage, S3ObjectStorage, S3Options, probe_condition_write};
+use woodpecker_storage::segment::SegmentBackend;
+use woodpecker_storage::segment::local::LocalSegmentBackend;
+use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
+
+use crate::error::{Result, WoodpeckerError};
+
+/// Directory of the embedded metadata store under `storage.rootPath`.
+pub(crate) fn embedded_meta_dir(cfg: &Config) -> PathBuf {
+    PathBuf::from(&cfg.woodpecker.storage.root_path).join("meta")
+}
+
+/// Opens the metadata store named by `woodpecker.meta.type`.
+pub(crate) async fn open_meta(cfg: &Config) -> Result<MetadataStore> {
+    let client = &cfg.woodpecker.client;
+    let options = StoreOptions {
+        lock_session_ttl: client.session_monitor.session_ttl,
+        lock_check_interval: client.session_monitor.check_interval,
+        lock_max_failures: client.session_monitor.max_failures,
+        reader_lease_ttl: client.reader.lease_ttl,
+        create_log_attempts: cfg.woodpecker.meta.create_log_max_retries.max(1),
+        ..StoreOptions::default()
+    };
+    let store = match cfg.woodpecker.meta.meta_type {
+        MetaType::Embedded => {
+            let dir = embedded_meta_dir(cfg);
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| woodpecker_meta::MetaError::Io { path: dir.clone(), source })?;
+            MetadataStore::open_embedded(&dir).await?
+        }
+        MetaType::Etcd => {
+            let etcd = &cfg.etcd;
+            if etcd.ssl.enabled {
+                return Err(WoodpeckerError::Unsupported(
+                    "etcd.ssl.enabled: TLS to etcd is not supported by this client yet".into(),
+                ));
+            }
+            let opts = EtcdOptions {
+                request_timeout: etcd.request_timeout,
+                credentials: etcd.auth.enabled.then(|| (etcd.auth.user_name.clone(), etcd.auth.password.clone())),
+                ..EtcdOptions::default()
+            };
+            MetadataStore::open_etcd(&etcd.endpoints, &etcd.root_path, &cfg.woodpecker.meta.prefix, &opts).await?
+        }
+    };
+    let store = store.with_options(options);
+    store.init_if_necessary().await?;
+    Ok(store)
+}
+
+/// The segment backend plus whether fencing by conditional writes is trustworthy.
+pub(crate) struct Storage {
+    pub backend: Arc<dyn SegmentBackend>,
+    /// True when a single writer is guaranteed by the storage itself (conditional writes or file locks);
+    /// false means writers must hold the etcd lock.
+    pub self_fencing: bool,
+}
+
+/// Opens the segment backend for `woodpecker.storage.type`, probing conditional writes for object storage.
+pub(crate) async fn open_storage(cfg: &Config, meta: &MetadataStore) -> Result<Storage> {
+    let st = cfg.woodpecker.storage.storage_type;
+    match st {
+        StorageType::Local => {
+            let base = PathBuf::from(&cfg.woodpecker.storage.root_path);
+            let backend = LocalSegmentBackend::new(base, cfg.minio.root_path.clone());
+            Ok(Storage { backend: Arc::new(backend), self_fencing: true })
+        }
+        StorageType::Service => Err(WoodpeckerError::Unsupported(
+            "woodpecker.storage.type: service needs a LogStore cluster client, which this build does not have; \
+             use minio or local"
+                .into(),
+        )),
+        StorageType::Default | StorageType::Minio => {
+            let m = &cfg.minio;
+            let provider = m.cloud_provider.parse().map_err(|e| {
+                WoodpeckerError::Unsupported(format!("minio.cloudProvider {:?}: {e}", m.cloud_provider))
+            })?;
+            let mode = cfg.woodpecker.logstore.fence_policy.condition_write;
+            let opts = S3Options {
+                endpoint: format!("{}:{}", m.address, m.port),
+                use_ssl: m.use_ssl,
+                bucket: m.bucket_name.clone(),
+                region: if m.region.is_empty() { "us-east-1".to_owned() } else { m.region.clone() },
+                access_key: m.access_key_id.clone(),
+                secret_key: m.secret_access_key.clone(),
+                use_iam: m.use_iam,
+                cloud_provider: provider,
+                use_virtual_host: m.use_virtual_host,
+                ca_cert_path: (m.use_ssl && std::path::Path::new(&m.ssl.tls_ca_cert).is_file())
+                    .then(|| PathBuf::from(&m.ssl.tls_ca_cert)),
+                create_bucket: m.create_bucket,
+                condition_write: mode != ConditionWrite::Disable,
+                request_timeout: m.request_timeout,
+                ..S3Options::default()
+            };
+            let store: Arc<dyn ObjectStorage> = Arc::new(S3ObjectStorage::connect(opts).await?);
+            let condition_write = resolve_condition_write(mode, meta, store.as_ref(), &m.root_path).await?;
+            let sync = &cfg.woodpecker.logstore.segment_sync_policy;
+            let compaction = &cfg.woodpecker.logstore.segment_compaction_policy;
+            let read = &cfg.woodpecker.logstore.segment_read_policy;
+            let options = ObjectSegmentOptions {
+                max_flush_threads: sync.max_flush_threads.max(1) as usize,
+                max_flush_retries: sync.max_flush_retries.max(1),
+                retry_interval: sync.retry_interval,
+                compaction_max_bytes: compaction.max_bytes,
+                compaction_max_parallel_uploads: compaction.max_parallel_uploads.max(1) as usize,
+                compaction_max_parallel_reads: compaction.max_parallel_reads.max(1) as usize,
+                read_max_fetch_threads: read.max_fetch_threads.max(1) as usize,
+                ..ObjectSegmentOptions::default()
+            };
+            let backend = ObjectSegmentBackend::new(store, m.root_path.clone(), options);
+            Ok(Storage { backend: Arc::new(backend), self_fencing: condition_write })
+        }
+    }
+}
+
+/// Decides whether conditional writes are used (upstream §9.2), recording a verified `true` cluster-wide.
+async fn resolve_condition_write(
+    mode: ConditionWrite,
+    meta: &MetadataStore,
+    store: &dyn ObjectStorage,
+    root_path: &str,
+) -> Result<bool> {
+    if mode == ConditionWrite::Disable {
+        return Ok(false);
+    }
+    let stored = meta.get_condition_write().await?;
+    match (mode, stored) {
+        (ConditionWrite::Auto, Some(v)) => return Ok(v),
+        (ConditionWrite::Enable, Some(true)) => return Ok(true),
+        _ => {}
+    }
+    let supported = probe_condition_write(store, root_path).await?;
+    if supported {
+        meta.store_condition_write(true).await?;
+        return Ok(true);
+    }
+    match mode {
+        ConditionWrite::Enable => Err(WoodpeckerError::Unsupported(format!(
+            "woodpecker.logstore.fencePolicy.conditionWrite is enable, but {} does not honour If-None-Match",
+            store.describe()
+        ))),
+        // Auto: fall back to the etcd writer lock; nothing is persisted so a later, better backend can probe again.
+        _ => Ok(false),
+    }
+}

@@ -1,0 +1,259 @@
+//! The log reader: reads entries in order across segments and waits at the tail for new ones.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
+use woodpecker_meta::{MetaError, ReaderRegistration};
+use woodpecker_proto::meta::{ReaderTempInfo, SegmentState};
+use woodpecker_storage::segment::{SegmentError, SegmentReader};
+
+use crate::error::{Result, WoodpeckerError};
+use crate::handle::{LogHandle, now_ms};
+use crate::message::{LogMessage, decode_entry};
+
+/// Reads one log from a position onwards. Never returns "end of log": at the tail it waits.
+#[derive(Debug)]
+pub struct LogReader {
+    handle: LogHandle,
+    name: String,
+    next: LogMessageId,
+    current: Option<(SegmentId, Box<dyn SegmentReader>)>,
+    buffer: VecDeque<(EntryId, Bytes)>,
+    buffered_segment: SegmentId,
+    registration: Option<ReaderRegistration>,
+    info: ReaderTempInfo,
+    last_info_update: Instant,
+}
+
+impl LogReader {
+    pub(crate) async fn open(handle: LogHandle, from: LogMessageId, base: &str) -> Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = if base.is_empty() {
+            format!("{}-r-{nanos}", handle.name)
+        } else {
+            format!("{}-r-{base}-{nanos}", handle.name)
+        };
+        let start = resolve_start(&handle, from).await?;
+        let info = ReaderTempInfo {
+            reader_name: name.clone(),
+            open_timestamp: now_ms() as u64,
+            log_id: handle.log_id,
+            open_segment_id: start.segment_id,
+            open_entry_id: start.entry_id,
+            recent_read_segment_id: start.segment_id,
+            recent_read_entry_id: start.entry_id,
+            recent_read_timestamp: now_ms() as u64,
+        };
+        let registration = Some(handle.shared.meta.register_reader(handle.log_id, &info).await?);
+        Ok(Self {
+            handle,
+            name,
+            next: start,
+            current: None,
+            buffer: VecDeque::new(),
+            buffered_segment: -1,
+            registration,
+            info,
+            last_info_update: Instant::now(),
+        })
+    }
+
+    /// The reader's name as recorded in the metadata store.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The position the next `read_next` will return (or wait for).
+    pub fn position(&self) -> LogMessageId {
+        self.next
+    }
+
+    /// Returns the next entry, waiting for it if the reader is at the tail of the log.
+    ///
+    /// Cancel-safe: dropping the future (e.g. under `tokio::time::timeout`) loses nothing.
+    pub async fn read_next(&mut self) -> Result<LogMessage> {
+        if self.registration.is_none() {
+            return Err(WoodpeckerError::ReaderClosed { reader: self.name.clone() });
+        }
+        let poll = self.handle.shared.cfg.woodpecker.client.reader.poll_interval;
+        loop {
+            self.handle.shared.check_open()?;
+            if let Some((entry_id, bytes)) = self.buffer.pop_front() {
+                let id = LogMessageId::new(self.buffered_segment, entry_id);
+                let (payload, properties) = decode_entry(bytes).map_err(|e| WoodpeckerError::BadEntry {
+                    log: self.handle.name.clone(),
+                    position: id,
+                    reason: e.to_string(),
+                })?;
+                self.next = LogMessageId::new(id.segment_id, id.entry_id + 1);
+                self.note_progress(id).await;
+                return Ok(LogMessage { id, payload, properties });
+            }
+            if !self.fill().await? {
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+
+    /// Tries to buffer more entries. `Ok(false)` means nothing is available yet.
+    async fn fill(&mut self) -> Result<bool> {
+        let shared = self.handle.shared.clone();
+        let seg_id = self.next.segment_id;
+        let meta = match shared.meta.get_segment(&self.handle.name, seg_id).await {
+            Ok(m) => m.value,
+            Err(MetaError::SegmentNotFound { .. }) => {
+                // Segments are dense: a later one existing means this one was removed by truncation cleanup.
+                let later = shared
+                    .meta
+                    .list_segments(&self.handle.name)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.value.seg_no)
+                    .find(|id| *id > seg_id);
+                return Ok(match later {
+                    Some(id) => {
+                        self.move_to(LogMessageId::new(id, 0));
+                        true
+                    }
+                    None => false,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let state = meta.state();
+        let done = state != SegmentState::Active;
+        if done && self.next.entry_id > meta.last_entry_id {
+            self.move_to(LogMessageId::new(seg_id + 1, 0));
+            return Ok(true);
+        }
+        let reader = match &mut self.current {
+            Some((id, r)) if *id == seg_id => r,
+            _ => {
+                let r = shared.backend.open_reader(self.handle.seg_ref(seg_id)).await?;
+                self.current = Some((seg_id, r));
+                match &mut self.current {
+                    Some((_, r)) => r,
+                    None => return Ok(false),
+                }
+            }
+        };
+        let cfg = &shared.cfg.woodpecker;
+        let batch = reader
+            .read_batch(
+                self.next.entry_id,
+                cfg.client.reader.batch_entries.max(1) as usize,
+                cfg.logstore.segment_read_policy.max_batch_size,
+            )
+            .await?;
+        let from = self.next.entry_id;
+        let mut expected = from;
+        for (id, bytes) in batch.entries {
+            if id < from {
+                continue;
+            }
+            if done && id > meta.last_entry_id {
+                break;
+            }
+            if id != expected {
+                // A gap would silently lose entries: refuse to go on.
+                return Err(WoodpeckerError::Segment(SegmentError::Missing {
+                    segment: self.handle.seg_ref(seg_id),
+                    what: format!("entry {expected} (the storage returned entry {id} next)"),
+                }));
+            }
+            expected += 1;
+            self.buffer.push_back((id, bytes));
+        }
+        self.buffered_segment = seg_id;
+        if !self.buffer.is_empty() {
+            return Ok(true);
+        }
+        if batch.end_of_segment {
+            if done && meta.last_entry_id >= from {
+                return Err(WoodpeckerError::Segment(SegmentError::Missing {
+                    segment: self.handle.seg_ref(seg_id),
+                    what: format!("entries {from}..={} recorded in metadata", meta.last_entry_id),
+                }));
+            }
+            self.move_to(LogMessageId::new(seg_id + 1, 0));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn move_to(&mut self, pos: LogMessageId) {
+        self.next = pos;
+        self.current = None;
+        self.buffer.clear();
+    }
+
+    /// Records the reader's position so cleanup keeps the segments it still needs.
+    async fn note_progress(&mut self, id: LogMessageId) {
+        let refresh = self.handle.shared.cfg.woodpecker.client.reader.info_refresh_interval;
+        let segment_changed = id.segment_id != self.info.recent_read_segment_id;
+        self.info.recent_read_segment_id = id.segment_id;
+        self.info.recent_read_entry_id = id.entry_id;
+        if segment_changed || self.last_info_update.elapsed() >= refresh {
+            self.info.recent_read_timestamp = now_ms() as u64;
+            if let Some(reg) = &self.registration
+                && let Err(e) = reg.update(&self.info).await
+            {
+                tracing::warn!(reader = %self.name, error = %e, "cannot record reader position");
+            }
+            self.last_info_update = Instant::now();
+        }
+    }
+
+    /// Closes the reader and removes its registration.
+    pub async fn close(&mut self) -> Result<()> {
+        self.current = None;
+        if let Some(reg) = self.registration.take() {
+            reg.close().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns `EARLIEST` / `LATEST` / an explicit position into the first position to read.
+async fn resolve_start(handle: &LogHandle, from: LogMessageId) -> Result<LogMessageId> {
+    let shared = &handle.shared;
+    if from == LogMessageId::EARLIEST {
+        let meta = shared.meta.get_log(&handle.name).await?.value;
+        if meta.truncated_segment_id >= 0 {
+            return Ok(LogMessageId::new(meta.truncated_segment_id, meta.truncated_entry_id + 1));
+        }
+        return Ok(from);
+    }
+    if !from.is_latest() {
+        if from.segment_id < 0 || from.entry_id < 0 {
+            return Err(WoodpeckerError::InvalidPosition {
+                log: handle.name.clone(),
+                position: from,
+                reason: "ids must not be negative".into(),
+            });
+        }
+        return Ok(from);
+    }
+    let segments = shared.meta.list_segments(&handle.name).await?;
+    let Some(last) = segments.last() else { return Ok(LogMessageId::EARLIEST) };
+    let seg = &last.value;
+    if seg.state() != SegmentState::Active {
+        return Ok(LogMessageId::new(seg.seg_no + 1, 0));
+    }
+    // The newest segment is being written: its end is wherever its durable data ends now.
+    let mut reader = shared.backend.open_reader(handle.seg_ref(seg.seg_no)).await?;
+    let mut next = 0;
+    loop {
+        let batch = reader.read_batch(next, usize::MAX, u64::MAX).await?;
+        match batch.entries.last() {
+            Some((id, _)) => next = id + 1,
+            None if batch.end_of_segment => return Ok(LogMessageId::new(seg.seg_no + 1, 0)),
+            None => return Ok(LogMessageId::new(seg.seg_no, next)),
+        }
+    }
+}

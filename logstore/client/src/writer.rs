@@ -1,0 +1,712 @@
+//! The log writer: assigns positions, groups entries into blocks, uploads blocks in parallel and
+//! acknowledges strictly in entry order.
+//!
+//! ```text
+//!  write_async ──(byte budget: waits when maxBytes are buffered)──▶ channel ──▶ writer task
+//!
+//!  writer task:  pending entries ──cut at maxFlushSize / maxInterval──▶ block n ──▶ upload ┐ up to
+//!                                                                       block n+1 ─▶ upload ├ maxFlushThreads
+//!                                                                       block n+2 ─▶ upload ┘ in flight
+//!                results are taken in block order: block n is acknowledged (every entry's future resolves
+//!                with its id) only after blocks 0..n-1 were; a failed block fails itself and every later one.
+//! ```
+//!
+//! Entry ids are given when a block is cut, so entries still pending when a segment rolls simply go to
+//! the next segment. A segment rolls at `segmentRollingPolicy.maxSize` / `maxBlocks` / `maxInterval`,
+//! checked on every acknowledgement and on a timer (idle segments roll too).
+//!
+//! When a block upload fails for a reason other than being fenced, the writer fences its own segment to
+//! learn exactly which entries are durable: those are reported successful, the rest fail, and writing
+//! continues in a new segment (upstream invalidates the whole writer instead).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
+use woodpecker_meta::{MetaError, Versioned, WriterLock};
+use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
+use woodpecker_storage::segment::{BlockToWrite, SegmentError, SegmentWriter};
+
+use crate::error::{Result, WoodpeckerError};
+use crate::handle::{LogHandle, now_ms};
+use crate::message::WriteMessage;
+
+type Ack = oneshot::Sender<Result<LogMessageId>>;
+
+/// Resolves when the entry is durable, with its position; or with the error that made it fail.
+#[derive(Debug)]
+pub struct AppendFuture {
+    rx: oneshot::Receiver<Result<LogMessageId>>,
+    log: String,
+}
+
+impl Future for AppendFuture {
+    type Output = Result<LogMessageId>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let log = self.log.clone();
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| Err(WoodpeckerError::WriterClosed { log, reason: "the writer task stopped".into() }))
+        })
+    }
+}
+
+enum Command {
+    Append { data: Bytes, permit: OwnedSemaphorePermit, ack: Ack },
+    Close { done: oneshot::Sender<Result<()>> },
+}
+
+/// Why the writer can no longer write; set once, read on every call.
+#[derive(Debug, Default)]
+struct Health {
+    lost: Mutex<Option<WoodpeckerErrorKind>>,
+}
+
+#[derive(Debug, Clone)]
+enum WoodpeckerErrorKind {
+    Fenced(String),
+    LockLost,
+    Closed(String),
+}
+
+impl Health {
+    fn set(&self, kind: WoodpeckerErrorKind) {
+        if let Ok(mut g) = self.lost.lock()
+            && g.is_none()
+        {
+            *g = Some(kind);
+        }
+    }
+
+    fn error(&self, log: &str) -> Option<WoodpeckerError> {
+        let g = self.lost.lock().ok()?;
+        g.as_ref().map(|k| to_error(k, log))
+    }
+}
+
+fn to_error(kind: &WoodpeckerErrorKind, log: &str) -> WoodpeckerError {
+    match kind {
+        WoodpeckerErrorKind::Fenced(reason) => {
+            WoodpeckerError::WriterFenced { log: log.to_owned(), reason: reason.clone() }
+        }
+        WoodpeckerErrorKind::LockLost => WoodpeckerError::LockLost { log: log.to_owned() },
+        WoodpeckerErrorKind::Closed(reason) => {
+            WoodpeckerError::WriterClosed { log: log.to_owned(), reason: reason.clone() }
+        }
+    }
+}
+
+/// Writes to one log. At most one writer per log makes progress; see [`LogHandle::open_writer`].
+#[derive(Debug)]
+pub struct LogWriter {
+    handle: LogHandle,
+    tx: mpsc::UnboundedSender<Command>,
+    budget: Arc<Semaphore>,
+    budget_bytes: u64,
+    health: Arc<Health>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    auditor: Option<JoinHandle<()>>,
+}
+
+impl LogWriter {
+    pub(crate) async fn open(handle: LogHandle) -> Result<Self> {
+        let shared = handle.shared.clone();
+        let lock = if shared.self_fencing {
+            None
+        } else {
+            match shared.meta.acquire_writer_lock(&handle.name).await {
+                Ok(l) => Some(l),
+                Err(MetaError::LockHeld { .. }) => return Err(WoodpeckerError::LockHeld { log: handle.name.clone() }),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let next_segment = recover_active_segments(&handle).await?;
+        let sync = &shared.cfg.woodpecker.logstore.segment_sync_policy;
+        let budget_bytes = sync.max_bytes.max(1);
+        let budget = Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS as u64) as usize));
+        let health = Arc::new(Health::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = WriterTask::new(handle.clone(), next_segment, lock, health.clone());
+        let task = tokio::spawn(task.run(rx));
+        let auditor = Some(crate::maintenance::spawn_auditor(handle.clone()));
+        Ok(Self { handle, tx, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
+    }
+
+    /// The log this writer writes to.
+    pub fn log_name(&self) -> &str {
+        &self.handle.name
+    }
+
+    fn check(&self) -> Result<()> {
+        self.handle.shared.check_open()?;
+        match self.health.error(&self.handle.name) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a message and returns a future that resolves once it is durable.
+    ///
+    /// Awaiting this call waits for room in the write buffer (`segmentSyncPolicy.maxBytes`), which is how
+    /// a fast producer is slowed down instead of growing memory. Futures resolve in call order.
+    pub async fn write_async(&self, msg: WriteMessage) -> Result<AppendFuture> {
+        self.check()?;
+        if msg.payload.is_empty() && msg.properties.is_empty() {
+            return Err(WoodpeckerError::EmptyMessage);
+        }
+        let data = msg.encode();
+        let max = self.handle.shared.cfg.woodpecker.client.max_entry_size;
+        let size = data.len() as u64;
+        if size > max {
+            return Err(WoodpeckerError::EntryTooLarge { size, max });
+        }
+        // An entry larger than the whole budget still goes through alone (it takes the whole budget).
+        let want = size.max(1).min(self.budget_bytes).min(Semaphore::MAX_PERMITS as u64) as u32;
+        let permit =
+            self.budget.clone().acquire_many_owned(want).await.map_err(|_| WoodpeckerError::WriterClosed {
+                log: self.handle.name.clone(),
+                reason: "closed".into(),
+            })?;
+        self.check()?;
+        let (ack, rx) = oneshot::channel();
+        self.tx.send(Command::Append { data, permit, ack }).map_err(|_| WoodpeckerError::WriterClosed {
+            log: self.handle.name.clone(),
+            reason: "the writer task stopped".into(),
+        })?;
+        Ok(AppendFuture { rx, log: self.handle.name.clone() })
+    }
+
+    /// Writes a message and waits until it is durable; returns its position.
+    pub async fn write(&self, msg: WriteMessage) -> Result<LogMessageId> {
+        self.write_async(msg).await?.await
+    }
+
+    /// Flushes what is buffered, completes the current segment and releases the writer.
+    ///
+    /// Entries already queued are written (or fail) before this returns; later writes fail.
+    pub async fn close(&self) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Close { done }).is_err() {
+            return Ok(());
+        }
+        let res = rx.await.unwrap_or(Ok(()));
+        self.health.set(WoodpeckerErrorKind::Closed("closed by the application".into()));
+        self.budget.close();
+        let task = self.task.lock().ok().and_then(|mut g| g.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        if let Some(a) = &self.auditor {
+            a.abort();
+        }
+        res
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if let Some(a) = &self.auditor {
+            a.abort();
+        }
+    }
+}
+
+/// Fences and completes every segment still marked active; returns the id the new writer starts at.
+async fn recover_active_segments(handle: &LogHandle) -> Result<SegmentId> {
+    let shared = &handle.shared;
+    let segments = shared.meta.list_segments(&handle.name).await?;
+    let next = segments.last().map(|s| s.value.seg_no + 1).unwrap_or(0);
+    for seg in segments.into_iter().filter(|s| s.value.state() == SegmentState::Active) {
+        let sref = handle.seg_ref(seg.value.seg_no);
+        let last = shared.backend.fence(sref).await?;
+        let summary = shared.backend.finalize(sref).await?;
+        debug_assert_eq!(last, summary.last_entry_id);
+        complete_segment_meta(handle, seg, summary.last_entry_id, summary.size, false).await?;
+        tracing::info!(log = %handle.name, segment = sref.segment_id, last_entry = last, "recovered active segment");
+    }
+    Ok(next)
+}
+
+/// Marks a segment Completed at `last_entry_id` (compare-and-swap; a concurrent completion by another
+/// writer with the same result is accepted).
+async fn complete_segment_meta(
+    handle: &LogHandle,
+    mut seg: Versioned<SegmentMetadata>,
+    last_entry_id: EntryId,
+    size: u64,
+    owner: bool,
+) -> Result<()> {
+    for _ in 0..5 {
+        if seg.value.state() != SegmentState::Active {
+            if owner {
+                // Someone else completed the segment we were writing: they fenced us.
+                return Err(WoodpeckerError::WriterFenced {
+                    log: handle.name.clone(),
+                    reason: format!("segment {} was completed by another writer", seg.value.seg_no),
+                });
+            }
+            return Ok(());
+        }
+        let mut m = seg.value.clone();
+        m.set_state(SegmentState::Completed);
+        m.last_entry_id = last_entry_id;
+        m.size = size as i64;
+        m.completion_time = now_ms();
+        match handle.shared.meta.update_segment(&handle.name, &m, seg.revision).await {
+            Ok(_) => return Ok(()),
+            Err(MetaError::RevisionConflict { .. }) => {
+                seg = handle.shared.meta.get_segment(&handle.name, m.seg_no).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(WoodpeckerError::Meta(MetaError::RevisionConflict {
+        key: format!("logs/{}/segments/{}", handle.name, seg.value.seg_no),
+    }))
+}
+
+struct Pending {
+    data: Bytes,
+    permit: OwnedSemaphorePermit,
+    ack: Ack,
+}
+
+struct Waiter {
+    permit: OwnedSemaphorePermit,
+    ack: Ack,
+}
+
+type BlockFuture =
+    Pin<Box<dyn Future<Output = (i64, EntryId, Vec<Waiter>, u64, std::result::Result<(), SegmentError>)> + Send>>;
+
+struct ActiveSegment {
+    id: SegmentId,
+    meta: Versioned<SegmentMetadata>,
+    writer: Arc<dyn SegmentWriter>,
+    next_entry: EntryId,
+    next_block: i64,
+    /// Last block whose result was Ok and all before it too.
+    acked_block: i64,
+    acked_entry: EntryId,
+    bytes: u64,
+    created: Instant,
+}
+
+struct WriterTask {
+    handle: LogHandle,
+    health: Arc<Health>,
+    lock: Option<WriterLock>,
+    next_segment: SegmentId,
+    seg: Option<ActiveSegment>,
+    pending: std::collections::VecDeque<Pending>,
+    pending_bytes: u64,
+    in_flight: FuturesOrdered<BlockFuture>,
+    rolling: bool,
+    flush_size: u64,
+    flush_entries: usize,
+    interval: Duration,
+    last_cut: Instant,
+}
+
+impl WriterTask {
+    fn new(handle: LogHandle, next_segment: SegmentId, lock: Option<WriterLock>, health: Arc<Health>) -> Self {
+        let cfg = &handle.shared.cfg.woodpecker;
+        let sync = &cfg.logstore.segment_sync_policy;
+        let interval = if cfg.storage.storage_type == woodpecker_core::config::StorageType::Local {
+            sync.max_interval_for_local_storage
+        } else {
+            sync.max_interval
+        };
+        Self {
+            flush_size: sync.max_flush_size.max(1),
+            flush_entries: sync.max_entries.max(1) as usize,
+            interval: interval.max(Duration::from_millis(1)),
+            handle,
+            health,
+            lock,
+            next_segment,
+            seg: None,
+            pending: Default::default(),
+            pending_bytes: 0,
+            in_flight: FuturesOrdered::new(),
+            rolling: false,
+            last_cut: Instant::now(),
+        }
+    }
+
+    fn log(&self) -> &str {
+        &self.handle.name
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lock_watch = self.lock.as_ref().map(|l| l.watch());
+        let shutdown = self.handle.shared.shutdown.clone();
+        let mut close_waiter: Option<oneshot::Sender<Result<()>>> = None;
+        loop {
+            if close_waiter.is_some() && self.pending.is_empty() && self.in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                cmd = rx.recv(), if close_waiter.is_none() => match cmd {
+                    Some(Command::Append { data, permit, ack }) => {
+                        if let Some(e) = self.health.error(self.log()) {
+                            let _ = ack.send(Err(e));
+                            continue;
+                        }
+                        self.pending_bytes += data.len() as u64;
+                        self.pending.push_back(Pending { data, permit, ack });
+                        if self.pending_bytes >= self.flush_size || self.pending.len() >= self.flush_entries {
+                            self.cut_blocks(false).await;
+                        }
+                    }
+                    Some(Command::Close { done }) => {
+                        close_waiter = Some(done);
+                        self.cut_blocks(true).await;
+                    }
+                    None => {
+                        // Every LogWriter handle is gone: flush what was queued, then stop.
+                        let (done, _rx) = oneshot::channel();
+                        close_waiter = Some(done);
+                        self.cut_blocks(true).await;
+                    }
+                },
+                Some(result) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.on_block_done(result).await;
+                    self.maybe_roll().await;
+                    self.cut_blocks(close_waiter.is_some()).await;
+                }
+                _ = tick.tick() => {
+                    self.maybe_roll().await;
+                    if self.last_cut.elapsed() >= self.interval || close_waiter.is_some() {
+                        self.cut_blocks(true).await;
+                    }
+                }
+                changed = async {
+                    match lock_watch.as_mut() {
+                        Some(w) => w.changed().await.is_ok() && !*w.borrow(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed {
+                        tracing::warn!(log = %self.log(), "writer lock lost; failing queued entries");
+                        self.health.set(WoodpeckerErrorKind::LockLost);
+                        self.fail_pending();
+                        lock_watch = None;
+                    }
+                }
+                _ = shutdown.cancelled(), if close_waiter.is_none() => {
+                    self.health.set(WoodpeckerErrorKind::Closed("the client was closed".into()));
+                    self.fail_pending();
+                    let (done, _rx) = oneshot::channel();
+                    close_waiter = Some(done);
+                }
+            }
+        }
+        let res = self.finish().await;
+        if let Some(done) = close_waiter {
+            let _ = done.send(res);
+        }
+    }
+
+    /// Completes the current segment and releases the lock at close.
+    async fn finish(&mut self) -> Result<()> {
+        let res = if self.seg.is_some() && self.health.error(self.log()).is_none() {
+            self.complete_current().await
+        } else {
+            if let Some(seg) = self.seg.take() {
+                let _ = seg.writer.close().await;
+            }
+            Ok(())
+        };
+        if let Some(lock) = self.lock.take() {
+            let _ = lock.release().await;
+        }
+        res
+    }
+
+    fn fail_pending(&mut self) {
+        let log = self.log().to_owned();
+        let err = || {
+            self.health
+                .error(&log)
+                .unwrap_or(WoodpeckerError::WriterClosed { log: log.clone(), reason: "failed".into() })
+        };
+        while let Some(p) = self.pending.pop_front() {
+            let _ = p.ack.send(Err(err()));
+        }
+        self.pending_bytes = 0;
+    }
+
+    fn max_parallel(&self) -> usize {
+        self.seg.as_ref().map(|s| s.writer.max_parallel_blocks().max(1)).unwrap_or(1)
+    }
+
+    /// Cuts pending entries into blocks while there is room in flight. `all` also cuts a final short block.
+    async fn cut_blocks(&mut self, all: bool) {
+        loop {
+            if self.pending.is_empty() || self.rolling {
+                return;
+            }
+            if let Some(e) = self.health.error(self.log()) {
+                let _ = e;
+                self.fail_pending();
+                return;
+            }
+            let full = self.pending_bytes >= self.flush_size || self.pending.len() >= self.flush_entries;
+            if !full && !all {
+                return;
+            }
+            if self.seg.is_none()
+                && let Err(e) = self.start_segment().await
+            {
+                tracing::warn!(log = %self.log(), error = %e, "cannot start a segment");
+                let lost = matches!(&e, WoodpeckerError::WriterFenced { .. });
+                let msg = e.to_string();
+                while let Some(p) = self.pending.pop_front() {
+                    let _ = p.ack.send(Err(if lost {
+                        WoodpeckerError::WriterFenced { log: self.handle.name.clone(), reason: msg.clone() }
+                    } else {
+                        WoodpeckerError::WriterClosed { log: self.handle.name.clone(), reason: msg.clone() }
+                    }));
+                }
+                self.pending_bytes = 0;
+                return;
+            }
+            if self.in_flight.len() >= self.max_parallel() {
+                return;
+            }
+            let Some(seg) = self.seg.as_mut() else { return };
+            let mut entries = Vec::new();
+            let mut waiters = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(p) = self.pending.front() {
+                if !entries.is_empty() && (bytes >= self.flush_size || entries.len() >= self.flush_entries) {
+                    break;
+                }
+                let _ = p;
+                let Some(p) = self.pending.pop_front() else { break };
+                bytes += p.data.len() as u64;
+                entries.push(p.data);
+                waiters.push(Waiter { permit: p.permit, ack: p.ack });
+            }
+            self.pending_bytes -= bytes;
+            let block = BlockToWrite { block_id: seg.next_block, first_entry_id: seg.next_entry, entries };
+            seg.next_block += 1;
+            seg.next_entry += block.entries.len() as i64;
+            seg.bytes += bytes;
+            let writer = seg.writer.clone();
+            let (block_id, first) = (block.block_id, block.first_entry_id);
+            self.in_flight.push_back(Box::pin(async move {
+                let r = writer.write_block(block).await;
+                (block_id, first, waiters, bytes, r)
+            }));
+            self.last_cut = Instant::now();
+        }
+    }
+
+    async fn start_segment(&mut self) -> Result<()> {
+        if let Some(lock) = &self.lock
+            && !lock.is_valid()
+        {
+            self.health.set(WoodpeckerErrorKind::LockLost);
+            return Err(WoodpeckerError::LockLost { log: self.log().to_owned() });
+        }
+        let id = self.next_segment;
+        let meta = SegmentMetadata {
+            seg_no: id,
+            create_time: now_ms(),
+            state: SegmentState::Active as i32,
+            last_entry_id: -1,
+            quorum: Some(woodpecker_proto::meta::QuorumInfo {
+                id: -1,
+                es: 1,
+                wq: 1,
+                aq: 1,
+                nodes: vec!["127.0.0.1:59456".to_owned()],
+                replicas: vec![],
+            }),
+            ..Default::default()
+        };
+        let created = match self.handle.shared.meta.create_segment(&self.handle.name, &meta).await {
+            Ok(v) => v,
+            Err(MetaError::SegmentAlreadyExists { .. }) => {
+                let reason = format!("segment {id} was created by another writer");
+                self.health.set(WoodpeckerErrorKind::Fenced(reason.clone()));
+                return Err(WoodpeckerError::WriterFenced { log: self.log().to_owned(), reason });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let writer = self.handle.shared.backend.create_writer(self.handle.seg_ref(id)).await?;
+        self.next_segment = id + 1;
+        self.seg = Some(ActiveSegment {
+            id,
+            meta: created,
+            writer: Arc::from(writer),
+            next_entry: 0,
+            next_block: 0,
+            acked_block: -1,
+            acked_entry: -1,
+            bytes: 0,
+            created: Instant::now(),
+        });
+        Ok(())
+    }
+
+    async fn on_block_done(
+        &mut self,
+        (block_id, first, waiters, _bytes, result): (
+            i64,
+            EntryId,
+            Vec<Waiter>,
+            u64,
+            std::result::Result<(), SegmentError>,
+        ),
+    ) {
+        let Some(seg) = self.seg.as_mut() else {
+            // The segment was abandoned after an earlier failure; these results were already decided.
+            return;
+        };
+        match result {
+            Ok(()) if block_id == seg.acked_block + 1 => {
+                seg.acked_block = block_id;
+                seg.acked_entry = first + waiters.len() as i64 - 1;
+                let sid = seg.id;
+                for (i, w) in waiters.into_iter().enumerate() {
+                    drop(w.permit);
+                    let _ = w.ack.send(Ok(LogMessageId::new(sid, first + i as i64)));
+                }
+            }
+            Ok(()) => {
+                // Cannot happen with ordered results; treat as a failure rather than acknowledge out of order.
+                let segment = self.handle.seg_ref(seg.id);
+                self.fail_segment(
+                    first,
+                    waiters,
+                    SegmentError::OutOfOrder { segment, block_id, first_entry_id: first },
+                )
+                .await;
+            }
+            Err(e) => self.fail_segment(first, waiters, e).await,
+        }
+    }
+
+    /// A block failed: decide the fate of it and of every later in-flight block, then move on.
+    async fn fail_segment(&mut self, first: EntryId, waiters: Vec<Waiter>, error: SegmentError) {
+        let Some(seg) = self.seg.take() else { return };
+        let mut all: Vec<(EntryId, Waiter)> =
+            waiters.into_iter().enumerate().map(|(i, w)| (first + i as i64, w)).collect();
+        while let Some((_, f, ws, _, _)) = self.in_flight.next().await {
+            all.extend(ws.into_iter().enumerate().map(|(i, w)| (f + i as i64, w)));
+        }
+        let sref = self.handle.seg_ref(seg.id);
+        if error.is_not_writable() {
+            let reason = error.to_string();
+            tracing::warn!(log = %self.log(), segment = seg.id, %reason, "writer fenced");
+            self.health.set(WoodpeckerErrorKind::Fenced(reason));
+            for (_, w) in all {
+                let _ =
+                    w.ack.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::WriterFenced {
+                        log: self.handle.name.clone(),
+                        reason: "fenced".into(),
+                    })));
+            }
+            self.fail_pending();
+            return;
+        }
+        tracing::warn!(log = %self.log(), segment = seg.id, %error, "block upload failed; sealing the segment at its durable end");
+        // Fence our own segment: whatever is durable now is exactly what readers will ever see.
+        let backend = self.handle.shared.backend.clone();
+        let sealed = async {
+            let last = backend.fence(sref).await?;
+            let summary = backend.finalize(sref).await?;
+            Ok::<_, SegmentError>((last, summary))
+        }
+        .await;
+        match sealed {
+            Ok((last, summary)) => {
+                let err_text = error.to_string();
+                for (id, w) in all {
+                    let _ = if id <= last {
+                        w.ack.send(Ok(LogMessageId::new(seg.id, id)))
+                    } else {
+                        w.ack.send(Err(WoodpeckerError::Segment(SegmentError::Missing {
+                            segment: sref,
+                            what: format!("entry {id}: {err_text}"),
+                        })))
+                    };
+                }
+                if let Err(e) =
+                    complete_segment_meta(&self.handle, seg.meta, summary.last_entry_id, summary.size, true).await
+                {
+                    self.health.set(WoodpeckerErrorKind::Closed(format!("cannot complete segment {}: {e}", seg.id)));
+                    self.fail_pending();
+                }
+            }
+            Err(fence_err) => {
+                let reason = format!("block upload failed ({error}) and the segment could not be sealed ({fence_err})");
+                self.health.set(WoodpeckerErrorKind::Closed(reason));
+                for (_, w) in all {
+                    let _ =
+                        w.ack.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::ClientClosed)));
+                }
+                self.fail_pending();
+            }
+        }
+    }
+
+    fn should_roll(&self) -> bool {
+        let Some(seg) = &self.seg else { return false };
+        let policy = &self.handle.shared.cfg.woodpecker.client.segment_rolling_policy;
+        seg.bytes >= policy.max_size
+            || seg.next_block as u64 >= policy.max_blocks
+            || (seg.next_entry > 0 && seg.created.elapsed() >= policy.max_interval)
+    }
+
+    async fn maybe_roll(&mut self) {
+        if !self.rolling && self.should_roll() {
+            self.rolling = true;
+        }
+        if self.rolling && self.in_flight.is_empty() {
+            if self.seg.is_some()
+                && let Err(e) = self.complete_current().await
+            {
+                tracing::warn!(log = %self.log(), error = %e, "segment completion failed");
+            }
+            self.rolling = false;
+        }
+    }
+
+    /// Finalizes the current segment after its last block and marks it Completed.
+    async fn complete_current(&mut self) -> Result<()> {
+        let Some(seg) = self.seg.take() else { return Ok(()) };
+        let summary = match seg.writer.finalize(seg.acked_block).await {
+            Ok(s) => s,
+            Err(e) => {
+                if e.is_not_writable() {
+                    self.health.set(WoodpeckerErrorKind::Fenced(e.to_string()));
+                    self.fail_pending();
+                }
+                return Err(e.into());
+            }
+        };
+        match complete_segment_meta(&self.handle, seg.meta, summary.last_entry_id, summary.size, true).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.health.set(WoodpeckerErrorKind::Closed(format!("cannot complete segment {}: {e}", seg.id)));
+                self.fail_pending();
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The zero-setup default end to end: local segment files + embedded metadata, in one process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{local_config, payload, read_n};
+use woodpecker_client::{Client, LogMessageId, WoodpeckerError, WriteMessage};
+use woodpecker_proto::meta::SegmentState;
+
+const SMALL_SEGMENTS: &str = "woodpecker:\n  client:\n    segmentRollingPolicy:\n      maxSize: 64K\n  logstore:\n    segmentSyncPolicy:\n      maxFlushSize: 4K\n";
+
+#[tokio::test]
+async fn async_writes_roll_segments_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(local_config(dir.path(), SMALL_SEGMENTS)).await.unwrap();
+    client.create_log("orders").await.unwrap();
+    let log = client.open_log("orders").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let mut futures = Vec::new();
+    for i in 0..5000 {
+        futures
+            .push(writer.write_async(WriteMessage::new(payload(i)).with_property("i", i.to_string())).await.unwrap());
+    }
+    let mut ids = Vec::new();
+    for f in futures {
+        ids.push(f.await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "acknowledged positions must increase");
+    writer.close().await.unwrap();
+
+    let segments = log.segments().await.unwrap();
+    assert!(segments.len() >= 3, "expected at least 3 segment rolls, got {segments:?}");
+    assert!(segments.iter().all(|s| s.state == SegmentState::Completed), "{segments:?}");
+
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, "all").await.unwrap();
+    let msgs = read_n(&mut reader, 5000, Duration::from_secs(30)).await;
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m.id, ids[i]);
+        assert_eq!(m.payload, payload(i).as_bytes());
+        assert_eq!(m.properties.get("i"), Some(&i.to_string()));
+    }
+    // From the middle: exactly the suffix.
+    let mut mid = log.open_reader(ids[2500], "mid").await.unwrap();
+    let rest = read_n(&mut mid, 2500, Duration::from_secs(30)).await;
+    assert_eq!(rest[0].id, ids[2500]);
+    assert_eq!(rest.last().map(|m| m.id), ids.last().copied());
+    reader.close().await.unwrap();
+    mid.close().await.unwrap();
+    client.close().await;
+}
+
+#[tokio::test]
+async fn tailing_reader_sees_entries_written_after_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(local_config(dir.path(), "")).await.unwrap();
+    client.create_log("tail").await.unwrap();
+    let log = client.open_log("tail").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    writer.write(WriteMessage::new("before")).await.unwrap();
+    let mut reader = log.open_reader(LogMessageId::LATEST, "tail").await.unwrap();
+    let w = tokio::spawn(async move {
+        for i in 0..50 {
+            writer.write(WriteMessage::new(payload(i))).await.unwrap();
+        }
+        writer
+    });
+    let msgs = read_n(&mut reader, 50, Duration::from_secs(20)).await;
+    assert_eq!(msgs[0].payload, payload(0).as_bytes(), "the tail reader must not see entries written before it");
+    assert_eq!(msgs[49].payload, payload(49).as_bytes());
+    w.await.unwrap().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn second_writer_fences_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(local_config(dir.path(), "")).await.unwrap();
+    client.create_log("fence").await.unwrap();
+    let log = client.open_log("fence").await.unwrap();
+    let first = log.open_writer().await.unwrap();
+    let acked = first.write(WriteMessage::new("one")).await.unwrap();
+    let second = log.open_writer().await.unwrap();
+    let err = first.write(WriteMessage::new("two")).await.unwrap_err();
+    assert!(matches!(err, WoodpeckerError::WriterFenced { .. }), "got {err}");
+    let again = first.write(WriteMessage::new("three")).await.unwrap_err();
+    assert!(again.is_writer_lost(), "later writes fail fast too: {again}");
+    let next = second.write(WriteMessage::new("four")).await.unwrap();
+    assert!(next > acked);
+    second.close().await.unwrap();
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "check").await.unwrap();
+    let msgs = read_n(&mut r, 2, Duration::from_secs(10)).await;
+    assert_eq!((msgs[0].id, &msgs[0].payload[..]), (acked, &b"one"[..]));
+    assert_eq!((msgs[1].id, &msgs[1].payload[..]), (next, &b"four"[..]));
+}
+
+#[tokio::test]
+async fn truncate_then_cleanup_removes_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "woodpecker:\n  client:\n    segmentRollingPolicy:\n      maxSize: 64K\n  logstore:\n    segmentSyncPolicy:\n      maxFlushSize: 4K\n    retentionPolicy:\n      ttl: 1\n";
+    let client = Client::open(local_config(dir.path(), cfg)).await.unwrap();
+    client.create_log("trunc").await.unwrap();
+    let log = client.open_log("trunc").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3000 {
+        ids.push(writer.write_async(WriteMessage::new(payload(i))).await.unwrap());
+    }
+    let mut pos = Vec::new();
+    for f in ids {
+        pos.push(f.await.unwrap());
+    }
+    writer.close().await.unwrap();
+    let cut = pos[2000];
+    log.truncate(cut).await.unwrap();
+    assert_eq!(log.truncated_position().await.unwrap(), Some(cut));
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "after").await.unwrap();
+    let first = read_n(&mut r, 1, Duration::from_secs(10)).await;
+    assert_eq!(first[0].id, pos[2001]);
+    r.close().await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    log.run_maintenance().await.unwrap();
+    let report = log.run_maintenance().await.unwrap();
+    let segments = log.segments().await.unwrap();
+    assert!(segments.iter().all(|s| s.id >= cut.segment_id), "segments below the cut remain: {segments:?} {report:?}");
+    let log_dir = dir.path().join("files").join(log.id().to_string());
+    for s in 0..cut.segment_id {
+        assert!(!log_dir.join(s.to_string()).exists(), "segment {s} directory still exists");
+    }
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "after-gc").await.unwrap();
+    let rest = read_n(&mut r, 999, Duration::from_secs(10)).await;
+    assert_eq!(rest.last().map(|m| m.payload.clone()), Some(payload(2999).into()));
+}
+
+#[tokio::test]
+async fn delete_removes_metadata_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(local_config(dir.path(), "")).await.unwrap();
+    client.create_log("gone").await.unwrap();
+    let log = client.open_log("gone").await.unwrap();
+    let w = log.open_writer().await.unwrap();
+    w.write(WriteMessage::new("x")).await.unwrap();
+    w.close().await.unwrap();
+    let log_dir = dir.path().join("files").join(log.id().to_string());
+    assert!(log_dir.exists());
+    client.delete_log("gone").await.unwrap();
+    assert!(!client.log_exists("gone").await.unwrap());
+    assert!(!log_dir.exists(), "data directory must be removed");
+    assert!(matches!(client.open_log("gone").await, Err(WoodpeckerError::Meta(_))));
+    client.delete_log("gone").await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        "woodpecker:\n  client:\n    maxEntrySize: 1K\n  logstore:\n    segmentSyncPolicy:\n      maxFlushSize: 1K\n";
+    let client = Client::open(local_config(dir.path(), cfg)).await.unwrap();
+    for bad in ["", "a/b", "x\ny", &"n".repeat(300)] {
+        let e = client.create_log(bad).await.unwrap_err();
+        assert!(matches!(e, WoodpeckerError::InvalidLogName(_)), "{bad:?}: {e}");
+    }
+    client.create_log("ok").await.unwrap();
+    assert!(matches!(client.create_log("ok").await, Err(WoodpeckerError::Meta(_))));
+    let log = client.open_log("ok").await.unwrap();
+    let w = log.open_writer().await.unwrap();
+    assert!(matches!(w.write(WriteMessage::default()).await, Err(WoodpeckerError::EmptyMessage)));
+    let e = w.write(WriteMessage::new(vec![0u8; 2048])).await.unwrap_err();
+    assert!(matches!(e, WoodpeckerError::EntryTooLarge { max: 1024, .. }), "{e}");
+    assert!(e.to_string().contains("maxEntrySize"), "{e}");
+    w.write(WriteMessage::new("fine")).await.unwrap();
+    w.close().await.unwrap();
+    let e = log.truncate(LogMessageId::new(7, 0)).await.unwrap_err();
+    assert!(matches!(e, WoodpeckerError::InvalidPosition { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn flipped_byte_fails_the_read_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(local_config(dir.path(), "")).await.unwrap();
+    client.create_log("flip").await.unwrap();
+    let log = client.open_log("flip").await.unwrap();
+    let w = log.open_writer().await.unwrap();
+    for i in 0..100 {
+        w.write(WriteMessage::new(payload(i))).await.unwrap();
+    }
+    w.close().await.unwrap();
+    let file = dir.path().join("files").join(log.id().to_string()).join("0").join("data.log");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[200] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "flip").await.unwrap();
+    let mut err = None;
+    for _ in 0..100 {
+        match tokio::time::timeout(Duration::from_secs(5), r.read_next()).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => {
+                err = Some(e);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let err = err.expect("reading a corrupted block must fail, not skip or hang");
+    let text = err.to_string();
+    assert!(text.contains("data.log") && text.to_lowercase().contains("corrupt"), "{text}");
+}
+
+#[tokio::test]
+async fn second_process_on_the_same_data_dir_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Client::open(local_config(dir.path(), "")).await.unwrap();
+    let err = Client::open(local_config(dir.path(), "")).await.unwrap_err();
+    assert!(err.to_string().contains("meta"), "{err}");
+}
