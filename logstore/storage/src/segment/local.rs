@@ -1,1 +1,0 @@
-//! Local segment format: one `data.log` per segment, `write.fence` and `write.lock` beside it.

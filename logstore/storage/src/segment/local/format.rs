@@ -1,0 +1,378 @@
+//! Reading `data.log` block by block, and telling a torn tail from corruption.
+//!
+//! ```text
+//! [Header v6][BlockHeader b0][Data…][BlockHeader b1][Data…] … [Index b0][Index b1] … [Footer v6]
+//!  0         25               ▲ startOffset of b1                ▲ indexOffset         ▲ totalSize
+//! ```
+//!
+//! Torn tail or corruption? The writer appends one block at a time and fsyncs it before the next append
+//! starts, and finalize appends index + footer in one write. So a crash can damage only the bytes of the
+//! *last* write, and nothing intact can follow them. The scan uses that:
+//! - a block whose CRC-valid header declares an end beyond EOF is an incomplete tail (still being written,
+//!   or torn by a crash);
+//! - a block whose header is valid but whose data fails verification is a torn tail when the declared end
+//!   is exactly EOF, and corruption when more bytes follow (the block was fsynced before they were written);
+//! - a damaged block header (length unknown) is a torn tail unless an intact block-header, index or footer
+//!   record starts anywhere after it, which proves later writes landed: then it is corruption;
+//! - an index or footer record where a block header is expected is the start of the finalize append.
+//!
+//! Decoding uses the shared codec; errors are re-based to file offsets.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use woodpecker_core::codec::{
+    self, BLOCK_HEADER_RECORD_LEN, CodecError, DecodedBlock, FOOTER_V5_RECORD_LEN, FOOTER_V6_RECORD_LEN, FooterRecord,
+    HEADER_RECORD_LEN, IndexRecord, RECORD_HEADER_LEN, Record, RecordType,
+};
+use woodpecker_core::ids::EntryId;
+
+/// Largest record that can start where a block header is expected (a v6 footer).
+const MAX_STRUCTURAL_RECORD_LEN: usize = FOOTER_V6_RECORD_LEN;
+
+/// Why a scan could not go on: an OS error or bytes that fail verification (at a file offset).
+#[derive(Debug)]
+pub(crate) enum ScanError {
+    /// Reading the file failed.
+    Io(io::Error),
+    /// Stored bytes are corrupt; the codec error carries the file offset.
+    Corrupt(CodecError),
+}
+
+impl From<io::Error> for ScanError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Reads up to `n` bytes at `off`; fewer only at EOF (the file may have shrunk or still be growing).
+pub(crate) fn read_at(file: &File, off: u64, n: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; n];
+    let mut done = 0;
+    while done < n {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
+    Ok(Bytes::from(buf))
+}
+
+/// Moves a codec error's offset from buffer-relative to file-relative.
+pub(crate) fn rebase(e: CodecError, base: u64) -> CodecError {
+    match e {
+        CodecError::Truncated { offset, needed, available } => {
+            CodecError::Truncated { offset: offset + base, needed, available }
+        }
+        CodecError::CrcMismatch { offset, stored, computed } => {
+            CodecError::CrcMismatch { offset: offset + base, stored, computed }
+        }
+        CodecError::BlockCrcMismatch { block, offset, stored, computed } => {
+            CodecError::BlockCrcMismatch { block, offset: offset + base, stored, computed }
+        }
+        CodecError::UnknownType { offset, tag } => CodecError::UnknownType { offset: offset + base, tag },
+        CodecError::Malformed { offset, reason } => CodecError::Malformed { offset: offset + base, reason },
+    }
+}
+
+/// The segment's file header state after looking at offset 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderState {
+    /// A valid header; blocks start at [`HEADER_RECORD_LEN`].
+    Present,
+    /// No complete header yet (empty file, or a torn first write).
+    Absent,
+}
+
+/// Checks the header record at offset 0 of a file of `len` bytes.
+pub(crate) fn read_header(file: &File, len: u64) -> Result<HeaderState, ScanError> {
+    if len == 0 {
+        return Ok(HeaderState::Absent);
+    }
+    let buf = read_at(file, 0, HEADER_RECORD_LEN.min(len as usize))?;
+    match codec::decode_record(&buf, 0) {
+        Ok((Record::Header(_), _)) => Ok(HeaderState::Present),
+        Ok(_) => Err(ScanError::Corrupt(CodecError::Malformed {
+            offset: 0,
+            reason: "data.log does not start with a header record".into(),
+        })),
+        Err(e) => {
+            if intact_record_after(file, len, 0)? {
+                Err(ScanError::Corrupt(e))
+            } else {
+                Ok(HeaderState::Absent)
+            }
+        }
+    }
+}
+
+/// What follows a block boundary.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A complete, verified block and its index record.
+    Block(DecodedBlock, IndexRecord),
+    /// Nothing more yet: EOF, an incomplete block, or a torn tail.
+    Tail,
+    /// The index region of a finalize starts here (possibly incomplete).
+    IndexStart,
+}
+
+/// Reads the block at `off` (a block boundary) of a file of `len` bytes, verifying it completely.
+///
+/// `expect_block` / `expect_first` are the block number and first entry the block must carry.
+pub(crate) fn next_block(
+    file: &File,
+    len: u64,
+    off: u64,
+    expect_block: i64,
+    expect_first: EntryId,
+) -> Result<Step, ScanError> {
+    if off >= len {
+        return Ok(Step::Tail);
+    }
+    let head = read_at(file, off, MAX_STRUCTURAL_RECORD_LEN.min((len - off) as usize))?;
+    match codec::decode_record(&head, 0) {
+        Ok((Record::BlockHeader(h), _)) => {
+            // The header's CRC held, so its declared length is what the writer wrote.
+            let total = BLOCK_HEADER_RECORD_LEN as u64 + u64::from(h.block_length);
+            if off + total > len {
+                return Ok(Step::Tail);
+            }
+            let buf = read_at(file, off, total as usize)?;
+            match codec::decode_block(&buf, 0) {
+                Ok(block) => {
+                    if i64::from(block.header.block_number) != expect_block
+                        || block.header.first_entry_id != expect_first
+                    {
+                        return Err(ScanError::Corrupt(CodecError::Malformed {
+                            offset: off,
+                            reason: format!(
+                                "block {} starting at entry {} where block {expect_block} starting at entry \
+                                 {expect_first} was expected",
+                                block.header.block_number, block.header.first_entry_id
+                            ),
+                        }));
+                    }
+                    let index = IndexRecord {
+                        block_number: block.header.block_number,
+                        start_offset: off as i64,
+                        block_size: block.encoded_len as u32,
+                        first_entry_id: block.header.first_entry_id,
+                        last_entry_id: block.header.last_entry_id,
+                    };
+                    Ok(Step::Block(block, index))
+                }
+                // Damaged data ending exactly at EOF is the last write, torn; bytes after it prove it was
+                // fsynced before they were written.
+                Err(_) if off + total == len => Ok(Step::Tail),
+                Err(e) => Err(ScanError::Corrupt(rebase(e, off))),
+            }
+        }
+        Ok((Record::Index(_) | Record::Footer(_), _)) => Ok(Step::IndexStart),
+        Ok((other, _)) => Err(ScanError::Corrupt(CodecError::Malformed {
+            offset: off,
+            reason: format!("{} record where a block header was expected", record_name(&other)),
+        })),
+        Err(e) => {
+            if intact_record_after(file, len, off)? {
+                Err(ScanError::Corrupt(rebase(e, off)))
+            } else {
+                Ok(Step::Tail)
+            }
+        }
+    }
+}
+
+fn record_name(r: &Record) -> &'static str {
+    match r {
+        Record::Header(_) => "header",
+        Record::Data(_) => "data",
+        Record::Index(_) => "index",
+        Record::Footer(_) => "footer",
+        Record::BlockHeader(_) => "block header",
+    }
+}
+
+/// Whether an intact block-header, index or footer record starts anywhere in `(off, len)`.
+///
+/// Only record types and lengths the writer emits at structural positions are tried, so each candidate
+/// costs one CRC over at most 53 bytes.
+fn intact_record_after(file: &File, len: u64, off: u64) -> io::Result<bool> {
+    let start = off + 1;
+    if start >= len {
+        return Ok(false);
+    }
+    let buf = read_at(file, start, (len - start) as usize)?;
+    let mut p = 0usize;
+    while p + RECORD_HEADER_LEN <= buf.len() {
+        let tag = buf[p + 4];
+        let rlen = u32::from_le_bytes([buf[p + 5], buf[p + 6], buf[p + 7], buf[p + 8]]) as usize;
+        let plausible = (tag == RecordType::BlockHeader as u8 && rlen == BLOCK_HEADER_RECORD_LEN - RECORD_HEADER_LEN)
+            || (tag == RecordType::Index as u8 && rlen == codec::INDEX_RECORD_LEN - RECORD_HEADER_LEN)
+            || (tag == RecordType::Footer as u8
+                && (rlen == FOOTER_V6_RECORD_LEN - RECORD_HEADER_LEN
+                    || rlen == FOOTER_V5_RECORD_LEN - RECORD_HEADER_LEN));
+        if plausible && codec::decode_record(&buf, p).is_ok() {
+            return Ok(true);
+        }
+        p += 1;
+    }
+    Ok(false)
+}
+
+/// A footer found at the end of the file, with the index it points at.
+#[derive(Debug, Clone)]
+pub(crate) struct Footer {
+    /// The footer record.
+    pub record: FooterRecord,
+    /// The blocks, in order.
+    pub index: Vec<IndexRecord>,
+}
+
+/// Reads the footer and index of a file of `len` bytes, if the file ends with a valid footer.
+pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanError> {
+    if len < FOOTER_V5_RECORD_LEN as u64 {
+        return Ok(None);
+    }
+    let tail_len = FOOTER_V6_RECORD_LEN.min(len as usize);
+    let tail_start = len - tail_len as u64;
+    let tail = read_at(file, tail_start, tail_len)?;
+    if tail.len() != tail_len {
+        // The file shrank under us; the caller retries on its next look.
+        return Ok(None);
+    }
+    let Some((record, rel)) = codec::decode_footer_at_end(&tail) else {
+        return Ok(None);
+    };
+    let footer_pos = tail_start + rel as u64;
+    let consistent = record.total_size == footer_pos
+        && record.index_offset.checked_add(u64::from(record.index_length)) == Some(footer_pos)
+        && record.index_offset >= HEADER_RECORD_LEN as u64
+        && record.total_blocks >= 0;
+    if !consistent {
+        return Err(ScanError::Corrupt(CodecError::Malformed {
+            offset: footer_pos,
+            reason: format!(
+                "footer locates the index at {}+{} and the data at {} bytes, but the footer starts at {footer_pos}",
+                record.index_offset, record.index_length, record.total_size
+            ),
+        }));
+    }
+    let region = read_at(file, record.index_offset, record.index_length as usize)?;
+    let index = codec::decode_index(&region, 0, region.len())
+        .map_err(|e| ScanError::Corrupt(rebase(e, record.index_offset)))?;
+    if index.len() != record.total_blocks as usize {
+        return Err(ScanError::Corrupt(CodecError::Malformed {
+            offset: footer_pos,
+            reason: format!("footer counts {} blocks, index holds {}", record.total_blocks, index.len()),
+        }));
+    }
+    let mut next_entry = 0;
+    for (i, r) in index.iter().enumerate() {
+        if i64::from(r.block_number) != i as i64 || r.first_entry_id != next_entry || r.last_entry_id < r.first_entry_id
+        {
+            return Err(ScanError::Corrupt(CodecError::Malformed {
+                offset: record.index_offset + (i * codec::INDEX_RECORD_LEN) as u64,
+                reason: format!(
+                    "index record {i} names block {} with entries {}..={}, expected block {i} from entry {next_entry}",
+                    r.block_number, r.first_entry_id, r.last_entry_id
+                ),
+            }));
+        }
+        next_entry = r.last_entry_id + 1;
+    }
+    Ok(Some(Footer { record, index }))
+}
+
+/// Reads and verifies the block an index record locates.
+pub(crate) fn read_indexed_block(file: &File, r: &IndexRecord) -> Result<DecodedBlock, ScanError> {
+    let off = r.start_offset as u64;
+    let buf = read_at(file, off, r.block_size as usize)?;
+    let block = codec::decode_block(&buf, 0).map_err(|e| ScanError::Corrupt(rebase(e, off)))?;
+    if block.header.block_number != r.block_number
+        || block.header.first_entry_id != r.first_entry_id
+        || block.header.last_entry_id != r.last_entry_id
+        || block.encoded_len != r.block_size as usize
+    {
+        return Err(ScanError::Corrupt(CodecError::Malformed {
+            offset: off,
+            reason: format!("block {} does not match its index record", r.block_number),
+        }));
+    }
+    Ok(block)
+}
+
+/// What a recovery scan found in a file.
+#[derive(Debug, Clone)]
+pub(crate) struct Scanned {
+    /// Complete blocks in order.
+    pub index: Vec<IndexRecord>,
+    /// Whether the file has a valid header.
+    pub header: bool,
+    /// End of the last complete block (or of the header); bytes after it were never acknowledged.
+    pub end: u64,
+    /// The footer, when the file is finalized (then `index` comes from it and `end` is the index offset).
+    pub footer: Option<FooterRecord>,
+}
+
+impl Scanned {
+    /// Last entry of the segment (-1 when empty).
+    pub fn last_entry_id(&self) -> EntryId {
+        self.index.last().map_or(-1, |r| r.last_entry_id)
+    }
+}
+
+/// Finds the durable blocks of a file of `len` bytes: from the footer when there is one, else by a scan.
+pub(crate) fn scan(file: &File, len: u64) -> Result<Scanned, ScanError> {
+    if let Some(f) = read_footer(file, len)? {
+        return Ok(Scanned { end: f.record.index_offset, header: true, footer: Some(f.record), index: f.index });
+    }
+    if read_header(file, len)? == HeaderState::Absent {
+        return Ok(Scanned { index: Vec::new(), header: false, end: 0, footer: None });
+    }
+    let mut index = Vec::new();
+    let mut off = HEADER_RECORD_LEN as u64;
+    let mut next_entry = 0;
+    while let Step::Block(_, r) = next_block(file, len, off, index.len() as i64, next_entry)? {
+        off += u64::from(r.block_size);
+        next_entry = r.last_entry_id + 1;
+        index.push(r);
+    }
+    Ok(Scanned { index, header: true, end: off, footer: None })
+}
+
+/// Encodes what finalize appends at `end`: a header when the file has none, the index, then the v6 footer.
+pub(crate) fn encode_tail(index: &[IndexRecord], end: u64, with_header: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_RECORD_LEN + index.len() * codec::INDEX_RECORD_LEN + FOOTER_V6_RECORD_LEN);
+    if with_header {
+        codec::encode_header(&mut out, &new_header());
+    }
+    let index_offset = end + out.len() as u64;
+    for r in index {
+        codec::encode_index(&mut out, r);
+    }
+    let index_length = index.len() * codec::INDEX_RECORD_LEN;
+    let footer = FooterRecord {
+        total_blocks: index.len() as i32,
+        // Upstream's local writer stores the block count here.
+        total_records: index.len() as u32,
+        total_size: index_offset + index_length as u64,
+        index_offset,
+        index_length: index_length as u32,
+        version: codec::FORMAT_VERSION,
+        flags: 0,
+        lac: index.last().map_or(-1, |r| r.last_entry_id),
+    };
+    codec::encode_footer(&mut out, &footer);
+    out
+}
+
+/// The header every new `data.log` starts with.
+pub(crate) fn new_header() -> codec::HeaderRecord {
+    codec::HeaderRecord { version: codec::FORMAT_VERSION, flags: 0, first_entry_id: 0 }
+}

@@ -1,0 +1,316 @@
+//! Local segment format: one `data.log` per segment, `write.fence` and `write.lock` beside it.
+//!
+//! ```text
+//! <base>/<root>/<logId>/<segId>/data.log     [Header][BlockHeader b0][Data…]…[Index…][Footer]
+//!                                write.lock   flock'ed around every append, fence and finalize
+//!                                write.fence  present once the segment was fenced
+//! ```
+//!
+//! Single-writer safety without upstream's 5 s sleep: `write_block` takes the exclusive flock, refuses to
+//! append when `write.fence` exists, appends and fsyncs, then unlocks. `fence` creates `write.fence` first
+//! and only then takes the same flock, which waits for an append already past its fence check; the scan it
+//! does under the lock therefore sees every block that will ever be in the file. flock is per open file
+//! description, so this also excludes a second writer or fencer in the same process.
+//!
+//! Every file operation runs on the blocking pool; fsync never runs on a runtime thread.
+
+mod format;
+mod reader;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use woodpecker_core::ids::{EntryId, LogId};
+use woodpecker_core::keys;
+
+use self::format::ScanError;
+pub use self::reader::LocalSegmentReader;
+pub use self::writer::LocalSegmentWriter;
+use super::{SegmentBackend, SegmentError, SegmentReader, SegmentRef, SegmentSummary, SegmentWriter};
+
+/// Name of the segment file.
+pub const DATA_FILE: &str = "data.log";
+/// Name of the file flock'ed by writers and fencers.
+pub const LOCK_FILE: &str = "write.lock";
+/// Name of the flag file that ends a segment.
+pub const FENCE_FILE: &str = "write.fence";
+
+/// Segments stored as `data.log` files under a local directory, byte-compatible with upstream's local mode.
+#[derive(Debug, Clone)]
+pub struct LocalSegmentBackend {
+    base_dir: PathBuf,
+    root_path: String,
+}
+
+impl LocalSegmentBackend {
+    /// A backend storing segment `s` of log `l` in `base_dir/<root_path>/<l>/<s>/`.
+    pub fn new(base_dir: PathBuf, root_path: String) -> Self {
+        Self { base_dir, root_path }
+    }
+
+    fn paths(&self, segment: SegmentRef) -> Arc<SegmentPaths> {
+        let dir = self.base_dir.join(keys::local_segment_dir(&self.root_path, segment.log_id, segment.segment_id));
+        Arc::new(SegmentPaths {
+            segment,
+            data: dir.join(DATA_FILE),
+            lock: dir.join(LOCK_FILE),
+            fence: dir.join(FENCE_FILE),
+            dir,
+        })
+    }
+}
+
+/// The files of one segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentPaths {
+    segment: SegmentRef,
+    dir: PathBuf,
+    data: PathBuf,
+    lock: PathBuf,
+    fence: PathBuf,
+}
+
+impl SegmentPaths {
+    /// Maps an OS error on `path` to a segment error.
+    fn io(&self, op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SegmentError + use<> {
+        let segment = self.segment;
+        let path = path.display().to_string();
+        move |source| SegmentError::Io { segment, op, path, source }
+    }
+
+    /// Maps a scan failure of `data.log` to a segment error naming the file and offset.
+    fn scan_err(&self, e: ScanError) -> SegmentError {
+        match e {
+            ScanError::Io(source) => self.io("read", &self.data)(source),
+            ScanError::Corrupt(source) => {
+                SegmentError::Corrupt { location: self.data.display().to_string(), offset: source.offset(), source }
+            }
+        }
+    }
+
+    /// Whether `write.fence` exists.
+    fn is_fenced(&self) -> Result<bool, SegmentError> {
+        self.fence.try_exists().map_err(self.io("stat", &self.fence))
+    }
+
+    /// Opens (creating if needed) the lock file without truncating it.
+    fn open_lock(&self) -> Result<File, SegmentError> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.lock)
+            .map_err(self.io("open", &self.lock))
+    }
+
+    /// Creates `write.fence` durably if it does not exist yet.
+    fn mark_fenced(&self) -> Result<(), SegmentError> {
+        create_dir_durable(&self.dir).map_err(self.io("create directory", &self.dir))?;
+        if self.is_fenced()? {
+            return Ok(());
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.fence)
+            .map_err(self.io("create", &self.fence))?;
+        // Text content as upstream's flag file; only its existence matters.
+        let text = format!("fenced=true\npid={}\n", std::process::id());
+        f.write_all(text.as_bytes()).map_err(self.io("write", &self.fence))?;
+        f.sync_all().map_err(self.io("fsync", &self.fence))?;
+        fsync_dir(&self.dir).map_err(self.io("fsync directory", &self.dir))
+    }
+
+    /// Fences the segment and returns its last durable entry (blocking).
+    fn fence_blocking(&self) -> Result<EntryId, SegmentError> {
+        self.mark_fenced()?;
+        let lock = self.open_lock()?;
+        let _guard = Flock::exclusive(&lock).map_err(self.io("lock", &self.lock))?;
+        let file = match File::open(&self.data) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(-1),
+            Err(e) => return Err(self.io("open", &self.data)(e)),
+        };
+        let len = file.metadata().map_err(self.io("stat", &self.data))?.len();
+        let scanned = format::scan(&file, len).map_err(|e| self.scan_err(e))?;
+        Ok(scanned.last_entry_id())
+    }
+
+    /// Fences the segment, then writes index and footer over its durable blocks unless present (blocking).
+    fn finalize_blocking(&self) -> Result<SegmentSummary, SegmentError> {
+        self.mark_fenced()?;
+        let lock = self.open_lock()?;
+        // Held across scan, truncate and append so concurrent finalizers (other processes) serialize.
+        let _guard = Flock::exclusive(&lock).map_err(self.io("lock", &self.lock))?;
+        let existed = self.data.try_exists().map_err(self.io("stat", &self.data))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.data)
+            .map_err(self.io("open", &self.data))?;
+        if !existed {
+            fsync_dir(&self.dir).map_err(self.io("fsync directory", &self.dir))?;
+        }
+        let len = file.metadata().map_err(self.io("stat", &self.data))?.len();
+        let scanned = format::scan(&file, len).map_err(|e| self.scan_err(e))?;
+        let summary =
+            |size| SegmentSummary { last_entry_id: scanned.last_entry_id(), size, blocks: scanned.index.len() as u64 };
+        if scanned.footer.is_some() {
+            return Ok(summary(len));
+        }
+        if len > scanned.end {
+            // A torn tail (or an interrupted finalize): never acknowledged, never visible to readers.
+            tracing::warn!(
+                segment = %self.segment,
+                path = %self.data.display(),
+                valid = scanned.end,
+                len,
+                "dropping torn tail of data.log before finalizing"
+            );
+            file.set_len(scanned.end).map_err(self.io("truncate", &self.data))?;
+        }
+        let tail = format::encode_tail(&scanned.index, scanned.end, !scanned.header);
+        file.write_all_at(&tail, scanned.end).map_err(self.io("write", &self.data))?;
+        file.sync_all().map_err(self.io("fsync", &self.data))?;
+        Ok(summary(scanned.end + tail.len() as u64))
+    }
+}
+
+/// An exclusive or shared flock released on drop (also released when the file is closed).
+pub(crate) struct Flock<'a>(&'a File);
+
+impl<'a> Flock<'a> {
+    /// Blocks until the exclusive lock is held.
+    fn exclusive(f: &'a File) -> io::Result<Self> {
+        f.lock()?;
+        Ok(Self(f))
+    }
+
+    /// Blocks until a shared lock is held.
+    fn shared(f: &'a File) -> io::Result<Self> {
+        f.lock_shared()?;
+        Ok(Self(f))
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        // Closing the descriptor would release it too; an unlock error leaves nothing to repair.
+        let _ = self.0.unlock();
+    }
+}
+
+/// fsyncs a directory so entries created in it survive a crash.
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent that gained an entry.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.exists() {
+        missing.push(p);
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for m in missing.iter().rev() {
+        if let Some(parent) = m.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T, F>(segment: SegmentRef, f: F) -> Result<T, SegmentError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, SegmentError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(SegmentError::Io {
+            segment,
+            op: "run file task",
+            path: String::new(),
+            source: io::Error::other(e.to_string()),
+        }),
+    }
+}
+
+#[async_trait]
+impl SegmentBackend for LocalSegmentBackend {
+    fn describe(&self) -> String {
+        format!("local:{}", self.base_dir.join(self.root_path.trim_matches('/')).display())
+    }
+
+    async fn create_writer(&self, segment: SegmentRef) -> Result<Box<dyn SegmentWriter>, SegmentError> {
+        let paths = self.paths(segment);
+        let w = blocking(segment, move || LocalSegmentWriter::create_blocking(paths)).await?;
+        Ok(Box::new(w))
+    }
+
+    async fn fence(&self, segment: SegmentRef) -> Result<EntryId, SegmentError> {
+        let paths = self.paths(segment);
+        blocking(segment, move || paths.fence_blocking()).await
+    }
+
+    async fn finalize(&self, segment: SegmentRef) -> Result<SegmentSummary, SegmentError> {
+        let paths = self.paths(segment);
+        blocking(segment, move || paths.finalize_blocking()).await
+    }
+
+    async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError> {
+        Ok(Box::new(LocalSegmentReader::new(self.paths(segment))))
+    }
+
+    async fn compact(&self, segment: SegmentRef) -> Result<u64, SegmentError> {
+        // Upstream never compacts local segments; the file stays as it is.
+        let paths = self.paths(segment);
+        match tokio::fs::metadata(&paths.data).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(SegmentError::Missing { segment, what: paths.data.display().to_string() })
+            }
+            Err(e) => Err(paths.io("stat", &paths.data)(e)),
+        }
+    }
+
+    async fn delete_segment(&self, segment: SegmentRef) -> Result<(), SegmentError> {
+        let paths = self.paths(segment);
+        remove_dir_idempotent(&paths.dir).await.map_err(paths.io("remove", &paths.dir))
+    }
+
+    async fn delete_log(&self, log_id: LogId) -> Result<(), SegmentError> {
+        let dir = self.base_dir.join(keys::log_prefix(&self.root_path, log_id));
+        remove_dir_idempotent(&dir).await.map_err(|source| SegmentError::Io {
+            segment: SegmentRef { log_id, segment_id: -1 },
+            op: "remove",
+            path: dir.display().to_string(),
+            source,
+        })
+    }
+}
+
+async fn remove_dir_idempotent(dir: &Path) -> io::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
