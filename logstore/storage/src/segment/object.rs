@@ -70,6 +70,8 @@ impl Default for ObjectSegmentOptions {
 
 /// Attempts a fencer makes when the old writer keeps landing blocks at the fence key.
 const FENCE_ATTEMPTS: u32 = 10;
+/// Blocks a fencer steps forward, without re-listing, while the old writer keeps landing them.
+const FENCE_FORWARD_PROBES: u32 = 1000;
 /// First sleep between fence attempts; doubles up to [`FENCE_MAX_DELAY`].
 const FENCE_BASE_DELAY: Duration = Duration::from_millis(20);
 /// Longest sleep between fence attempts.
@@ -359,24 +361,42 @@ impl Inner {
                 return Ok(footer.record.lac);
             }
             let (prefix, fenced) = self.contiguous_prefix(segment).await?;
-            let k = prefix.len() as i64;
-            let last = if k == 0 { -1 } else { self.block_range(segment, k - 1).await?.1 };
+            let mut k = prefix.len() as i64;
             if fenced {
-                return Ok(last);
+                return self.last_entry_before(segment, k).await;
             }
-            let key = self.block_key(segment, k);
-            match self.store.put_fence(&key).await {
+            // Chase a writer that is still landing blocks: `AlreadyExists` at `k` proves block `k` exists, so the
+            // prefix stays contiguous and the next candidate is `k + 1` — no re-list, no sleep (a re-list per lost
+            // race would let a fast writer outrun the fencer forever).
+            let mut probes = 0;
+            let outcome = loop {
+                let key = self.block_key(segment, k);
+                match self.store.put_fence(&key).await {
+                    Ok(()) => break Ok(()),
+                    Err(ObjectError::AlreadyExists { .. }) if probes < FENCE_FORWARD_PROBES => {
+                        probes += 1;
+                        k += 1;
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match outcome {
                 Ok(()) => {
-                    tracing::info!(%segment, fence = %key, last, "segment fenced");
+                    let last = self.last_entry_before(segment, k).await?;
+                    tracing::info!(%segment, fence_block = k, last, "segment fenced");
                     return Ok(last);
                 }
-                // The old writer landed block k between our list and our fence: fence further on.
                 Err(ObjectError::AlreadyExists { .. }) if attempt < FENCE_ATTEMPTS => {}
                 Err(e) if e.is_retryable() && attempt < FENCE_ATTEMPTS => {}
                 Err(e) => return Err(self.obj(segment, e)),
             }
             sleep_backoff(FENCE_BASE_DELAY, FENCE_MAX_DELAY, attempt).await;
         }
+    }
+
+    /// Last entry of block `k - 1` (-1 when `k == 0`), from its header.
+    async fn last_entry_before(&self, segment: SegmentRef, k: i64) -> Result<EntryId, SegmentError> {
+        if k == 0 { Ok(-1) } else { Ok(self.block_range(segment, k - 1).await?.1) }
     }
 
     /// Fetches and verifies whole blocks `0..n` of the contiguous prefix, in order, `read_max_fetch_threads` at once.
