@@ -93,6 +93,7 @@ fn every_enum_spelling_in_the_crd_is_one_the_server_accepts() {
     }
     for strategy in [
         QuorumStrategy::Random,
+        QuorumStrategy::RandomGroup,
         QuorumStrategy::SingleAzSingleRg,
         QuorumStrategy::SingleAzMultiRg,
         QuorumStrategy::MultiAzSingleRg,
@@ -122,23 +123,6 @@ fn every_enum_spelling_in_the_crd_is_one_the_server_accepts() {
                 .collect();
         }
         load(&c, strategy.as_str());
-    }
-}
-
-#[test]
-fn random_group_is_refused_by_our_server_config_so_render_reports_it() {
-    // Upstream's client accepts `random-group` (spec/woodpecker-core.md §6.3); our server's config
-    // loader does not yet. Render turns that into ConfigValid=False instead of crash-looping pods.
-    // When woodpecker-core learns `random-group`, move it into the accepted list above.
-    let text = std::fs::read_to_string(support::samples_dir().join("three-zones-multi-az.yaml")).expect("sample");
-    let mut cluster = support::parse_cluster(&text);
-    cluster.spec.quorum.strategy = woodpecker_crds::QuorumStrategy::RandomGroup;
-    match render(&cluster, &support::inputs_for(&cluster)) {
-        Err(woodpecker_operator::render::RenderError::ServerConfig(m)) => assert!(m.contains("random-group"), "{m}"),
-        Ok(_) => panic!(
-            "woodpecker-core now accepts random-group: add it to every_enum_spelling_in_the_crd_is_one_the_server_accepts"
-        ),
-        Err(other) => panic!("unexpected error {other}"),
     }
 }
 

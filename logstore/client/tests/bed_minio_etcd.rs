@@ -225,3 +225,40 @@ async fn unreachable_etcd_and_s3_fail_with_clear_errors() {
     assert!(started.elapsed() < Duration::from_secs(60), "bounded: {:?}", started.elapsed());
     assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
 }
+
+#[tokio::test]
+async fn compaction_merges_completed_segments_and_reads_are_unchanged() {
+    let root = unique("compact");
+    let cfg = "woodpecker:\n  client:\n    segmentRollingPolicy:\n      maxSize: 256K\n  logstore:\n    segmentSyncPolicy:\n      maxFlushSize: 8K\n    segmentCompactionPolicy:\n      maxBytes: 128K\n";
+    let client = Client::open(bed_config(&root, cfg)).await.unwrap();
+    client.create_log("c").await.unwrap();
+    let log = client.open_log("c").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let mut futs = Vec::new();
+    for i in 0..6000 {
+        futs.push(writer.write_async(WriteMessage::new(format!("{}{}", payload(i), "c".repeat(100)))).await.unwrap());
+    }
+    let mut ids = Vec::new();
+    for f in futs {
+        ids.push(f.await.unwrap());
+    }
+    writer.close().await.unwrap();
+    let report = log.run_maintenance().await.unwrap();
+    let segments = log.segments().await.unwrap();
+    assert!(!report.compacted.is_empty(), "nothing compacted: {report:?}");
+    assert!(
+        segments.iter().all(|s| s.state == woodpecker_proto::meta::SegmentState::Sealed),
+        "every completed segment is sealed after compaction: {segments:?}"
+    );
+    let store = object_store().await;
+    let objects = store.list(&format!("{root}/{}/0/", log.id())).await.unwrap();
+    assert!(objects.iter().any(|o| o.key.ends_with("m_0.blk")), "merged blocks exist: {objects:?}");
+    assert!(!objects.iter().any(|o| o.key.ends_with("/1.blk")), "original blocks are removed: {objects:?}");
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "after-compaction").await.unwrap();
+    let got = read_n(&mut r, 6000, Duration::from_secs(60)).await;
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.id, ids[i]);
+        assert!(m.payload.starts_with(payload(i).as_bytes()));
+    }
+    r.close().await.unwrap();
+}

@@ -205,6 +205,8 @@ config_enum! {
     pub enum QuorumStrategy {
         /// Random nodes.
         Random = "random",
+        /// A random group of consecutive nodes (by node id), limiting replica-set overlap.
+        RandomGroup = "random-group",
         /// One availability zone, one resource group.
         SingleAzSingleRg = "single-az-single-rg",
         /// One availability zone, several resource groups.
