@@ -376,3 +376,96 @@ pub(crate) fn encode_tail(index: &[IndexRecord], end: u64, with_header: bool) ->
 pub(crate) fn new_header() -> codec::HeaderRecord {
     codec::HeaderRecord { version: codec::FORMAT_VERSION, flags: 0, first_entry_id: 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, File, u64) {
+        let mut t = tempfile::NamedTempFile::new().unwrap();
+        t.write_all(bytes).unwrap();
+        let f = File::open(t.path()).unwrap();
+        (t, f, bytes.len() as u64)
+    }
+
+    /// Header + two blocks; returns the bytes and the offset of the second block.
+    fn two_blocks() -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        codec::encode_header(&mut out, &new_header());
+        codec::encode_block(&mut out, 0, 0, &[b"a".as_slice(), b"bb".as_slice()]);
+        let second = out.len();
+        codec::encode_block(&mut out, 1, 2, &[b"ccc".as_slice()]);
+        (out, second)
+    }
+
+    #[test]
+    fn rebase_moves_every_variant() {
+        let e = rebase(CodecError::UnknownType { offset: 3, tag: 9 }, 100);
+        assert_eq!(e.offset(), 103);
+        let e = rebase(CodecError::BlockCrcMismatch { block: 1, offset: 0, stored: 1, computed: 2 }, 7);
+        assert_eq!(e.offset(), 7);
+    }
+
+    #[test]
+    fn damaged_block_header_is_torn_at_the_tail_and_corrupt_before_a_block() {
+        let (bytes, second) = two_blocks();
+        let first = HEADER_RECORD_LEN;
+        // Damage the first block's header record: the second block after it proves corruption.
+        let mut bad = bytes.clone();
+        bad[first + 10] ^= 0xff;
+        let (_t, f, len) = file_with(&bad);
+        match next_block(&f, len, first as u64, 0, 0) {
+            Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), first as u64),
+            other => panic!("{other:?}"),
+        }
+        // Damage the last block's header record: nothing intact follows, so it is a torn tail.
+        let mut bad = bytes.clone();
+        bad[second + 10] ^= 0xff;
+        let (_t, f, len) = file_with(&bad);
+        assert!(matches!(next_block(&f, len, first as u64, 0, 0), Ok(Step::Block(..))));
+        assert!(matches!(next_block(&f, len, second as u64, 1, 2), Ok(Step::Tail)));
+    }
+
+    #[test]
+    fn blocks_out_of_sequence_are_corrupt() {
+        let (bytes, _) = two_blocks();
+        let (_t, f, len) = file_with(&bytes);
+        assert!(matches!(next_block(&f, len, HEADER_RECORD_LEN as u64, 1, 0), Err(ScanError::Corrupt(_))));
+        assert!(matches!(next_block(&f, len, HEADER_RECORD_LEN as u64, 0, 5), Err(ScanError::Corrupt(_))));
+    }
+
+    #[test]
+    fn index_records_end_the_blocks() {
+        let (mut bytes, _) = two_blocks();
+        let end = bytes.len() as u64;
+        codec::encode_index(
+            &mut bytes,
+            &IndexRecord { block_number: 0, start_offset: 25, block_size: 1, first_entry_id: 0, last_entry_id: 1 },
+        );
+        let (_t, f, len) = file_with(&bytes);
+        assert!(matches!(next_block(&f, len, end, 2, 3), Ok(Step::IndexStart)));
+        let s = scan(&f, len).unwrap();
+        assert_eq!((s.index.len(), s.end, s.last_entry_id()), (2, end, 2));
+    }
+
+    #[test]
+    fn footer_that_contradicts_its_position_is_corrupt() {
+        let (mut bytes, _) = two_blocks();
+        let end = bytes.len() as u64;
+        let footer = FooterRecord {
+            total_blocks: 0,
+            total_records: 0,
+            total_size: end + 1,
+            index_offset: end,
+            index_length: 0,
+            version: 6,
+            flags: 0,
+            lac: -1,
+        };
+        codec::encode_footer(&mut bytes, &footer);
+        let (_t, f, len) = file_with(&bytes);
+        assert!(matches!(read_footer(&f, len), Err(ScanError::Corrupt(CodecError::Malformed { .. }))));
+    }
+}
