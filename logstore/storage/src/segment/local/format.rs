@@ -203,24 +203,34 @@ fn record_name(r: &Record) -> &'static str {
 /// Only record types and lengths the writer emits at structural positions are tried, so each candidate
 /// costs one CRC over at most 53 bytes.
 fn intact_record_after(file: &File, len: u64, off: u64) -> io::Result<bool> {
-    let start = off + 1;
-    if start >= len {
-        return Ok(false);
-    }
-    let buf = read_at(file, start, (len - start) as usize)?;
-    let mut p = 0usize;
-    while p + RECORD_HEADER_LEN <= buf.len() {
-        let tag = buf[p + 4];
-        let rlen = u32::from_le_bytes([buf[p + 5], buf[p + 6], buf[p + 7], buf[p + 8]]) as usize;
-        let plausible = (tag == RecordType::BlockHeader as u8 && rlen == BLOCK_HEADER_RECORD_LEN - RECORD_HEADER_LEN)
-            || (tag == RecordType::Index as u8 && rlen == codec::INDEX_RECORD_LEN - RECORD_HEADER_LEN)
-            || (tag == RecordType::Footer as u8
-                && (rlen == FOOTER_V6_RECORD_LEN - RECORD_HEADER_LEN
-                    || rlen == FOOTER_V5_RECORD_LEN - RECORD_HEADER_LEN));
-        if plausible && codec::decode_record(&buf, p).is_ok() {
-            return Ok(true);
+    // Read in chunks that overlap by one record less a byte, so a large file is never read at once and
+    // every candidate position is tried on a buffer holding its whole record.
+    const CHUNK: u64 = 1 << 20;
+    let mut start = off + 1;
+    while start < len {
+        let buf = read_at(file, start, (len - start).min(CHUNK + MAX_STRUCTURAL_RECORD_LEN as u64) as usize)?;
+        let last_chunk = start + buf.len() as u64 >= len;
+        let positions = if last_chunk { buf.len() } else { CHUNK as usize };
+        for p in 0..positions {
+            if p + RECORD_HEADER_LEN > buf.len() {
+                break;
+            }
+            let tag = buf[p + 4];
+            let rlen = u32::from_le_bytes([buf[p + 5], buf[p + 6], buf[p + 7], buf[p + 8]]) as usize;
+            let plausible = (tag == RecordType::BlockHeader as u8
+                && rlen == BLOCK_HEADER_RECORD_LEN - RECORD_HEADER_LEN)
+                || (tag == RecordType::Index as u8 && rlen == codec::INDEX_RECORD_LEN - RECORD_HEADER_LEN)
+                || (tag == RecordType::Footer as u8
+                    && (rlen == FOOTER_V6_RECORD_LEN - RECORD_HEADER_LEN
+                        || rlen == FOOTER_V5_RECORD_LEN - RECORD_HEADER_LEN));
+            if plausible && codec::decode_record(&buf, p).is_ok() {
+                return Ok(true);
+            }
         }
-        p += 1;
+        if buf.is_empty() || last_chunk {
+            break;
+        }
+        start += CHUNK;
     }
     Ok(false)
 }
@@ -292,6 +302,14 @@ pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanE
 /// Reads and verifies the block an index record locates.
 pub(crate) fn read_indexed_block(file: &File, r: &IndexRecord) -> Result<DecodedBlock, ScanError> {
     let off = r.start_offset as u64;
+    let len = file.metadata()?.len();
+    if r.start_offset < 0 || off + u64::from(r.block_size) > len {
+        return Err(ScanError::Corrupt(CodecError::Truncated {
+            offset: off,
+            needed: u64::from(r.block_size),
+            available: len.saturating_sub(off),
+        }));
+    }
     let buf = read_at(file, off, r.block_size as usize)?;
     let block = codec::decode_block(&buf, 0).map_err(|e| ScanError::Corrupt(rebase(e, off)))?;
     if block.header.block_number != r.block_number
@@ -426,6 +444,22 @@ mod tests {
         let (_t, f, len) = file_with(&bad);
         assert!(matches!(next_block(&f, len, first as u64, 0, 0), Ok(Step::Block(..))));
         assert!(matches!(next_block(&f, len, second as u64, 1, 2), Ok(Step::Tail)));
+    }
+
+    #[test]
+    fn intact_block_far_after_a_damaged_header_is_found() {
+        let mut bytes = Vec::new();
+        codec::encode_header(&mut bytes, &new_header());
+        let big = vec![b'x'; (1 << 20) + 300_000];
+        codec::encode_block(&mut bytes, 0, 0, &[big.as_slice()]);
+        codec::encode_block(&mut bytes, 1, 1, &[b"after".as_slice()]);
+        bytes[HEADER_RECORD_LEN + 5] ^= 0x01;
+        let (_t, f, len) = file_with(&bytes);
+        assert!(matches!(next_block(&f, len, HEADER_RECORD_LEN as u64, 0, 0), Err(ScanError::Corrupt(_))));
+        // Without the second block the same damage is a torn tail.
+        let cut = bytes.len() - (BLOCK_HEADER_RECORD_LEN + RECORD_HEADER_LEN + 5);
+        let (_t, f, len) = file_with(&bytes[..cut]);
+        assert!(matches!(next_block(&f, len, HEADER_RECORD_LEN as u64, 0, 0), Ok(Step::Tail)));
     }
 
     #[test]

@@ -84,9 +84,16 @@ impl LocalSegmentReader {
 impl ReaderState {
     fn read(&mut self, p: &SegmentPaths, from: EntryId, limits: &Limits) -> Result<ReadBatch, SegmentError> {
         let mut batch = Batch::default();
-        let Some(file) = self.open(p)? else {
-            // No file: the writer has not created it yet, or never will once fenced.
-            return Ok(ReadBatch { entries: Vec::new(), end_of_segment: p.is_fenced()? });
+        let file = match self.open(p)? {
+            Some(f) => f,
+            // No file yet: the writer has not created it.
+            None if !p.is_fenced()? => return Ok(ReadBatch::default()),
+            // Fenced: look once more, the file may have been written between the open and the fence
+            // check. If it is still missing, no writer can add it any entry now.
+            None => match self.open(p)? {
+                Some(f) => f,
+                None => return Ok(ReadBatch { entries: Vec::new(), end_of_segment: true }),
+            },
         };
         let len = file.metadata().map_err(p.io("stat", &p.data))?.len();
         self.probe_footer(p, &file, len)?;
@@ -208,6 +215,8 @@ impl ReaderState {
             None => None,
         };
         let len = file.metadata().map_err(p.io("stat", &p.data))?.len();
+        // A finalize may have replaced a torn tail with index + footer of the same length.
+        self.probed_len = None;
         self.probe_footer(p, file, len)?;
         if self.finalized {
             return self.read_known(p, file, from, limits, batch);
