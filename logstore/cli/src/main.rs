@@ -1,1 +1,99 @@
-fn main() {}
+//! `woodpecker`: the command-line client of the embedded Woodpecker WAL (quickstart, log administration,
+//! bench). Errors are printed as one line on stderr with a non-zero exit status.
+
+mod append;
+mod args;
+mod bench;
+mod ceiling;
+mod entry_format;
+mod log_cmd;
+mod peak_rss;
+mod position;
+mod progress;
+mod quickstart;
+mod setup;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // A blocked stdin read must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Log(cmd) = &cli.command {
+        log_cmd::check_args(cmd)?;
+    }
+    let cfg = setup::resolve_config(&cli.global)?;
+    match cli.command {
+        Command::Log(cmd) => {
+            let client = setup::open_client(cfg).await?;
+            let result = log_cmd::run(&client, cmd).await;
+            client.close().await;
+            result
+        }
+        Command::Quickstart(args) => quickstart::run(&cli.global, cfg, args).await,
+        Command::Bench(args) => bench::run(cfg, args).await.context("bench failed"),
+    }
+}
+
+/// Logs go to stderr, warnings and errors only unless RUST_LOG says otherwise.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The error and its causes on one line. Causes whose text the message already contains (errors that
+/// print their source and also return it from `source()`) are not repeated; newlines become spaces.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_do_not_repeat_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io).context("cannot read x: gone").context("cannot load");
+        assert_eq!(one_line(&e), "cannot load: cannot read x: gone");
+        let e = anyhow::anyhow!("two\nlines");
+        assert_eq!(one_line(&e), "two lines");
+    }
+}

@@ -1,0 +1,350 @@
+//! `woodpecker bench`: embedded write throughput and latency per entry size, reported as a ratio of the
+//! storage's own ceiling measured right after each run (see `ceiling`), with peak RSS against `maxBytes`.
+//!
+//! ```text
+//! for each entry size:   WAL run (async window, until --duration / --total-bytes)  ──▶ MB/s, p50/p99, peak RSS
+//!                        ceiling run (same duration / bytes, flush size, parallelism) ──▶ MB/s
+//!                        ratio = WAL MB/s / ceiling MB/s   (goal ≥ 0.9)
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use serde_json::json;
+use woodpecker_client::{Client, Config};
+use woodpecker_core::config::StorageType;
+
+use crate::append::{self, AppendReport, Limits, MessageSource, Payload};
+use crate::args::BenchArgs;
+use crate::ceiling::{self, Budget, CeilingReport};
+use crate::log_cmd::human_bytes;
+use crate::{peak_rss, progress, setup};
+
+/// Default length of each write run.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// The throughput ratio the WAL should reach against the raw backend.
+const GOAL_RATIO: f64 = 0.9;
+/// Bytes the message envelope adds to a payload (protobuf tag and length), for window sizing only.
+const ENVELOPE_ESTIMATE: u64 = 8;
+
+/// Which backend the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Local,
+    Object,
+}
+
+/// The fixed parameters of one bench invocation.
+struct Setup {
+    backend: Backend,
+    flush_size: u64,
+    /// Blocks in flight at once: maxFlushThreads on object storage; 1 on local files (sequential appends).
+    parallelism: usize,
+    max_bytes: u64,
+    budget: Budget,
+}
+
+/// One entry size's results.
+struct SizeResult {
+    entry_size: u64,
+    window: usize,
+    wal: AppendReport,
+    ceiling: CeilingReport,
+    peak_rss: Option<u64>,
+    peak_rss_reset: bool,
+}
+
+impl SizeResult {
+    fn ratio(&self) -> f64 {
+        let c = append::mb_per_sec(self.ceiling.bytes, self.ceiling.elapsed);
+        if c > 0.0 { self.wal.mb_per_sec() / c } else { 0.0 }
+    }
+}
+
+/// Runs the bench.
+pub async fn run(cfg: Config, args: BenchArgs) -> Result<()> {
+    let backend = match cfg.woodpecker.storage.storage_type {
+        StorageType::Local => Backend::Local,
+        StorageType::Default | StorageType::Minio => Backend::Object,
+        StorageType::Service => {
+            bail!("bench measures the embedded LogStore; woodpecker.storage.type service is not supported")
+        }
+    };
+    let sync = &cfg.woodpecker.logstore.segment_sync_policy;
+    let setup = Setup {
+        backend,
+        flush_size: sync.max_flush_size.max(1),
+        parallelism: match backend {
+            Backend::Local => 1,
+            Backend::Object => sync.max_flush_threads.max(1) as usize,
+        },
+        max_bytes: sync.max_bytes,
+        budget: match args.total_bytes {
+            Some(0) => bail!("--total-bytes must be at least 1"),
+            Some(b) => Budget::Bytes(b),
+            None => Budget::Time(args.duration.unwrap_or(DEFAULT_DURATION)),
+        },
+    };
+    if args.entry_size.is_empty() {
+        bail!("--entry-size needs at least one size");
+    }
+    let max_entry = cfg.woodpecker.client.max_entry_size;
+    for &size in &args.entry_size {
+        if size == 0 {
+            bail!("--entry-size 0: entries need at least 1 byte");
+        }
+        if size + ENVELOPE_ESTIMATE > max_entry {
+            bail!("--entry-size {size} exceeds woodpecker.client.maxEntrySize ({max_entry} bytes)");
+        }
+    }
+    if args.window == Some(0) {
+        bail!("--async must be at least 1");
+    }
+
+    let target = setup::describe_storage(&cfg);
+    if !args.json {
+        eprintln!("bench on {target}");
+    }
+    let client = setup::open_client(cfg.clone()).await?;
+    let mut results = Vec::new();
+    for &size in &args.entry_size {
+        let r = run_size(&client, &cfg, &setup, &args, size).await;
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                client.close().await;
+                return Err(e.context(format!("bench with {} entries", human_size(size))));
+            }
+        }
+    }
+    client.close().await;
+
+    if args.json {
+        println!("{}", to_json(&target, &setup, &results));
+    } else {
+        print_table(&target, &setup, &results);
+    }
+    Ok(())
+}
+
+async fn run_size(client: &Client, cfg: &Config, setup: &Setup, args: &BenchArgs, size: u64) -> Result<SizeResult> {
+    let len = usize::try_from(size).context("entry size does not fit in memory")?;
+    let window = args.window.unwrap_or_else(|| auto_window(setup, size));
+    let name =
+        format!("bench-{}-{}-{}", human_size(size).replace(' ', ""), std::process::id(), crate::log_cmd::now_ms());
+    client.create_log(&name).await.with_context(|| format!("cannot create log {name:?}"))?;
+    let outcome = async {
+        let log = client.open_log(&name).await?;
+        let writer = log.open_writer().await?;
+        let limits = match setup.budget {
+            Budget::Time(d) => Limits { deadline: Some(Instant::now() + d), max_payload_bytes: None },
+            Budget::Bytes(b) => Limits { deadline: None, max_payload_bytes: Some(b) },
+        };
+        let mut source =
+            MessageSource::generated(u64::MAX, Payload::Fixed(Bytes::from(vec![0x5au8; len])), BTreeMap::new());
+        let pb = if args.json { progress::hidden() } else { progress::spinner(&format!("WAL {}", human_size(size))) };
+        let reset = peak_rss::reset();
+        let wal = append::run(&writer, &mut source, Some(window), limits, &pb).await;
+        pb.finish_and_clear();
+        let closed = writer.close().await;
+        let peak = peak_rss::read();
+        let wal = wal?;
+        closed?;
+        if wal.interrupted {
+            bail!("interrupted");
+        }
+        anyhow::Ok((wal, peak, reset))
+    }
+    .await;
+    let (wal, peak_rss, peak_rss_reset) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            if !args.keep_logs {
+                let _ = client.delete_log(&name).await;
+            }
+            return Err(e);
+        }
+    };
+    // The ceiling gets the same budget the WAL actually used.
+    let budget = match setup.budget {
+        Budget::Time(_) => Budget::Time(wal.elapsed),
+        b @ Budget::Bytes(_) => b,
+    };
+    let ceiling = match setup.backend {
+        Backend::Local => {
+            let rolling = cfg.woodpecker.client.segment_rolling_policy.max_size;
+            ceiling::local(setup::local_segments_root(cfg), setup.flush_size, rolling, budget).await
+        }
+        Backend::Object => ceiling::object(cfg, setup.flush_size, setup.parallelism, budget).await,
+    };
+    if !args.keep_logs {
+        client.delete_log(&name).await.with_context(|| format!("cannot delete bench log {name:?}"))?;
+    }
+    Ok(SizeResult { entry_size: size, window, wal, ceiling: ceiling?, peak_rss, peak_rss_reset })
+}
+
+/// Enough writes in flight to keep every flush slot busy plus one block being filled, within maxBytes.
+fn auto_window(setup: &Setup, entry_size: u64) -> usize {
+    let bytes = setup.flush_size.saturating_mul(setup.parallelism as u64 + 2).min(setup.max_bytes.max(1));
+    usize::try_from((bytes / (entry_size + ENVELOPE_ESTIMATE)).max(1)).unwrap_or(usize::MAX)
+}
+
+/// An entry size in binary units (1 KiB, 64 KiB).
+pub fn human_size(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn ceiling_method(setup: &Setup) -> String {
+    match setup.backend {
+        Backend::Local => {
+            format!("sequential {} writes + fdatasync in the segment directory", human_bytes(setup.flush_size))
+        }
+        Backend::Object => {
+            format!("plain PUTs of {} objects, {} in parallel", human_bytes(setup.flush_size), setup.parallelism)
+        }
+    }
+}
+
+fn print_table(target: &str, setup: &Setup, results: &[SizeResult]) {
+    println!("woodpecker bench: embedded WAL vs the raw storage ceiling");
+    println!("  storage:  {target}");
+    println!(
+        "  flush:    {} per block (segmentSyncPolicy.maxFlushSize), {} block(s) in flight{}",
+        human_bytes(setup.flush_size),
+        setup.parallelism,
+        if setup.backend == Backend::Local {
+            " (local segments are appended sequentially)"
+        } else {
+            " (maxFlushThreads)"
+        }
+    );
+    println!("  ceiling:  {}", ceiling_method(setup));
+    match setup.budget {
+        Budget::Time(d) => println!("  run:      {:.1}s per entry size, WAL then ceiling", d.as_secs_f64()),
+        Budget::Bytes(b) => println!("  run:      {} per entry size, WAL then ceiling", human_bytes(b)),
+    }
+    println!();
+    println!(
+        "  {:>7}  {:>10}  {:>9}  {:>9}  {:>6}  {:>16}  {:>16}  {:>10}  {:>7}",
+        "ENTRY", "ENTRIES", "WAL MB/s", "CEIL MB/s", "RATIO", "WAL p50/p99 ms", "CEIL p50/p99 ms", "PEAK RSS", "WINDOW"
+    );
+    for r in results {
+        let c = &r.ceiling;
+        println!(
+            "  {:>7}  {:>10}  {:>9.1}  {:>9.1}  {:>6.2}  {:>16}  {:>16}  {:>10}  {:>7}",
+            human_size(r.entry_size),
+            r.wal.entries,
+            r.wal.mb_per_sec(),
+            append::mb_per_sec(c.bytes, c.elapsed),
+            r.ratio(),
+            format!(
+                "{:.2} / {:.2}",
+                ms(r.wal.latency_us.value_at_quantile(0.5)),
+                ms(r.wal.latency_us.value_at_quantile(0.99))
+            ),
+            format!("{:.2} / {:.2}", ms(c.latency_us.value_at_quantile(0.5)), ms(c.latency_us.value_at_quantile(0.99))),
+            r.peak_rss.map(human_bytes).unwrap_or_else(|| "n/a".to_owned()),
+            r.window,
+        );
+    }
+    println!();
+    for r in results {
+        let verdict = if r.ratio() >= GOAL_RATIO { "met" } else { "NOT met" };
+        println!(
+            "  ratio {:.2} with {} entries: goal >= {GOAL_RATIO:.2} {verdict}",
+            r.ratio(),
+            human_size(r.entry_size)
+        );
+    }
+    let reset_note = if results.iter().all(|r| r.peak_rss_reset) {
+        "peak RSS (VmHWM) is measured per write run"
+    } else {
+        "peak RSS (VmHWM) covers the whole process (the kernel refused a reset)"
+    };
+    println!("  {reset_note}; configured write buffer maxBytes = {}", human_bytes(setup.max_bytes));
+    println!("  latency: submit to durable acknowledgement per entry; ceiling latency: per write+fsync / PUT");
+}
+
+fn to_json(target: &str, setup: &Setup, results: &[SizeResult]) -> serde_json::Value {
+    let runs: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let c = &r.ceiling;
+            json!({
+                "entry_size": r.entry_size,
+                "window": r.window,
+                "entries": r.wal.entries,
+                "payload_bytes": r.wal.payload_bytes,
+                "elapsed_s": r.wal.elapsed.as_secs_f64(),
+                "wal_mb_per_s": r.wal.mb_per_sec(),
+                "entries_per_s": r.wal.entries_per_sec(),
+                "latency_ms": {
+                    "p50": ms(r.wal.latency_us.value_at_quantile(0.5)),
+                    "p99": ms(r.wal.latency_us.value_at_quantile(0.99)),
+                    "max": ms(r.wal.latency_us.max()),
+                },
+                "ceiling": {
+                    "bytes": c.bytes,
+                    "ops": c.ops,
+                    "elapsed_s": c.elapsed.as_secs_f64(),
+                    "mb_per_s": append::mb_per_sec(c.bytes, c.elapsed),
+                    "latency_ms": {
+                        "p50": ms(c.latency_us.value_at_quantile(0.5)),
+                        "p99": ms(c.latency_us.value_at_quantile(0.99)),
+                    },
+                },
+                "ratio": r.ratio(),
+                "goal_met": r.ratio() >= GOAL_RATIO,
+                "peak_rss_bytes": r.peak_rss,
+                "peak_rss_per_run": r.peak_rss_reset,
+            })
+        })
+        .collect();
+    json!({
+        "storage": match setup.backend { Backend::Local => "local", Backend::Object => "object" },
+        "target": target,
+        "flush_size": setup.flush_size,
+        "flush_parallelism": setup.parallelism,
+        "max_bytes": setup.max_bytes,
+        "ceiling_method": ceiling_method(setup),
+        "goal_ratio": GOAL_RATIO,
+        "results": runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(backend: Backend, parallelism: usize, max_bytes: u64) -> Setup {
+        Setup { backend, flush_size: 2_000_000, parallelism, max_bytes, budget: Budget::Time(Duration::from_secs(1)) }
+    }
+
+    #[test]
+    fn auto_window_covers_the_flush_slots_within_the_buffer() {
+        assert_eq!(auto_window(&setup(Backend::Local, 1, 256_000_000), 1024), 6_000_000 / 1032);
+        assert_eq!(auto_window(&setup(Backend::Object, 32, 256_000_000), 65536), 68_000_000 / 65544);
+        assert_eq!(auto_window(&setup(Backend::Object, 32, 1_000_000), 1024), 1_000_000 / 1032);
+        assert_eq!(auto_window(&setup(Backend::Local, 1, 256_000_000), 64 << 20), 1);
+    }
+
+    #[test]
+    fn sizes_print_in_binary_units() {
+        assert_eq!(human_size(1024), "1 KiB");
+        assert_eq!(human_size(65536), "64 KiB");
+        assert_eq!(human_size(1000), "1000 B");
+        assert_eq!(human_size(2 << 20), "2 MiB");
+    }
+}

@@ -1,0 +1,218 @@
+//! The storage's own ceiling, measured in the same run as the WAL: what the backend does with the WAL's
+//! flush unit and parallelism and nothing else on top.
+//!
+//! ```text
+//! local files:     [flush-size write][fdatasync] [flush-size write][fdatasync] …  one file, same directory
+//!                  as the segments, a new file every segmentRollingPolicy.maxSize (as segments roll)
+//! object storage:  maxFlushThreads workers, each: PUT <flush-size object>, PUT …   (plain PUTs)
+//! ```
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use woodpecker_client::Config;
+use woodpecker_storage::object::{CloudProvider, ObjectStorage, S3ObjectStorage, S3Options};
+
+use crate::append::latency_histogram;
+
+/// How much to write.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// For this long.
+    Time(Duration),
+    /// This many bytes (rounded up to whole operations).
+    Bytes(u64),
+}
+
+/// What the raw backend did.
+#[derive(Debug)]
+pub struct CeilingReport {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Write operations (each `op_size` bytes).
+    pub ops: u64,
+    /// Wall time of the whole measurement.
+    pub elapsed: Duration,
+    /// Latency of one operation, in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+/// Sequential `op_size` writes, each followed by `fdatasync`, into files in `dir`; a new file every
+/// `file_size` bytes. The files are removed afterwards.
+pub async fn local(dir: PathBuf, op_size: u64, file_size: u64, budget: Budget) -> Result<CeilingReport> {
+    tokio::task::spawn_blocking(move || local_blocking(&dir, op_size, file_size, budget))
+        .await
+        .context("the local ceiling measurement task failed")?
+}
+
+fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> Result<CeilingReport> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let len = usize::try_from(op_size).context("flush size does not fit in memory")?;
+    let buf = vec![0xa5u8; len];
+    let mut latency_us = latency_histogram()?;
+    let tag = format!("{}-{}", std::process::id(), crate::log_cmd::now_ms());
+    let start = Instant::now();
+    let (mut bytes, mut ops, mut file_no) = (0u64, 0u64, 0u64);
+    let mut current: Option<(PathBuf, std::fs::File, u64)> = None;
+    let result = loop {
+        let more = match budget {
+            Budget::Time(d) => start.elapsed() < d,
+            Budget::Bytes(total) => bytes < total,
+        };
+        if !more {
+            break Ok(());
+        }
+        if current.as_ref().is_none_or(|(_, _, off)| *off >= file_size.max(op_size)) {
+            if let Some((path, _, _)) = current.take() {
+                let _ = std::fs::remove_file(path);
+            }
+            let path = dir.join(format!(".bench-ceiling-{tag}-{file_no}"));
+            file_no += 1;
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => current = Some((path, f, 0)),
+                Err(e) => break Err(anyhow!("cannot create {}: {e}", path.display())),
+            }
+        }
+        let Some((path, file, off)) = current.as_mut() else { break Ok(()) };
+        let t = Instant::now();
+        if let Err(e) = file.write_all_at(&buf, *off).and_then(|()| file.sync_data()) {
+            break Err(anyhow!("cannot write {}: {e}", path.display()));
+        }
+        latency_us.saturating_record(micros(t.elapsed()));
+        *off += op_size;
+        bytes += op_size;
+        ops += 1;
+    };
+    let elapsed = start.elapsed();
+    if let Some((path, _, _)) = current.take() {
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    Ok(CeilingReport { bytes, ops, elapsed, latency_us })
+}
+
+/// `S3Options` for `cfg.minio`, as the client builds them, with plain (unconditional) PUTs.
+pub fn s3_options(cfg: &Config) -> Result<S3Options> {
+    let m = &cfg.minio;
+    let cloud_provider: CloudProvider =
+        m.cloud_provider.parse().with_context(|| format!("minio.cloudProvider {:?}", m.cloud_provider))?;
+    Ok(S3Options {
+        endpoint: format!("{}:{}", m.address, m.port),
+        use_ssl: m.use_ssl,
+        bucket: m.bucket_name.clone(),
+        region: if m.region.is_empty() {
+            woodpecker_storage::object::DEFAULT_REGION.to_owned()
+        } else {
+            m.region.clone()
+        },
+        access_key: m.access_key_id.clone(),
+        secret_key: m.secret_access_key.clone(),
+        use_iam: m.use_iam,
+        cloud_provider,
+        use_virtual_host: m.use_virtual_host,
+        ca_cert_path: (m.use_ssl && Path::new(&m.ssl.tls_ca_cert).is_file()).then(|| PathBuf::from(&m.ssl.tls_ca_cert)),
+        create_bucket: m.create_bucket,
+        condition_write: false,
+        request_timeout: m.request_timeout,
+        ..S3Options::default()
+    })
+}
+
+/// `threads` workers doing plain PUTs of `op_size` bytes under a scratch prefix, removed afterwards.
+pub async fn object(cfg: &Config, op_size: u64, threads: usize, budget: Budget) -> Result<CeilingReport> {
+    let opts = s3_options(cfg)?;
+    let store = Arc::new(S3ObjectStorage::connect(opts).await.context("cannot connect to object storage")?);
+    let root = cfg.minio.root_path.trim_matches('/');
+    let scratch = format!("bench-ceiling-{}-{}/", std::process::id(), crate::log_cmd::now_ms());
+    let prefix = if root.is_empty() { scratch } else { format!("{root}/{scratch}") };
+    let len = usize::try_from(op_size).context("flush size does not fit in memory")?;
+    let body = Bytes::from(vec![0xa5u8; len]);
+    let claimed = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..threads.max(1) {
+        let (store, body, claimed, seq, prefix) =
+            (store.clone(), body.clone(), claimed.clone(), seq.clone(), prefix.clone());
+        let mut latency_us = latency_histogram()?;
+        workers.spawn(async move {
+            let mut ops = 0u64;
+            loop {
+                let more = match budget {
+                    Budget::Time(d) => start.elapsed() < d,
+                    Budget::Bytes(total) => claimed.fetch_add(op_size, Ordering::Relaxed) < total,
+                };
+                if !more {
+                    break;
+                }
+                let key = format!("{prefix}{}.blk", seq.fetch_add(1, Ordering::Relaxed));
+                let t = Instant::now();
+                store.put(&key, body.clone()).await.with_context(|| format!("PUT {key}"))?;
+                latency_us.saturating_record(micros(t.elapsed()));
+                ops += 1;
+            }
+            anyhow::Ok((ops, latency_us))
+        });
+    }
+    let mut ops = 0u64;
+    let mut latency_us = latency_histogram()?;
+    let mut first_error = None;
+    while let Some(joined) = workers.join_next().await {
+        match joined.context("a PUT worker failed").and_then(|r| r) {
+            Ok((n, h)) => {
+                ops += n;
+                latency_us.add(&h).map_err(|e| anyhow!("cannot merge latency histograms: {e}"))?;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Err(e) = store.remove_prefix(&prefix).await {
+        tracing::warn!(%prefix, error = %e, "cannot remove the ceiling measurement's objects");
+    }
+    if let Some(e) = first_error {
+        return Err(e.context(format!("object storage ceiling measurement on {}", store.describe())));
+    }
+    Ok(CeilingReport { bytes: ops * op_size, ops, elapsed, latency_us })
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_ceiling_writes_the_budget_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = local(dir.path().to_path_buf(), 4096, 3 * 4096, Budget::Bytes(10 * 4096)).await.unwrap();
+        assert_eq!(r.ops, 10);
+        assert_eq!(r.bytes, 10 * 4096);
+        assert_eq!(r.latency_us.len(), 10);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn s3_options_follow_the_minio_section() {
+        let mut cfg = Config::default();
+        cfg.minio.address = "127.0.0.1".into();
+        cfg.minio.port = 9900;
+        cfg.minio.cloud_provider = "minio".into();
+        let o = s3_options(&cfg).unwrap();
+        assert_eq!(o.endpoint, "127.0.0.1:9900");
+        assert!(!o.condition_write);
+        cfg.minio.cloud_provider = "nimbus".into();
+        assert!(s3_options(&cfg).is_err());
+    }
+}
