@@ -490,3 +490,31 @@ async fn delete_is_idempotent() {
     assert!(dir.path().join("files").exists());
     assert!(b.describe().starts_with("local:"));
 }
+
+/// Entries holding segment bytes (a whole finalized data.log) must not be mistaken for structure.
+#[tokio::test]
+async fn entries_that_look_like_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(dir.path());
+    let (inner, _) = expected_file(&blocks(&[2, 1]), true);
+    let blks = vec![
+        BlockToWrite { block_id: 0, first_entry_id: 0, entries: vec![Bytes::from_static(b"plain")] },
+        BlockToWrite { block_id: 1, first_entry_id: 1, entries: vec![Bytes::from(inner.clone())] },
+    ];
+    let w = write_all(&b, &blks).await;
+    let mut r = b.open_reader(SEG).await.unwrap();
+    let batch = r.read_batch(0, 100, u64::MAX).await.unwrap();
+    assert_eq!(batch.entries, all_entries(&blks));
+    assert!(!batch.end_of_segment, "footer-shaped payload tail is not a footer");
+    w.close().await.unwrap();
+
+    // Torn inside the nested payload: recovery keeps block 0 only.
+    let path = data_path(dir.path());
+    let full = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &full[..full.len() - 30]).unwrap();
+    let fencer = backend(dir.path());
+    assert_eq!(fencer.fence(SEG).await.unwrap(), 0);
+    assert_eq!(fencer.finalize(SEG).await.unwrap().last_entry_id, 0);
+    let mut r = fencer.open_reader(SEG).await.unwrap();
+    assert_eq!(read_to_end(r.as_mut(), 10).await, all_entries(&blks[..1]));
+}

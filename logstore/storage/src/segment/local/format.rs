@@ -265,13 +265,17 @@ pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanE
         && record.index_offset >= HEADER_RECORD_LEN as u64
         && record.total_blocks >= 0;
     if !consistent {
-        return Err(ScanError::Corrupt(CodecError::Malformed {
-            offset: footer_pos,
-            reason: format!(
-                "footer locates the index at {}+{} and the data at {} bytes, but the footer starts at {footer_pos}",
-                record.index_offset, record.index_length, record.total_size
-            ),
-        }));
+        // A CRC-valid footer record that does not describe this file is not this file's footer: the
+        // tail of an entry payload that happens to be one (e.g. a data.log stored as an entry). The
+        // scan then decides what the file holds.
+        tracing::debug!(
+            footer_pos,
+            index_offset = record.index_offset,
+            index_length = record.index_length,
+            total_size = record.total_size,
+            "footer-shaped bytes at the end of data.log do not locate this file's index; ignoring them"
+        );
+        return Ok(None);
     }
     let region = read_at(file, record.index_offset, record.index_length as usize)?;
     let index = codec::decode_index(&region, 0, region.len())
@@ -485,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn footer_that_contradicts_its_position_is_corrupt() {
+    fn footer_that_contradicts_its_position_is_not_a_footer() {
         let (mut bytes, _) = two_blocks();
         let end = bytes.len() as u64;
         let footer = FooterRecord {
@@ -500,6 +504,9 @@ mod tests {
         };
         codec::encode_footer(&mut bytes, &footer);
         let (_t, f, len) = file_with(&bytes);
-        assert!(matches!(read_footer(&f, len), Err(ScanError::Corrupt(CodecError::Malformed { .. }))));
+        assert!(read_footer(&f, len).unwrap().is_none());
+        // The scan then sees the blocks and the footer-shaped bytes as an interrupted finalize.
+        let s = scan(&f, len).unwrap();
+        assert_eq!((s.index.len(), s.end, s.footer), (2, end, None));
     }
 }
