@@ -70,8 +70,10 @@ impl Default for ObjectSegmentOptions {
 
 /// Attempts a fencer makes when the old writer keeps landing blocks at the fence key.
 const FENCE_ATTEMPTS: u32 = 10;
-/// Blocks a fencer steps forward, without re-listing, while the old writer keeps landing them.
-const FENCE_FORWARD_PROBES: u32 = 1000;
+/// Fence puts a fencer tries ahead of a live writer before re-listing.
+const FENCE_FORWARD_PROBES: u32 = 64;
+/// Largest leap of a fencer ahead of a live writer (in blocks; the writer has at most its flush threads in flight).
+const FENCE_MAX_STEP: i64 = 256;
 /// First sleep between fence attempts; doubles up to [`FENCE_MAX_DELAY`].
 const FENCE_BASE_DELAY: Duration = Duration::from_millis(20);
 /// Longest sleep between fence attempts.
@@ -361,29 +363,14 @@ impl Inner {
                 return Ok(footer.record.lac);
             }
             let (prefix, fenced) = self.contiguous_prefix(segment).await?;
-            let mut k = prefix.len() as i64;
+            let k = prefix.len() as i64;
             if fenced {
                 return self.last_entry_before(segment, k).await;
             }
-            // Chase a writer that is still landing blocks: `AlreadyExists` at `k` proves block `k` exists, so the
-            // prefix stays contiguous and the next candidate is `k + 1` — no re-list, no sleep (a re-list per lost
-            // race would let a fast writer outrun the fencer forever).
-            let mut probes = 0;
-            let outcome = loop {
-                let key = self.block_key(segment, k);
-                match self.store.put_fence(&key).await {
-                    Ok(()) => break Ok(()),
-                    Err(ObjectError::AlreadyExists { .. }) if probes < FENCE_FORWARD_PROBES => {
-                        probes += 1;
-                        k += 1;
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
-            match outcome {
-                Ok(()) => {
-                    let last = self.last_entry_before(segment, k).await?;
-                    tracing::info!(%segment, fence_block = k, last, "segment fenced");
+            match self.place_fence(segment, k).await {
+                Ok(end) => {
+                    let last = self.last_entry_before(segment, end).await?;
+                    tracing::info!(%segment, fence_block = end, last, "segment fenced");
                     return Ok(last);
                 }
                 Err(ObjectError::AlreadyExists { .. }) if attempt < FENCE_ATTEMPTS => {}
@@ -392,6 +379,44 @@ impl Inner {
             }
             sleep_backoff(FENCE_BASE_DELAY, FENCE_MAX_DELAY, attempt).await;
         }
+    }
+
+    /// Puts the segment's fence at the first absent block key from `k` on (blocks `0..k` exist); returns its id.
+    ///
+    /// A writer still landing blocks wins a plain "fence at the next key" race forever when it is as fast as the
+    /// fencer (seen against MinIO), so on `AlreadyExists` the fencer leaps ahead with growing steps until a fence
+    /// lands at some `j` the writer cannot pass, then sweeps `known..j` with fences: the first one that lands (or
+    /// `j`) is the end, and every key below it is a block that `AlreadyExists` proved present.
+    async fn place_fence(&self, segment: SegmentRef, k: i64) -> Result<i64, ObjectError> {
+        let mut known = k;
+        let mut j = k;
+        let mut step = 1i64;
+        let mut probes = 0;
+        loop {
+            match self.store.put_fence(&self.block_key(segment, j)).await {
+                Ok(()) => break,
+                Err(ObjectError::AlreadyExists { key }) => {
+                    probes += 1;
+                    if probes >= FENCE_FORWARD_PROBES {
+                        return Err(ObjectError::AlreadyExists { key });
+                    }
+                    if j == known {
+                        known += 1;
+                    }
+                    j += step;
+                    step = (step * 2).min(FENCE_MAX_STEP);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for i in known..j {
+            match self.store.put_fence(&self.block_key(segment, i)).await {
+                Ok(()) => return Ok(i),
+                Err(ObjectError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(j)
     }
 
     /// Last entry of block `k - 1` (-1 when `k == 0`), from its header.
