@@ -309,8 +309,18 @@ async fn execute_roll(
                 }
                 // 429: the PDB refuses right now (for example a node drain runs); try again later.
                 Err(kube::Error::Api(s)) if s.code == 429 => {
-                    let note = format!("eviction of pod {pod} refused by the PodDisruptionBudget; retrying");
-                    ctx.publish(&event(EventType::Normal, "EvictionDeferred", "Evict", note, None), &cref).await;
+                    // One Event per refused victim, not one per pass while the PDB says no.
+                    let reason = format!("eviction of {pod} refused");
+                    let first = ctx.with_memory(key, |m| {
+                        let first = m.last_block_reason.as_deref() != Some(reason.as_str());
+                        m.last_block_reason = Some(reason);
+                        first
+                    });
+                    tracing::info!(cluster = %key, %pod, "eviction refused by the PodDisruptionBudget (429); retrying");
+                    if first {
+                        let note = format!("eviction of pod {pod} refused by the PodDisruptionBudget; retrying");
+                        ctx.publish(&event(EventType::Normal, "EvictionDeferred", "Evict", note, None), &cref).await;
+                    }
                     Ok(false)
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
