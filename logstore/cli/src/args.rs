@@ -78,6 +78,7 @@ pub enum LogCommand {
         /// Log name.
         name: String,
         /// Truncation point, as SEGMENT/ENTRY (e.g. 0/99).
+        #[arg(allow_hyphen_values = true)]
         position: String,
         /// Run one maintenance pass afterwards (marks, compacts and deletes segments past the retention TTL).
         #[arg(long)]
@@ -124,7 +125,7 @@ pub struct ReadArgs {
     /// Log name.
     pub name: String,
     /// Where to start: earliest (after the truncation point), latest, or SEGMENT/ENTRY.
-    #[arg(long, default_value = "earliest", value_name = "POSITION")]
+    #[arg(long, default_value = "earliest", value_name = "POSITION", allow_hyphen_values = true)]
     pub from: String,
     /// Stop after this many entries.
     #[arg(long, short = 'n')]
