@@ -312,6 +312,9 @@ pub async fn compaction_round_trip(store: Arc<dyn ObjectStorage>, root: &str) {
         first += 5;
     }
     let last = first - 1;
+    // A reader from before the finalize (no footer yet): it reads open blocks, then must find the merged ones.
+    let mut before_footer = b.open_reader(s).await.unwrap();
+    assert_eq!(before_footer.read_batch(0, 5, 1).await.unwrap().entries.len(), 5);
     let sum = w.finalize(11).await.unwrap();
     assert!(matches!(b.compact(seg(99)).await, Err(SegmentError::Missing { .. })), "needs a footer");
     let mut early = b.open_reader(s).await.unwrap();
@@ -329,6 +332,9 @@ pub async fn compaction_round_trip(store: Arc<dyn ObjectStorage>, root: &str) {
     assert_eq!(&m0[9..13], &[6, 0, 1, 0], "m_0 header: version 6, flags compacted");
     // The early reader hits a missing original block, re-reads the footer and continues on merged blocks.
     let (got, end) = read_all(early.as_mut(), 5, 7).await.unwrap();
+    expect_payloads(&got, 5, last);
+    assert!(end);
+    let (got, end) = read_all(before_footer.as_mut(), 5, 11).await.unwrap();
     expect_payloads(&got, 5, last);
     assert!(end);
     let mut r = b.open_reader(s).await.unwrap();

@@ -80,6 +80,8 @@ const FENCE_BASE_DELAY: Duration = Duration::from_millis(20);
 const FENCE_MAX_DELAY: Duration = Duration::from_secs(1);
 /// First sleep after a failed block upload (upstream: 100 ms, capped by `retryInterval`).
 const UPLOAD_BASE_DELAY: Duration = Duration::from_millis(100);
+/// An open-segment reader looks for a footer on this many consecutive empty polls (the first included).
+const FOOTER_CHECK_EVERY: u32 = 8;
 /// Bytes that hold block 0's header record plus a block header record: enough to learn a block's entry range.
 const BLOCK_PREFIX_LEN: u64 = (HEADER_RECORD_LEN + BLOCK_HEADER_RECORD_LEN) as u64;
 
@@ -563,12 +565,8 @@ impl Inner {
                     .filter(|(id, _)| *id <= lac)
                     .map(|(_, e)| e)
                     .collect();
-                let body = if i == 0 {
-                    // m_0's header carries the segment's first entry even if block 0 were somehow empty.
-                    encode_block_object(0, first, &entries, FLAG_COMPACTED)
-                } else {
-                    encode_block_object(i as i64, first, &entries, FLAG_COMPACTED)
-                };
+                // m_0 alone starts with a header record (flags compacted), as upstream writes it.
+                let body = encode_block_object(i as i64, first, &entries, FLAG_COMPACTED);
                 let meta = BlockMeta {
                     first_entry_id: first,
                     last_entry_id: first + entries.len() as i64 - 1,
@@ -654,6 +652,8 @@ impl SegmentBackend for ObjectSegmentBackend {
             discovered: Vec::new(),
             sizes: Vec::new(),
             fenced_at: None,
+            at_tail: false,
+            empty_polls: 0,
         }))
     }
 
@@ -798,7 +798,8 @@ impl SegmentWriter for ObjectSegmentWriter {
             if st.finalized.is_some() {
                 return Err(SegmentError::Finalized { segment: self.segment });
             }
-            if st.fenced_at.is_some() {
+            // Blocks below a fence we hit exist already (the fencer proved it), so only later ones are refused here.
+            if st.fenced_at.is_some_and(|f| block.block_id >= f) {
                 return Err(SegmentError::Fenced { segment: self.segment });
             }
             self.check_order(&st, &block)?;
@@ -889,6 +890,10 @@ struct ObjectSegmentReader {
     sizes: Vec<u64>,
     /// Without a footer: block id holding a fence object (the segment ends before it).
     fenced_at: Option<i64>,
+    /// The last read stopped at a block that does not exist yet: probe one key before fetching a window.
+    at_tail: bool,
+    /// Consecutive polls that found nothing, to check for a footer only now and then.
+    empty_polls: u32,
 }
 
 impl fmt::Debug for ObjectSegmentReader {
@@ -972,7 +977,8 @@ impl ObjectSegmentReader {
                 return Ok(true);
             }
             let (avg_e, avg_b) = self.averages();
-            let n = self.window(c, avg_e, avg_b) as i64;
+            // A tail poll costs one GET, not a window of GETs that would all miss.
+            let n = if self.at_tail { 1 } else { self.window(c, avg_e, avg_b) as i64 };
             let upto = self.fenced_at.map_or(next + n, |f| f.min(next + n));
             let this = &*self;
             let results: Vec<(i64, Result<Fetched, SegmentError>)> = stream::iter(next..upto)
@@ -1001,11 +1007,15 @@ impl ObjectSegmentReader {
                         }
                         c.take(block);
                         next = id + 1;
+                        self.at_tail = false;
                         if c.full() {
                             return Ok(false);
                         }
                     }
-                    Fetched::NotYet => return Ok(false),
+                    Fetched::NotYet => {
+                        self.at_tail = true;
+                        return Ok(false);
+                    }
                     Fetched::Fence => {
                         self.fenced_at = Some(id);
                         return Ok(true);
@@ -1123,12 +1133,18 @@ impl SegmentReader for ObjectSegmentReader {
             } else {
                 let end = self.read_open(&mut c).await?;
                 if c.entries.is_empty() && !end {
-                    // Nothing new: the segment may have been finalized (and compacted, removing the blocks we
-                    // would read next) since we opened it. One GET, only on empty polls.
-                    if let Some(f) = self.inner.read_footer(self.segment).await? {
+                    // Nothing new: the segment may have been finalized and compacted since we opened it, removing
+                    // the blocks we would read next (a plain finalize leaves a fence we would have hit instead).
+                    // Checked on the first empty poll and then on every 8th, so tail polling stays ~one GET.
+                    self.empty_polls = self.empty_polls.wrapping_add(1);
+                    if self.empty_polls.wrapping_sub(1) % FOOTER_CHECK_EVERY == 0
+                        && let Some(f) = self.inner.read_footer(self.segment).await?
+                    {
                         self.footer = Some(Arc::new(f));
                         continue;
                     }
+                } else {
+                    self.empty_polls = 0;
                 }
                 return Ok(ReadBatch { entries: c.entries, end_of_segment: end });
             }
