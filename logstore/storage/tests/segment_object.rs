@@ -278,3 +278,119 @@ async fn golden_flipped_byte_names_the_object() {
         other => panic!("expected Corrupt, got {other}"),
     }
 }
+
+// ---- fault injection: lost replies and transient failures ----
+
+/// Wraps a store: the first `lose` conditional puts are applied but answer `Unreachable` (a lost reply), and the
+/// next `fail` ones fail `Unreachable` without being applied.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn ObjectStorage>,
+    lose: std::sync::atomic::AtomicU32,
+    fail: std::sync::atomic::AtomicU32,
+}
+
+fn unreachable() -> woodpecker_storage::object::ObjectError {
+    woodpecker_storage::object::ObjectError::Unreachable {
+        endpoint: "flaky".into(),
+        attempts: 1,
+        source: "injected".into(),
+    }
+}
+
+fn take(n: &std::sync::atomic::AtomicU32) -> bool {
+    n.fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+#[async_trait::async_trait]
+impl ObjectStorage for Flaky {
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, woodpecker_storage::object::ObjectError> {
+        self.inner.get(key, range).await
+    }
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), woodpecker_storage::object::ObjectError> {
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), woodpecker_storage::object::ObjectError> {
+        if take(&self.lose) {
+            self.inner.put_if_absent(key, body).await?;
+            return Err(unreachable());
+        }
+        if take(&self.fail) {
+            return Err(unreachable());
+        }
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn put_fence(&self, key: &str) -> Result<(), woodpecker_storage::object::ObjectError> {
+        self.inner.put_fence(key).await
+    }
+    async fn stat(
+        &self,
+        key: &str,
+    ) -> Result<woodpecker_storage::object::ObjectInfo, woodpecker_storage::object::ObjectError> {
+        self.inner.stat(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<woodpecker_storage::object::ObjectInfo>, woodpecker_storage::object::ObjectError> {
+        self.inner.list(prefix).await
+    }
+    async fn remove(&self, key: &str) -> Result<(), woodpecker_storage::object::ObjectError> {
+        self.inner.remove(key).await
+    }
+    async fn remove_prefix(&self, prefix: &str) -> Result<usize, woodpecker_storage::object::ObjectError> {
+        self.inner.remove_prefix(prefix).await
+    }
+}
+
+#[tokio::test]
+async fn lost_replies_and_transient_failures_are_retried() {
+    let inner = mem();
+    let flaky = Arc::new(Flaky {
+        inner: inner.clone(),
+        lose: std::sync::atomic::AtomicU32::new(0),
+        fail: std::sync::atomic::AtomicU32::new(0),
+    });
+    let b = ObjectSegmentBackend::new(
+        flaky.clone(),
+        "files".into(),
+        ObjectSegmentOptions {
+            max_flush_retries: 3,
+            retry_interval: std::time::Duration::from_millis(5),
+            write_lock_object: false,
+            ..ObjectSegmentOptions::default()
+        },
+    );
+    let s = scenarios::seg(30);
+    let w = b.create_writer(s).await.unwrap();
+    // Lost reply: the block landed, the retry sees our own bytes -> success.
+    flaky.lose.store(1, std::sync::atomic::Ordering::SeqCst);
+    w.write_block(scenarios::block(0, 0, 3)).await.unwrap();
+    // Two transient failures, then success (3 attempts allowed).
+    flaky.fail.store(2, std::sync::atomic::Ordering::SeqCst);
+    w.write_block(scenarios::block(1, 3, 3)).await.unwrap();
+    // Too many: the error surfaces as retryable, nothing was written.
+    flaky.fail.store(3, std::sync::atomic::Ordering::SeqCst);
+    let e = w.write_block(scenarios::block(2, 6, 3)).await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    // A resend of the same block is idempotent.
+    w.write_block(scenarios::block(2, 6, 3)).await.unwrap();
+    w.write_block(scenarios::block(1, 3, 3)).await.unwrap();
+    // Someone else's block at our next key: this writer lost the segment.
+    let other = b.create_writer(s).await.unwrap();
+    other.write_block(scenarios::block(3, 9, 1)).await.unwrap();
+    let e = w.write_block(scenarios::block(3, 9, 2)).await.unwrap_err();
+    assert!(matches!(e, SegmentError::Fenced { .. }), "{e}");
+    assert!(matches!(w.write_block(scenarios::block(4, 11, 1)).await, Err(SegmentError::Fenced { .. })));
+    // The segment holds what landed, verified.
+    let sum = b.finalize(s).await.unwrap();
+    assert_eq!((sum.last_entry_id, sum.blocks), (9, 4));
+}
