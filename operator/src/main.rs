@@ -42,6 +42,15 @@ struct RunArgs {
     /// namespace from POD_NAMESPACE, else "default").
     #[arg(long, env = "WOODPECKER_OPERATOR_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
+    /// How long a leader lease stays valid without renewal, in seconds.
+    #[arg(long, env = "WOODPECKER_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// A leader that could not renew for this long steps down (and exits), in seconds.
+    #[arg(long, env = "WOODPECKER_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    lease_renew_deadline_seconds: u64,
+    /// Pause between lease acquire/renew attempts, in seconds.
+    #[arg(long, env = "WOODPECKER_OPERATOR_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    lease_retry_seconds: u64,
     /// Address of the HTTP server for /metrics and /healthz.
     #[arg(long, env = "WOODPECKER_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -100,7 +109,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "woodpecker-operator".to_string());
         let identity = format!("{host}_{:08x}", std::process::id() ^ rand_suffix());
-        let elector = LeaderElector::new(client.clone(), LeaseConfig::new(&args.lease_name, &lease_ns, &identity));
+        anyhow::ensure!(
+            args.lease_retry_seconds < args.lease_renew_deadline_seconds
+                && args.lease_renew_deadline_seconds < args.lease_duration_seconds,
+            "need --lease-retry-seconds < --lease-renew-deadline-seconds < --lease-duration-seconds"
+        );
+        let lease = LeaseConfig {
+            lease_duration: Duration::from_secs(args.lease_duration_seconds),
+            renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
+            retry_period: Duration::from_secs(args.lease_retry_seconds),
+            ..LeaseConfig::new(&args.lease_name, &lease_ns, &identity)
+        };
+        let elector = LeaderElector::new(client.clone(), lease);
         if elector.acquire(&shutdown).await {
             metrics.leader.set(1);
             let controller_stop = shutdown.child_token();
