@@ -1137,7 +1137,7 @@ impl SegmentReader for ObjectSegmentReader {
                     // the blocks we would read next (a plain finalize leaves a fence we would have hit instead).
                     // Checked on the first empty poll and then on every 8th, so tail polling stays ~one GET.
                     self.empty_polls = self.empty_polls.wrapping_add(1);
-                    if self.empty_polls.wrapping_sub(1) % FOOTER_CHECK_EVERY == 0
+                    if self.empty_polls.wrapping_sub(1).is_multiple_of(FOOTER_CHECK_EVERY)
                         && let Some(f) = self.inner.read_footer(self.segment).await?
                     {
                         self.footer = Some(Arc::new(f));
