@@ -383,10 +383,29 @@ async fn fence_race_never_loses_an_acknowledged_block() {
             }
             acked
         });
+        // A reader tails the segment through the fence; it must end exactly at the fenced entry.
+        let mut tail_reader = b.open_reader(SEG).await.unwrap();
+        let tailer = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let from = ids.last().map_or(0, |id| id + 1);
+                let batch = tail_reader.read_batch(from, 7, 1 << 20).await.unwrap();
+                let empty = batch.entries.is_empty();
+                ids.extend(batch.entries.iter().map(|e| e.0));
+                if batch.end_of_segment {
+                    return ids;
+                }
+                if empty {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
         tokio::time::sleep(Duration::from_millis(2 + round * 3)).await;
         let fencer = backend(dir.path());
         let fenced = fencer.fence(SEG).await.unwrap();
         let acked = writer.await.unwrap();
+        let tailed = tokio::time::timeout(Duration::from_secs(20), tailer).await.unwrap().unwrap();
+        assert_eq!(tailed, (0..=fenced).collect::<Vec<_>>(), "round {round}: tailing reader");
         let last_acked = acked.last().copied().unwrap_or(-1);
         assert_eq!(fenced, last_acked, "round {round}: fence returns exactly the acknowledged end");
         let mut r = fencer.open_reader(SEG).await.unwrap();
@@ -517,4 +536,71 @@ async fn entries_that_look_like_segment_files() {
     assert_eq!(fencer.finalize(SEG).await.unwrap().last_entry_id, 0);
     let mut r = fencer.open_reader(SEG).await.unwrap();
     assert_eq!(read_to_end(r.as_mut(), 10).await, all_entries(&blks[..1]));
+}
+
+#[tokio::test]
+async fn writer_finalize_excludes_later_blocks_and_fencing_finalize_stops_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(dir.path());
+    let blks = blocks(&[2, 2, 3]);
+    let w = write_all(&b, &blks).await;
+    let s = w.finalize(1).await.unwrap();
+    assert_eq!((s.last_entry_id, s.blocks), (3, 2));
+    assert_eq!(std::fs::read(data_path(dir.path())).unwrap(), expected_file(&blks[..2], true).0);
+    assert_eq!(b.fence(SEG).await.unwrap(), 3);
+
+    // Finalize through the backend (another process) fences a live writer.
+    let other = SegmentRef { log_id: 7, segment_id: 4 };
+    let w = b.create_writer(other).await.unwrap();
+    w.write_block(blks[0].clone()).await.unwrap();
+    let s = backend(dir.path()).finalize(other).await.unwrap();
+    assert_eq!(s.last_entry_id, 1);
+    assert!(matches!(w.write_block(blks[1].clone()).await, Err(SegmentError::Fenced { .. })));
+    assert!(matches!(w.finalize(0).await, Err(SegmentError::Fenced { .. })));
+}
+
+/// The window the flock closes, made deterministic: an append that passed its fence check holds the lock
+/// while the fence flag appears. Fence and a fenced reader must wait for it and include its block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_and_reader_wait_for_an_append_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(dir.path());
+    let blks = blocks(&[2, 3]);
+    let w = write_all(&b, &blks[..1]).await;
+    let mut reader = b.open_reader(SEG).await.unwrap();
+    assert_eq!(reader.read_batch(0, 100, u64::MAX).await.unwrap().entries.len(), 2);
+
+    // "The writer" is mid-append: it holds the lock and has checked that no fence exists.
+    let lock = std::fs::File::options().read(true).write(true).open(dir.path().join("files/7/3/write.lock")).unwrap();
+    lock.lock().unwrap();
+    let fencer = backend(dir.path());
+    let fence = tokio::spawn(async move { fencer.fence(SEG).await });
+    let fence_flag = dir.path().join("files/7/3/write.fence");
+    let read = tokio::spawn(async move {
+        // Wait until the fence flag exists so the reader takes its fenced path.
+        while !fence_flag.exists() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let batch = reader.read_batch(2, 100, u64::MAX).await;
+        (reader, batch)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!fence.is_finished(), "fence must wait for the append in progress");
+    assert!(dir.path().join("files/7/3/write.fence").exists());
+    assert!(!read.is_finished(), "a fenced reader must wait for the append in progress");
+
+    // The append lands, then the lock is released.
+    let (both, index) = expected_file(&blks, false);
+    let start = index[1].start_offset as usize;
+    let mut f = std::fs::OpenOptions::new().append(true).open(data_path(dir.path())).unwrap();
+    std::io::Write::write_all(&mut f, &both[start..]).unwrap();
+    f.sync_all().unwrap();
+    lock.unlock().unwrap();
+
+    assert_eq!(fence.await.unwrap().unwrap(), 4);
+    let (_reader, batch) = read.await.unwrap();
+    let batch = batch.unwrap();
+    assert_eq!(batch.entries, all_entries(&blks)[2..].to_vec());
+    assert!(batch.end_of_segment);
+    assert!(matches!(w.write_block(blks[1].clone()).await, Err(SegmentError::Fenced { .. })));
 }

@@ -300,6 +300,7 @@ impl SegmentBackend for LocalSegmentBackend {
     async fn delete_log(&self, log_id: LogId) -> Result<(), SegmentError> {
         let dir = self.base_dir.join(keys::log_prefix(&self.root_path, log_id));
         remove_dir_idempotent(&dir).await.map_err(|source| SegmentError::Io {
+            // The error type names a segment; -1 stands for "every segment of the log".
             segment: SegmentRef { log_id, segment_id: -1 },
             op: "remove",
             path: dir.display().to_string(),
