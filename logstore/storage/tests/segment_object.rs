@@ -50,6 +50,11 @@ async fn fence_race_parallel_writer() {
     scenarios::fence_race(mem(), "files", 5, 6).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_reader_follows_parallel_writer() {
+    scenarios::tail_reader_follows_parallel_writer(mem(), "files").await;
+}
+
 #[tokio::test]
 async fn corrupt_block_is_reported() {
     scenarios::corrupt_block_is_reported(mem(), "files").await;

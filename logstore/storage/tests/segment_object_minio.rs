@@ -86,6 +86,11 @@ async fn minio_fence_race_parallel_writer() {
     run("race-par", |s, r| async move { scenarios::fence_race(s, &r, 5, 8).await }).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minio_tail_reader_follows_parallel_writer() {
+    run("tail", |s, r| async move { scenarios::tail_reader_follows_parallel_writer(s, &r).await }).await;
+}
+
 #[tokio::test]
 async fn minio_corrupt_block_is_reported() {
     run("corrupt", |s, r| async move { scenarios::corrupt_block_is_reported(s, &r).await }).await;

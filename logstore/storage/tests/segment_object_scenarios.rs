@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use woodpecker_core::keys;
 use woodpecker_storage::object::ObjectStorage;
 use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
@@ -363,4 +364,48 @@ pub async fn delete_log(store: Arc<dyn ObjectStorage>, root: &str) {
     b.delete_log(7).await.unwrap();
     assert!(store.list(&keys::log_prefix(root, 7)).await.unwrap().is_empty());
     assert!(!store.list(&keys::log_prefix(root, 8)).await.unwrap().is_empty());
+}
+
+/// A tail reader polling while a writer uploads blocks in parallel sees dense ids, never past the contiguous
+/// prefix, and reaches the end after finalize with every entry.
+pub async fn tail_reader_follows_parallel_writer(store: Arc<dyn ObjectStorage>, root: &str) {
+    let b = backend(store, root);
+    let s = seg(40);
+    let w: Arc<dyn woodpecker_storage::segment::SegmentWriter> = Arc::from(b.create_writer(s).await.unwrap());
+    let blocks = 40i64;
+    let per = 3i64;
+    let writer = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            let futs = (0..blocks).map(|i| {
+                let w = w.clone();
+                async move { w.write_block(block(i, i * per, per)).await }
+            });
+            // Up to 8 in flight, completing in any order.
+            let results: Vec<_> = futures::stream::iter(futs).buffer_unordered(8).collect().await;
+            assert!(results.iter().all(|r| r.is_ok()));
+            w.finalize(blocks - 1).await.unwrap()
+        })
+    };
+    let mut r = b.open_reader(s).await.unwrap();
+    let mut next = 0i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let batch = r.read_batch(next, 10, 1 << 20).await.unwrap();
+        for (id, e) in &batch.entries {
+            assert_eq!(*id, next);
+            assert_eq!(e, &payload(*id));
+            next += 1;
+        }
+        if batch.end_of_segment {
+            break;
+        }
+        if batch.entries.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "tail reader stuck at {next}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert_eq!(next, blocks * per);
+    let sum = writer.await.unwrap();
+    assert_eq!(sum.last_entry_id, blocks * per - 1);
 }

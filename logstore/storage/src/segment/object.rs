@@ -11,6 +11,11 @@
 //!
 //! Visibility rule: a reader sees block `n` only when `0..n` all exist; it stops at the first missing key and at a
 //! fence object. A footer, when present, is authoritative and bounds every read by its LAC.
+//!
+//! Fencing puts a fence object at the first absent block key; against a writer that is still landing blocks it
+//! leaps ahead and sweeps back (see `Inner::place_fence`), so extra fence objects past the end may exist — readers
+//! and recovery stop at the first one. `SegmentSummary::size` is the sum of the data objects' sizes (the footer's
+//! `totalSize`; after compaction, of the merged objects).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -861,7 +866,10 @@ impl SegmentWriter for ObjectSegmentWriter {
             Err(_) => return Err(SegmentError::Fenced { segment: self.segment }),
         }
         self.state().finalized = Some(summary);
-        self.close().await?;
+        // The footer is the commit; a lock object that fails to go away is only cosmetic (recovery ignores it).
+        if let Err(e) = self.close().await {
+            tracing::warn!(segment = %self.segment, error = %e, "write.lock not removed after finalize");
+        }
         Ok(summary)
     }
 
