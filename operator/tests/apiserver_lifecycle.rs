@@ -281,3 +281,35 @@ async fn missing_secret_sets_config_invalid_and_writes_nothing_else() {
     }
     op.stop().await;
 }
+
+#[tokio::test]
+async fn object_rejected_by_the_api_server_is_reported_in_status() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "reject").await;
+    let op = RunningOperator::start(config().await, &ns.name);
+    let clusters: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
+    let mut spec = three_zone_spec(19091, 1);
+    // Not a valid annotation key: the CRD accepts any map, the StatefulSet validation does not.
+    spec["podAnnotations"] = json!({"not a valid key!": "x"});
+    clusters.create(&PostParams::default(), &cluster("wal", spec)).await.expect("creating the cluster");
+    let cond = wait_for("ConfigValid=False naming the rejected object", Duration::from_secs(30), || async {
+        let c = clusters.get("wal").await.ok()?;
+        c.status?.conditions.into_iter().find(|c| c.type_ == "ConfigValid" && c.status == "False")
+    })
+    .await;
+    assert_eq!(cond.reason, "RenderedObjectRejected");
+    assert!(cond.message.contains("StatefulSet"), "message names the object: {}", cond.message);
+
+    // Fixing the spec clears it.
+    clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"podAnnotations": null}})))
+        .await
+        .expect("fixing the spec");
+    wait_for("ConfigValid=True after the fix", Duration::from_secs(30), || async {
+        let c = clusters.get("wal").await.ok()?;
+        c.status?.conditions.iter().any(|c| c.type_ == "ConfigValid" && c.status == "True").then_some(())
+    })
+    .await;
+    op.stop().await;
+}

@@ -25,6 +25,23 @@ use crate::render::names::LABEL_CONFIG_KIND;
 
 /// Reconcile one cluster.
 pub async fn reconcile(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match reconcile_pass(cr.clone(), ctx.clone()).await {
+        // The API server refused a rendered object (422/400): retrying cannot help until the
+        // spec changes, so say why in the status instead of only in the operator's log.
+        Err(Error::Kube { action, kind, name, source }) if is_invalid(&source) => {
+            let previous = cr.status.clone().unwrap_or_default();
+            let message = format!("the API server rejected {action} of {kind} {name}: {source}");
+            invalid(&cr, &ctx, &previous, "RenderedObjectRejected", &message).await
+        }
+        other => other,
+    }
+}
+
+fn is_invalid(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 400)
+}
+
+async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = cr.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = cr.name_any();
     if cr.metadata.deletion_timestamp.is_some() {
