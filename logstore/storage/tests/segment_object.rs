@@ -11,7 +11,7 @@ use bytes::Bytes;
 use prost::Message;
 use woodpecker_core::keys;
 use woodpecker_proto::logstore::LogMessageLayout;
-use woodpecker_storage::object::{MemoryObjectStorage, ObjectStorage};
+use woodpecker_storage::object::{LocalObjectStorage, MemoryObjectStorage, ObjectStorage};
 use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
 use woodpecker_storage::segment::{SegmentBackend, SegmentError, SegmentRef};
 
@@ -68,6 +68,19 @@ async fn compaction_round_trip() {
 #[tokio::test]
 async fn delete_log() {
     scenarios::delete_log(mem(), "files").await;
+}
+
+/// The same scenarios over a real directory (`LocalObjectStorage`: link/symlink conditions, fsync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_directory_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStorage> = Arc::new(LocalObjectStorage::open(dir.path()).unwrap());
+    scenarios::round_trip(store.clone(), "files").await;
+    scenarios::fence_after_crash_with_gap(store.clone(), "files").await;
+    scenarios::fence_race(store.clone(), "files", 5, 4).await;
+    scenarios::corrupt_block_is_reported(store.clone(), "files").await;
+    scenarios::compaction_round_trip(store.clone(), "files").await;
+    scenarios::delete_log(store, "files").await;
 }
 
 // ---- upstream golden fixtures (written by Go woodpecker v0.1.35) ----
