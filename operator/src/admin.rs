@@ -257,3 +257,85 @@ impl AdminClient for HttpAdminClient {
         self.call("POST", addr, "/admin/node/decommission/cancel", false).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+
+    async fn serve(app: Router) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    #[tokio::test]
+    async fn decodes_the_contract_json_and_maps_statuses() {
+        let app = Router::new()
+            .route(
+                "/admin/node/status",
+                get(|| async { r#"{"node_name":"p-0","state":"active","member_count":3,"az":"a","extra":1}"# }),
+            )
+            .route("/admin/memberlist", get(|| async { r#"{"members":[{"name":"p-0","alive":true}]}"# }))
+            .route("/admin/log-health", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/admin/node/decommission", post(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+            .route(
+                "/admin/node/decommission/progress",
+                get(|| async { r#"{"remaining_segments":2,"has_local_data":true,"safe_to_terminate":false}"# }),
+            );
+        let addr = serve(app).await;
+        let c = HttpAdminClient::new(Duration::from_secs(2));
+        let st = c.node_status(addr).await.unwrap();
+        assert_eq!(
+            (st.node_name.as_str(), st.state.as_str(), st.member_count, st.az.as_str()),
+            ("p-0", "active", 3, "a")
+        );
+        let members = c.memberlist(addr).await.unwrap();
+        assert_eq!(members.len(), 1);
+        assert!(members[0].alive);
+        assert!(!c.log_healthy(addr).await.unwrap(), "503 means a stalled log, not an error");
+        let p = c.decommission_progress(addr).await.unwrap();
+        assert_eq!((p.remaining_segments, p.has_local_data, p.safe_to_terminate), (2, true, false));
+        match c.decommission(addr).await {
+            Err(AdminError::Status { status: 500, .. }) => {}
+            other => panic!("expected HTTP 500 as an error, got {other:?}"),
+        }
+        match c.cancel_decommission(addr).await {
+            Err(AdminError::Status { status: 404, .. }) => {}
+            other => panic!("expected HTTP 404 as an error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_pod_times_out_instead_of_blocking_the_pass() {
+        let app = Router::new().route(
+            "/admin/node/status",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "{}"
+            }),
+        );
+        let addr = serve(app).await;
+        let c = HttpAdminClient::new(Duration::from_millis(200));
+        let start = std::time::Instant::now();
+        match c.node_status(addr).await {
+            Err(AdminError::Timeout { .. }) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(2));
+        // Nobody listening: a transport error, promptly.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        assert!(matches!(c.memberlist(closed).await, Err(AdminError::Transport { .. })));
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_a_decode_error() {
+        let app = Router::new().route("/admin/node/status", get(|| async { "not json" }));
+        let addr = serve(app).await;
+        let c = HttpAdminClient::default();
+        assert!(matches!(c.node_status(addr).await, Err(AdminError::Decode { .. })));
+    }
+}
