@@ -12,6 +12,14 @@
 //! does under the lock therefore sees every block that will ever be in the file. flock is per open file
 //! description, so this also excludes a second writer or fencer in the same process.
 //!
+//! Readers never lock while a writer may append. Once they see `write.fence` they take a *shared* flock
+//! for one rescan, which waits out an append that passed its fence check just before the flag appeared;
+//! without it a reader could end the segment one block short of what `fence` returns.
+//!
+//! Recovery (`fence`, `finalize`) and readers share one rule for a damaged tail versus corruption, see
+//! `format`: only the last write can be torn, so damage followed by intact data is corruption
+//! ([`SegmentError::Corrupt`] with the file and offset), never skipped.
+//!
 //! Every file operation runs on the blocking pool; fsync never runs on a runtime thread.
 
 mod format;

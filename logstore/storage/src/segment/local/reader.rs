@@ -76,6 +76,7 @@ enum Stop {
 }
 
 impl LocalSegmentReader {
+    /// A reader that has looked at nothing yet; the file need not exist.
     pub(super) fn new(paths: Arc<SegmentPaths>) -> Self {
         Self { paths, state: Some(Box::default()) }
     }
