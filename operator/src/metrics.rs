@@ -124,3 +124,45 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, shutdown: Cancellati
     tracing::info!(%addr, "serving /metrics and /healthz");
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health_until_shutdown() {
+        let addr: SocketAddr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let m = Arc::new(Metrics::new());
+        m.write("StatefulSet", "apply");
+        m.leader.set(1);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(addr, m.clone(), stop.clone()));
+        let mut body = String::new();
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                body = get(addr, "/metrics").await;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(body.contains(r#"woodpecker_operator_writes_total{kind="StatefulSet",action="apply"} 1"#), "{body}");
+        assert!(body.contains("woodpecker_operator_leader 1"), "{body}");
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200"));
+        m.set_healthy(false);
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 503"));
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+}
