@@ -297,6 +297,26 @@ async fn golden_flipped_byte_names_the_object() {
     }
 }
 
+/// A block that landed after the caller's last acknowledged one is replaced by the fence at finalize.
+#[tokio::test]
+async fn finalize_hides_an_excluded_block() {
+    let store = mem();
+    let b = scenarios::backend(store.clone(), "files");
+    let s = scenarios::seg(31);
+    let w = b.create_writer(s).await.unwrap();
+    for i in 0..4 {
+        w.write_block(scenarios::block(i, i * 2, 2)).await.unwrap();
+    }
+    let mut tail = b.open_reader(s).await.unwrap();
+    assert_eq!(tail.read_batch(0, 2, 1).await.unwrap().entries.len(), 2);
+    let sum = w.finalize(2).await.unwrap();
+    assert_eq!(sum.last_entry_id, 5);
+    assert!(store.stat(&keys::block_key("files", 7, 31, 3)).await.unwrap().fenced);
+    let (got, end) = scenarios::read_all(tail.as_mut(), 2, 100).await.unwrap();
+    assert_eq!(got.last().map(|e| e.0), Some(5));
+    assert!(end);
+}
+
 // ---- fault injection: lost replies and transient failures ----
 
 /// Wraps a store: the first `lose` conditional puts are applied but answer `Unreachable` (a lost reply), and the

@@ -848,11 +848,34 @@ impl SegmentWriter for ObjectSegmentWriter {
             }
             metas
         };
-        // Upstream fences its own segment on close; the fence also hides any later block that landed.
+        // Upstream fences its own segment on close; the fence also hides any later block that landed. A block
+        // that landed at the fence key was excluded by the caller (never acknowledged): replace it by the fence so
+        // that tail readers without the footer never show its entries.
         let fence_key = self.inner.block_key(self.segment, last_block_id + 1);
-        match self.inner.store.put_fence(&fence_key).await {
-            Ok(()) | Err(ObjectError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(self.inner.obj(self.segment, e)),
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.inner.store.put_fence(&fence_key).await {
+                Ok(()) => break,
+                Err(ObjectError::AlreadyExists { .. }) if attempts < 3 => {
+                    // Only while nobody fenced us: a fencer may have counted that block into its segment.
+                    let listed = self
+                        .inner
+                        .store
+                        .list(&self.inner.prefix(self.segment))
+                        .await
+                        .map_err(|e| self.inner.obj(self.segment, e))?;
+                    if listed.iter().any(|o| o.fenced) {
+                        return Err(self.fenced(last_block_id + 1));
+                    }
+                    self.inner.store.remove(&fence_key).await.map_err(|e| self.inner.obj(self.segment, e))?;
+                }
+                Err(ObjectError::AlreadyExists { .. }) => {
+                    tracing::warn!(segment = %self.segment, key = fence_key, "excluded block keeps reappearing; the footer bounds reads");
+                    break;
+                }
+                Err(e) => return Err(self.inner.obj(self.segment, e)),
+            }
         }
         let lac = metas.last().map_or(-1, |m| m.last_entry_id);
         let body = encode_footer_object(&metas, 0, None, lac);
