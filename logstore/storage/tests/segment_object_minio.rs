@@ -10,6 +10,8 @@ mod scenarios;
 use std::sync::Arc;
 
 use woodpecker_storage::object::{CloudProvider, ObjectStorage, S3ObjectStorage, S3Options};
+use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
+use woodpecker_storage::segment::{SegmentBackend, SegmentRef};
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -104,4 +106,106 @@ async fn minio_compaction_round_trip() {
 #[tokio::test]
 async fn minio_delete_log() {
     run("delete-log", |s, r| async move { scenarios::delete_log(s, &r).await }).await;
+}
+
+// ---- interop with upstream Go woodpecker v0.1.35 (wp-interop) on the same MinIO ----
+
+/// Payload wp-interop writes for entry `i`: `entry-<i>` padded to `size` with `'a' + (i + j) % 26`.
+fn go_payload(i: i64, size: usize) -> Vec<u8> {
+    let mut p = format!("entry-{i}").into_bytes();
+    let mut j = 0i64;
+    while p.len() < size {
+        p.push(b'a' + ((i + j) % 26) as u8);
+        j += 1;
+    }
+    p
+}
+
+/// Runs wp-interop with `args`; returns its stdout lines.
+fn wp_interop(args: &[&str]) -> Vec<String> {
+    let bin = env("WP_INTEROP_BIN");
+    let out = std::process::Command::new(&bin).args(args).output().expect("run wp-interop");
+    assert!(
+        out.status.success(),
+        "wp-interop {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default()
+    );
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Reads segment `seg` of `log` and checks it holds wp-interop's entries `0..count`.
+async fn check_go_entries(b: &ObjectSegmentBackend, log: i64, seg: i64, count: i64, size: usize, end: bool) {
+    use prost::Message;
+    let mut r = b.open_reader(SegmentRef { log_id: log, segment_id: seg }).await.unwrap();
+    let (got, at_end) = scenarios::read_all(r.as_mut(), 0, 64).await.unwrap();
+    assert_eq!(at_end, end);
+    assert_eq!(got.len() as i64, count);
+    for (id, bytes) in got {
+        let layout = woodpecker_proto::logstore::LogMessageLayout::decode(bytes).unwrap();
+        assert_eq!(layout.payload, go_payload(id, size), "entry {id}");
+        assert_eq!(layout.properties.get("idx").map(String::as_str), Some(id.to_string().as_str()));
+    }
+}
+
+/// Log id of the only log under `root` (upstream assigns ids from etcd).
+async fn only_log_id(store: &Arc<dyn ObjectStorage>, root: &str) -> i64 {
+    let listed = store.list(&format!("{root}/")).await.unwrap();
+    let ids: std::collections::BTreeSet<i64> = listed
+        .iter()
+        .filter_map(|o| o.key.strip_prefix(&format!("{root}/"))?.split('/').next()?.parse().ok())
+        .collect();
+    assert_eq!(ids.len(), 1, "one log under {root}: {ids:?}");
+    ids.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn minio_interop_with_upstream_go() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let root = format!("segobj-go-{}-{nanos}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wp.yaml");
+    let config = config.to_str().unwrap();
+    let testbed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
+    let status = std::process::Command::new(testbed).args(["render-config", config, &root, &root]).status().unwrap();
+    assert!(status.success(), "render-config");
+    let store = minio().await;
+    let b = ObjectSegmentBackend::new(store.clone(), root.clone(), ObjectSegmentOptions::default());
+
+    // 1. Go writer crashes after 300 acked entries (6 blocks, no footer): we read, fence, finalize.
+    let lines = wp_interop(&[
+        "write",
+        "--config",
+        config,
+        "--log",
+        "crashy",
+        "--count",
+        "300",
+        "--window",
+        "50",
+        "--payload-size",
+        "40",
+        "--crash",
+    ]);
+    assert_eq!(lines.len(), 300);
+    let log = only_log_id(&store, &root).await;
+    check_go_entries(&b, log, 0, 300, 40, false).await;
+    let s = SegmentRef { log_id: log, segment_id: 0 };
+    assert_eq!(b.fence(s).await.unwrap(), 299);
+    let sum = b.finalize(s).await.unwrap();
+    assert_eq!(sum.last_entry_id, 299);
+    check_go_entries(&b, log, 0, 300, 40, true).await;
+
+    // 2. Upstream's reader reads the segment we fenced and finalized (our fence object and footer).
+    let read =
+        wp_interop(&["read", "--config", config, "--log", "crashy", "--count", "300", "--verify", "--timeout", "60s"]);
+    assert_eq!(read.len(), 300);
+
+    // 3. We compact it; upstream's reader still reads it (merged blocks, compacted footer).
+    b.compact(s).await.unwrap();
+    check_go_entries(&b, log, 0, 300, 40, true).await;
+    let read =
+        wp_interop(&["read", "--config", config, "--log", "crashy", "--count", "300", "--verify", "--timeout", "60s"]);
+    assert_eq!(read.len(), 300);
+
+    store.remove_prefix(&format!("{root}/")).await.unwrap();
 }
