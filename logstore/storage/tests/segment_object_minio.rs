@@ -209,3 +209,52 @@ async fn minio_interop_with_upstream_go() {
 
     store.remove_prefix(&format!("{root}/")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minio_upstream_go_reads_blocks_we_write() {
+    use prost::Message;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let root = format!("segobj-go-w-{}-{nanos}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wp.yaml");
+    let config = config.to_str().unwrap();
+    let testbed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
+    let status = std::process::Command::new(testbed).args(["render-config", config, &root, &root]).status().unwrap();
+    assert!(status.success(), "render-config");
+    let store = minio().await;
+    let b = ObjectSegmentBackend::new(store.clone(), root.clone(), ObjectSegmentOptions::default());
+
+    // Upstream creates the log and an Active segment 0 in etcd; we replace its objects by our own writer's.
+    wp_interop(&["write", "--config", config, "--log", "ours", "--count", "3", "--crash"]);
+    let log = only_log_id(&store, &root).await;
+    let s = SegmentRef { log_id: log, segment_id: 0 };
+    b.delete_segment(s).await.unwrap();
+    let w = b.create_writer(s).await.unwrap();
+    let entry = |i: i64| {
+        let layout = woodpecker_proto::logstore::LogMessageLayout {
+            payload: go_payload(i, 48).into(),
+            properties: [("idx".to_owned(), i.to_string()), ("src".to_owned(), "go".to_owned())].into(),
+        };
+        bytes::Bytes::from(layout.encode_to_vec())
+    };
+    let blocks: Vec<_> = (0..3i64)
+        .map(|n| woodpecker_storage::segment::BlockToWrite {
+            block_id: n,
+            first_entry_id: n * 40,
+            entries: (n * 40..n * 40 + 40).map(entry).collect(),
+        })
+        .collect();
+    futures::future::try_join_all(blocks.into_iter().map(|bl| w.write_block(bl))).await.unwrap();
+
+    // Open segment (no footer): upstream's reader discovers our blocks.
+    let read =
+        wp_interop(&["read", "--config", config, "--log", "ours", "--count", "120", "--verify", "--timeout", "60s"]);
+    assert_eq!(read.len(), 120);
+    // Finalized by our writer (fence object + footer): upstream reads it too.
+    assert_eq!(w.finalize(2).await.unwrap().last_entry_id, 119);
+    let read =
+        wp_interop(&["read", "--config", config, "--log", "ours", "--count", "120", "--verify", "--timeout", "60s"]);
+    assert_eq!(read.len(), 120);
+
+    store.remove_prefix(&format!("{root}/")).await.unwrap();
+}
