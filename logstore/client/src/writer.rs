@@ -392,13 +392,17 @@ impl WriterTask {
                         self.cut_blocks(true).await;
                     }
                 }
-                changed = async {
+                lost = async {
                     match lock_watch.as_mut() {
-                        Some(w) => w.changed().await.is_ok() && !*w.borrow(),
+                        // A closed channel means the keep-alive task ended: the lock is no longer held.
+                        Some(w) => match w.changed().await {
+                            Ok(()) => !*w.borrow(),
+                            Err(_) => true,
+                        },
                         None => std::future::pending().await,
                     }
                 } => {
-                    if changed {
+                    if lost {
                         tracing::warn!(log = %self.log(), "writer lock lost; failing queued entries");
                         self.health.set(WoodpeckerErrorKind::LockLost);
                         self.fail_pending();

@@ -262,3 +262,43 @@ async fn compaction_merges_completed_segments_and_reads_are_unchanged() {
     }
     r.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn writer_whose_etcd_lock_is_revoked_fails_fast_with_lock_lost() {
+    let root = unique("lost");
+    let cfg = "woodpecker:\n  logstore:\n    fencePolicy:\n      conditionWrite: disable\n";
+    let client = Client::open(bed_config(&root, cfg)).await.unwrap();
+    client.create_log("l").await.unwrap();
+    let log = client.open_log("l").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let first = writer.write(WriteMessage::new("kept")).await.unwrap();
+
+    // Revoke the session lease behind the lock, as an expired session or an operator would.
+    let endpoints = std::env::var("WP_ETCD_ENDPOINTS").unwrap();
+    let mut etcd = etcd_client::Client::connect([endpoints.as_str()], None).await.unwrap();
+    let prefix = format!("{root}/woodpecker/logs/l/lock/");
+    let keys = etcd.get(prefix.as_str(), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    let kv = keys.kvs().first().expect("the writer holds a lock key");
+    etcd.lease_revoke(kv.lease()).await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        match writer.write(WriteMessage::new("after")).await {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(_) => panic!("writes still succeed 20 s after the lock's lease was revoked"),
+        }
+    };
+    assert!(matches!(err, WoodpeckerError::LockLost { .. }), "{err}");
+    let again = writer.write(WriteMessage::new("again")).await.unwrap_err();
+    assert!(matches!(again, WoodpeckerError::LockLost { .. }), "fails fast afterwards: {again}");
+    drop(writer);
+    // A new writer takes over and the acknowledged entry is still there.
+    let w2 = log.open_writer().await.unwrap();
+    w2.write(WriteMessage::new("new")).await.unwrap();
+    w2.close().await.unwrap();
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "check").await.unwrap();
+    let got = read_n(&mut r, 1, Duration::from_secs(10)).await;
+    assert_eq!((got[0].id, &got[0].payload[..]), (first, &b"kept"[..]));
+    r.close().await.unwrap();
+}
