@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Without --config every command uses the zero-setup default: local segment files and an embedded
 /// metadata store, both under ./woodpecker-data (or --data-dir). Try `woodpecker quickstart`.
 #[derive(Debug, Parser)]
-#[command(name = "woodpecker", version, propagate_version = true)]
+#[command(name = "woodpecker", version, propagate_version = true, after_help = EXAMPLES)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -18,6 +18,14 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const EXAMPLES: &str = "Examples:
+  woodpecker quickstart
+  woodpecker log write orders --create --count 1000 --payload-size 1KiB -p source=cli
+  printf 'a\\nb\\n' | woodpecker log write orders --stdin
+  woodpecker log read orders --from 0/10 --count 5 --format json
+  woodpecker log info orders
+  woodpecker --config woodpecker.yaml bench --duration 10 --entry-size 1KiB,64KiB";
 
 /// Options every command takes.
 #[derive(Debug, Args)]

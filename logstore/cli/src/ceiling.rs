@@ -44,6 +44,16 @@ pub struct CeilingReport {
     pub latency_us: Histogram<u64>,
 }
 
+impl CeilingReport {
+    /// Adds another measurement of the same kind (bytes, operations, time and latencies add up).
+    pub fn absorb(&mut self, other: CeilingReport) -> Result<()> {
+        self.bytes += other.bytes;
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latency_us.add(&other.latency_us).map_err(|e| anyhow!("cannot merge latency histograms: {e}"))
+    }
+}
+
 /// Sequential `op_size` writes, each followed by `fdatasync`, into files in `dir`; a new file every
 /// `file_size` bytes. The files are removed afterwards.
 pub async fn local(dir: PathBuf, op_size: u64, file_size: u64, budget: Budget) -> Result<CeilingReport> {
