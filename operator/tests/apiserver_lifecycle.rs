@@ -269,15 +269,45 @@ async fn missing_secret_sets_config_invalid_and_writes_nothing_else() {
     }))
     .expect("secret");
     secrets.create(&PostParams::default(), &secret).await.expect("creating the Secret");
-    wait_for("StatefulSets after the Secret appears", Duration::from_secs(60), || async {
+    // The Secret is watched (metadata only) and mapped to the clusters naming it: no 15 s requeue.
+    wait_for("StatefulSets soon after the Secret appears", Duration::from_secs(10), || async {
         (names(&sts, "wal").await.len() == 3).then_some(())
+    })
+    .await;
+    let template_hash = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("woodpecker.zilliz.io/config-hash"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let before = template_hash(&sts.get("wal-pool-az-a").await.expect("sts"));
+
+    // Rotating the credentials changes the overlay and the pod template hash (a safe roll follows).
+    secrets
+        .patch(
+            "s3-creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"AWS_SECRET_ACCESS_KEY": "rotated456"}})),
+        )
+        .await
+        .expect("rotating the Secret");
+    wait_for("a new template hash after the rotation", Duration::from_secs(10), || async {
+        let now = template_hash(&sts.get("wal-pool-az-a").await.ok()?);
+        (now != before).then_some(())
     })
     .await;
     // The credentials never land in a ConfigMap.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     for cm in cms.list(&ListParams::default()).await.expect("list").items {
         let text = serde_json::to_string(&cm.data).unwrap_or_default();
-        assert!(!text.contains("minio123"), "ConfigMap {} contains the secret key", cm.name_any());
+        assert!(
+            !text.contains("minio123") && !text.contains("rotated456"),
+            "ConfigMap {} contains the secret key",
+            cm.name_any()
+        );
     }
     op.stop().await;
 }

@@ -68,6 +68,41 @@ pub struct Context {
     pub settings: Settings,
     /// Per-cluster memory, keyed by `namespace/name`.
     pub memory: Mutex<HashMap<String, ClusterMemory>>,
+    /// Which clusters reference which user Secret/ConfigMap, so a change to one triggers them.
+    pub references: Arc<ReferenceIndex>,
+}
+
+/// `(kind, namespace, name)` of a referenced user object → names of the clusters referencing it.
+#[derive(Default, Debug)]
+pub struct ReferenceIndex(Mutex<HashMap<(String, String, String), std::collections::BTreeSet<String>>>);
+
+impl ReferenceIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), std::collections::BTreeSet<String>>> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Record that cluster `ns/cluster` references exactly `refs` (kind, name) now.
+    pub fn set(&self, ns: &str, cluster: &str, refs: &[(String, String)]) {
+        let mut map = self.lock();
+        map.retain(|_, clusters| {
+            clusters.remove(cluster);
+            !clusters.is_empty()
+        });
+        for (kind, name) in refs {
+            map.entry((kind.clone(), ns.to_string(), name.clone())).or_default().insert(cluster.to_string());
+        }
+    }
+
+    /// Clusters referencing `kind` `ns/name`.
+    pub fn clusters(&self, kind: &str, ns: &str, name: &str) -> Vec<String> {
+        self.lock()
+            .get(&(kind.to_string(), ns.to_string(), name.to_string()))
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Context {

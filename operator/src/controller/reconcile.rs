@@ -53,6 +53,8 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
 
     // 1. Load.
     let refs = load::references(&cr);
+    let named: Vec<(String, String)> = refs.iter().map(|r| (r.kind.to_string(), r.name.clone())).collect();
+    ctx.references.set(&ns, &name, &named);
     let resolved = load::resolve(&ctx.client, &ns, &refs).await?;
     if !resolved.missing.is_empty() {
         let message = resolved.missing.join("; ");

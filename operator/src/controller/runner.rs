@@ -7,7 +7,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -17,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use woodpecker_crds::WoodpeckerCluster;
 
-use super::{Context, Error, LABEL_CLUSTER, reconcile};
+use super::{Context, Error, LABEL_CLUSTER, ReferenceIndex, reconcile};
 use crate::admin::AdminClient;
 use crate::metrics::{Metrics, Outcome, ReconcileLabels};
 
@@ -80,6 +82,11 @@ where
     }
 }
 
+fn referencing(index: &ReferenceIndex, kind: &str, meta: &ObjectMeta) -> Vec<ObjectRef<WoodpeckerCluster>> {
+    let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else { return Vec::new() };
+    index.clusters(kind, ns, name).iter().map(|c| ObjectRef::new(c).within(ns)).collect()
+}
+
 /// Run the controller until `shutdown` fires.
 pub async fn run(
     client: Client,
@@ -121,6 +128,7 @@ pub async fn run(
         pods: pod_r,
         pvcs: pvc_r,
     };
+    let references = Arc::new(ReferenceIndex::default());
     let recorder = Recorder::new(
         client.clone(),
         Reporter { controller: settings.reporter.clone(), instance: std::env::var("POD_NAME").ok() },
@@ -133,9 +141,20 @@ pub async fn run(
         stores: stores.clone(),
         settings: settings.clone(),
         memory: Default::default(),
+        references: references.clone(),
     });
 
     let clusters: Api<WoodpeckerCluster> = api(&client, ns);
+    // User Secrets/ConfigMaps named by a spec carry no operator label: watch their metadata only
+    // and map a change to the clusters that reference them (credential rotation, a late Secret).
+    let user_secrets =
+        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .touched_objects();
+    let user_cms = watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects();
+    let (ri_s, ri_c) = (references.clone(), references.clone());
     // Pods are owned by StatefulSets, not by the cluster: map them back through the cluster label.
     fn by_label<K: Resource>(obj: K) -> Option<ObjectRef<WoodpeckerCluster>> {
         let ns = obj.meta().namespace.clone()?;
@@ -152,6 +171,8 @@ pub async fn run(
         .owns_stream(pdb_s)
         .watches_stream(pod_s, by_label::<Pod>)
         .watches_stream(pvc_s, by_label::<PersistentVolumeClaim>)
+        .watches_stream(user_secrets, move |m: PartialObjectMeta<Secret>| referencing(&ri_s, "Secret", &m.metadata))
+        .watches_stream(user_cms, move |m: PartialObjectMeta<ConfigMap>| referencing(&ri_c, "ConfigMap", &m.metadata))
         .graceful_shutdown_on(async move { shutdown.cancelled().await });
     controller
         .run(
