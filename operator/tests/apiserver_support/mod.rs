@@ -149,7 +149,6 @@ pub async fn install_crd(client: &Client) {
 pub struct TestNamespace {
     /// Namespace name.
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -162,7 +161,7 @@ impl TestNamespace {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
         api.create(&PostParams::default(), &ns).await.expect("creating the test namespace");
         // Pods need the default ServiceAccount only if admission checks it; the test bed does not.
-        Self { name, client: client.clone() }
+        Self { name }
     }
 }
 
@@ -171,13 +170,17 @@ impl Drop for TestNamespace {
         if std::env::var("WOODPECKER_TESTBED_KEEP").is_ok() {
             return;
         }
-        let api: Api<Namespace> = Api::all(self.client.clone());
+        // The test's runtime is shutting down: delete from a thread with its own runtime and a
+        // fresh client, so namespaces do not pile up in the test bed.
         let name = self.name.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let api: Api<Namespace> = Api::all(client().await);
                 let _ = api.delete(&name, &DeleteParams::background()).await;
             });
-        }
+        })
+        .join();
     }
 }
 
