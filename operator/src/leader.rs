@@ -198,19 +198,16 @@ impl LeaderElector {
         }
     }
 
-    /// Keep renewing until leadership is lost (returns) or `shutdown` fires (releases, returns).
+    /// Keep renewing until leadership is lost or `shutdown` fires.
     ///
-    /// Returns `true` when leadership was lost, so the caller must stop reconciling.
+    /// Returns `true` when leadership was lost, so the caller must stop reconciling. On shutdown
+    /// it returns `false` without releasing: the caller stops its work first, then calls
+    /// [`LeaderElector::release`], so two leaders never overlap.
     pub async fn hold(&self, shutdown: &CancellationToken) -> bool {
         let mut last_renew = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    if let Err(e) = self.release().await {
-                        tracing::warn!(error = %e, "releasing the lease failed");
-                    }
-                    return false;
-                }
+                () = shutdown.cancelled() => return false,
                 () = tokio::time::sleep(self.cfg.retry_period) => {}
             }
             match self.try_acquire_or_renew().await {

@@ -135,6 +135,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics.leader.set(0);
             controller_stop.cancel();
             let res = ctrl.await.context("controller task panicked")?;
+            if !lost && let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "releasing the lease failed; it expires on its own");
+            }
             if lost {
                 metrics.set_healthy(false);
                 // Exit so the pod restarts as a follower; never reconcile without the lease.

@@ -149,5 +149,16 @@ async fn two_operator_processes_elect_one_leader_and_fail_over() {
         clusters.get("wal").await.ok()?.status?.observed_generation.map(|_| ())
     })
     .await;
+
+    // SIGTERM: the leader stops reconciling, then releases the Lease (no wait for expiry).
+    let survivor_proc = if survivor == "op-a" { a.as_ref() } else { b.as_ref() };
+    let pid = survivor_proc.expect("survivor process").0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(status.success());
+    apiserver_support::wait_for("the Lease released on SIGTERM", Duration::from_secs(10), || async {
+        let spec = leases.get("woodpecker-operator-leader").await.ok()?.spec?;
+        spec.holder_identity.is_none().then_some(())
+    })
+    .await;
     drop((a, b));
 }
