@@ -38,7 +38,9 @@ die() { log "error: $*"; exit 1; }
 install_etcd() {
   if command -v etcd >/dev/null 2>&1; then return; fi
   log "installing etcd-server (Debian)"
-  apt-get install -y -o DPkg::Lock::Timeout=120 etcd-server >/dev/null
+  apt-get install -y -o DPkg::Lock::Timeout=120 etcd-server >/dev/null ||
+    { apt-get update -o DPkg::Lock::Timeout=120 >/dev/null &&
+      apt-get install -y -o DPkg::Lock::Timeout=120 etcd-server >/dev/null; }
 }
 
 build_kube() {
