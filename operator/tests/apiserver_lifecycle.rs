@@ -76,6 +76,15 @@ where
     api.list(&lp).await.map(|l| l.items.iter().map(|o| o.name_any()).collect()).unwrap_or_default()
 }
 
+fn reconcile_count(op: &RunningOperator) -> f64 {
+    op.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("woodpecker_operator_reconciles_total"))
+        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum()
+}
+
 #[tokio::test]
 async fn three_zone_cluster_is_created_reports_status_and_a_second_reconcile_writes_nothing() {
     let client = client().await;
@@ -299,6 +308,24 @@ async fn missing_secret_sets_config_invalid_and_writes_nothing_else() {
         (now != before).then_some(())
     })
     .await;
+    // With a referenced Secret, a no-change pass still sends nothing: its contents are cached
+    // per resourceVersion from the metadata watch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mark = op.requests.len();
+    let before = reconcile_count(&op);
+    clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": "1"}}})))
+        .await
+        .expect("poking the cluster");
+    wait_for("a reconcile after the poke", Duration::from_secs(20), || async {
+        (reconcile_count(&op) > before).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = op.requests.since(mark);
+    println!("METRIC apiserver_requests_per_nochange_reconcile_with_secret_ref={}", sent.len());
+    assert!(sent.is_empty(), "a no-change pass with a referenced Secret sent {sent:?}");
+
     // The credentials never land in a ConfigMap.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     for cm in cms.list(&ListParams::default()).await.expect("list").items {

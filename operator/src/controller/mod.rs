@@ -70,6 +70,8 @@ pub struct Context {
     pub memory: Mutex<HashMap<String, ClusterMemory>>,
     /// Which clusters reference which user Secret/ConfigMap, so a change to one triggers them.
     pub references: Arc<ReferenceIndex>,
+    /// Referenced user Secrets/ConfigMaps (metadata cache + contents per resourceVersion).
+    pub users: Arc<load::UserObjects>,
 }
 
 /// `(kind, namespace, name)` of a referenced user object → names of the clusters referencing it.

@@ -55,7 +55,7 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     let refs = load::references(&cr);
     let named: Vec<(String, String)> = refs.iter().map(|r| (r.kind.to_string(), r.name.clone())).collect();
     ctx.references.set(&ns, &name, &named);
-    let resolved = load::resolve(&ctx.client, &ns, &refs).await?;
+    let resolved = load::resolve(&ctx.client, &ctx.users, &ns, &refs).await?;
     if !resolved.missing.is_empty() {
         let message = resolved.missing.join("; ");
         return invalid(&cr, &ctx, &previous, "MissingReference", &message).await;
@@ -266,11 +266,15 @@ async fn patch_status(
         "kind": "WoodpeckerCluster",
         "status": status,
     });
-    api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(|e| Error::kube("patch status of", "WoodpeckerCluster", &cr.name_any(), e))?;
-    ctx.metrics.write("WoodpeckerCluster", "status");
-    Ok(())
+    match api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
+        Ok(_) => {
+            ctx.metrics.write("WoodpeckerCluster", "status");
+            Ok(())
+        }
+        // Deleted while this pass ran: nothing left to report on.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube("patch status of", "WoodpeckerCluster", &cr.name_any(), e)),
+    }
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String, pod: Option<&Pod>) -> Event {

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use woodpecker_crds::WoodpeckerCluster;
 
+use super::load::UserObjects;
 use super::{Context, Error, LABEL_CLUSTER, ReferenceIndex, reconcile};
 use crate::admin::AdminClient;
 use crate::metrics::{Metrics, Outcome, ReconcileLabels};
@@ -118,6 +119,22 @@ pub async fn run(
     let (pod_r, pod_s) = cached!(Pod);
     let (pvc_r, pvc_s) = cached!(PersistentVolumeClaim);
 
+    // User Secrets/ConfigMaps named by a spec carry no operator label: watch their metadata only
+    // and map a change to the clusters that reference them (credential rotation, a late Secret).
+    let (secret_meta, secret_meta_w) = reflector::store::<PartialObjectMeta<Secret>>();
+    let user_secrets = reflector::reflector(
+        secret_meta_w,
+        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (cm_meta, cm_meta_w) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    let user_cms = reflector::reflector(
+        cm_meta_w,
+        watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects();
     let stores = Stores {
         stateful_sets: sts_r,
         services: svc_r,
@@ -142,18 +159,10 @@ pub async fn run(
         settings: settings.clone(),
         memory: Default::default(),
         references: references.clone(),
+        users: Arc::new(UserObjects::new(secret_meta.clone(), cm_meta.clone())),
     });
 
     let clusters: Api<WoodpeckerCluster> = api(&client, ns);
-    // User Secrets/ConfigMaps named by a spec carry no operator label: watch their metadata only
-    // and map a change to the clusters that reference them (credential rotation, a late Secret).
-    let user_secrets =
-        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().any_semantic())
-            .default_backoff()
-            .touched_objects();
-    let user_cms = watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects();
     let (ri_s, ri_c) = (references.clone(), references.clone());
     // Pods are owned by StatefulSets, not by the cluster: map them back through the cluster label.
     fn by_label<K: Resource>(obj: K) -> Option<ObjectRef<WoodpeckerCluster>> {
@@ -188,6 +197,8 @@ pub async fn run(
                     s.pdbs.wait_until_ready(),
                     s.pods.wait_until_ready(),
                     s.pvcs.wait_until_ready(),
+                    ctx.users.secret_meta.wait_until_ready(),
+                    ctx.users.config_map_meta.wait_until_ready(),
                 );
                 let start = std::time::Instant::now();
                 let res = reconcile::reconcile(cr, ctx.clone()).await;
