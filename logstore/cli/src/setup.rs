@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use woodpecker_client::{Client, Config};
+use woodpecker_client::{Client, Config, WoodpeckerError};
 use woodpecker_core::config::{MetaType, StorageType};
 use woodpecker_core::keys;
+use woodpecker_meta::MetaError;
 
 use crate::args::GlobalArgs;
 
@@ -45,7 +46,14 @@ pub fn resolve_config(global: &GlobalArgs) -> Result<Config> {
 /// Opens a client, naming the storage in the error when that fails.
 pub async fn open_client(cfg: Config) -> Result<Client> {
     let what = describe_storage(&cfg);
-    Client::open(cfg).await.with_context(|| format!("cannot open Woodpecker on {what}"))
+    match Client::open(cfg).await {
+        Ok(client) => Ok(client),
+        Err(e @ WoodpeckerError::Meta(MetaError::StoreInUse { .. })) => Err(anyhow::Error::new(e).context(format!(
+            "cannot open Woodpecker on {what} (the embedded store serves one process at a time; \
+             use etcd metadata via --config to run a writer and a reader side by side)"
+        ))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open Woodpecker on {what}"))),
+    }
 }
 
 /// One line that says where data and metadata live.

@@ -227,3 +227,42 @@ fn bench_on_local_storage_reports_a_ratio_against_the_ceiling() {
         .unwrap_or_default();
     assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with(".bench-ceiling")), "{leftovers:?}");
 }
+
+#[test]
+fn a_second_process_on_the_embedded_store_is_told_to_use_etcd() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    ok(d, &["log", "create", "x"]);
+    let spawn_tail = || {
+        Command::new(env!("CARGO_BIN_EXE_woodpecker"))
+            .args(["log", "tail", "x", "--timeout-secs", "30"])
+            .current_dir(d)
+            .env_remove("WOODPECKER_CONFIG")
+            .env_remove("WOODPECKER_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut tail = spawn_tail();
+    // Bounded wait until the tail holds the store; a tail that lost the race for the lock to one of our
+    // probes exits, and is started again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        let r = woodpecker(d, &["log", "write", "x", "--message", "m"]);
+        if !r.ok {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the tail never took the embedded store");
+        if tail.try_wait().unwrap().is_some() {
+            tail = spawn_tail();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    tail.kill().unwrap();
+    let _ = tail.wait();
+    assert_eq!(refused.code, Some(1));
+    assert!(!refused.stderr.contains("panicked"));
+    assert!(refused.stderr.contains("one process at a time") && refused.stderr.contains("etcd"), "{}", refused.stderr);
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+}
