@@ -31,7 +31,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(async {
+        tokio::spawn(force_exit_on_interrupt());
+        run(cli).await
+    });
     // A blocked stdin read must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_millis(500));
     match result {
@@ -58,6 +61,19 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Quickstart(args) => quickstart::run(&cli.global, cfg, args).await,
         Command::Bench(args) => bench::run(cfg, args).await.context("bench failed"),
     }
+}
+
+/// Commands that run long stop gracefully on Ctrl-C (writers flush, readers close). Any other phase
+/// would ignore it once a handler is installed, so: a second Ctrl-C, or the first one left unanswered
+/// for a while, ends the process.
+async fn force_exit_on_interrupt() {
+    const GRACE: Duration = Duration::from_secs(10);
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(GRACE, tokio::signal::ctrl_c()).await;
+    eprintln!("error: interrupted");
+    std::process::exit(130);
 }
 
 /// Logs go to stderr, warnings and errors only unless RUST_LOG says otherwise.
