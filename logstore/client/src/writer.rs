@@ -42,6 +42,9 @@ use crate::message::WriteMessage;
 
 type Ack = oneshot::Sender<Result<LogMessageId>>;
 
+/// How many flush sizes one block of a sequential backend may hold when entries queued up behind a sync.
+const GROUP_COMMIT_FACTOR: u64 = 8;
+
 /// Resolves when the entry is durable, with its position; or with the error that made it fail.
 #[derive(Debug)]
 pub struct AppendFuture {
@@ -490,12 +493,23 @@ impl WriterTask {
             if self.in_flight.len() >= self.max_parallel() {
                 return;
             }
+            // A sequential backend (local files) writes one block at a time: like upstream's local writer,
+            // everything buffered while the previous block was syncing goes into the next block (group
+            // commit, bounded), so the fsync cost is shared. Parallel backends cut blocks at maxFlushSize.
+            let (cap_bytes, cap_entries) = if self.max_parallel() == 1 {
+                (
+                    self.flush_size.saturating_mul(GROUP_COMMIT_FACTOR),
+                    self.flush_entries.saturating_mul(GROUP_COMMIT_FACTOR as usize),
+                )
+            } else {
+                (self.flush_size, self.flush_entries)
+            };
             let Some(seg) = self.seg.as_mut() else { return };
             let mut entries = Vec::new();
             let mut waiters = Vec::new();
             let mut bytes = 0u64;
             while let Some(p) = self.pending.front() {
-                if !entries.is_empty() && (bytes >= self.flush_size || entries.len() >= self.flush_entries) {
+                if !entries.is_empty() && (bytes >= cap_bytes || entries.len() >= cap_entries) {
                     break;
                 }
                 let _ = p;
