@@ -493,10 +493,11 @@ impl WriterTask {
             if self.in_flight.len() >= self.max_parallel() {
                 return;
             }
-            // A sequential backend (local files) writes one block at a time: like upstream's local writer,
-            // everything buffered while the previous block was syncing goes into the next block (group
-            // commit, bounded), so the fsync cost is shared. Parallel backends cut blocks at maxFlushSize.
-            let (cap_bytes, cap_entries) = if self.max_parallel() == 1 {
+            // A sequential backend (local files: one block appending, at most one more being encoded) gets,
+            // like upstream's local writer, everything buffered while the previous block was syncing in its
+            // next block (group commit, bounded), so the fsync cost is shared. Parallel backends (object
+            // storage) cut blocks at maxFlushSize and upload them side by side.
+            let (cap_bytes, cap_entries) = if self.max_parallel() <= 2 {
                 (
                     self.flush_size.saturating_mul(GROUP_COMMIT_FACTOR),
                     self.flush_entries.saturating_mul(GROUP_COMMIT_FACTOR as usize),
@@ -504,7 +505,10 @@ impl WriterTask {
             } else {
                 (self.flush_size, self.flush_entries)
             };
+            let max_size = self.handle.shared.cfg.woodpecker.client.segment_rolling_policy.max_size;
             let Some(seg) = self.seg.as_mut() else { return };
+            // Grouping never makes a segment overshoot its rolling size by more than one flush size.
+            let cap_bytes = cap_bytes.min(self.flush_size.max(max_size.saturating_sub(seg.bytes)));
             let mut entries = Vec::new();
             let mut waiters = Vec::new();
             let mut bytes = 0u64;

@@ -13,14 +13,20 @@ use super::format;
 use super::{Flock, SegmentPaths, blocking, create_dir_durable, fsync_dir};
 use crate::segment::{BlockToWrite, SegmentError, SegmentSummary, SegmentWriter};
 
-/// Writes one local segment; blocks are strictly sequential (`max_parallel_blocks() == 1`).
+/// Writes one local segment. Blocks are appended strictly in order; up to [`PIPELINE_DEPTH`] calls may be
+/// in flight so that the next block is encoded (CPU) while the previous one is written and synced (disk).
 #[derive(Debug)]
 pub struct LocalSegmentWriter {
     paths: Arc<SegmentPaths>,
     data: Arc<File>,
     lock: Arc<File>,
     state: tokio::sync::Mutex<WriterState>,
+    /// Woken whenever `next_block` or `done` changes, for blocks waiting for their turn to append.
+    turn: tokio::sync::Notify,
 }
+
+/// Blocks a caller may have in flight: one appending, one being encoded behind it.
+const PIPELINE_DEPTH: usize = 2;
 
 #[derive(Debug)]
 struct WriterState {
@@ -52,6 +58,21 @@ enum AppendError {
 }
 
 impl LocalSegmentWriter {
+    /// Waits until `block_id` is the next block to append (or the writer stopped), returning the state lock.
+    async fn wait_turn(&self, block_id: i64) -> tokio::sync::MutexGuard<'_, WriterState> {
+        loop {
+            let notified = self.turn.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let st = self.state.lock().await;
+            if st.done.is_some() || st.next_block >= block_id {
+                return st;
+            }
+            drop(st);
+            notified.await;
+        }
+    }
+
     /// Creates the segment directory and an empty `data.log` (blocking). Fails when the file exists.
     pub(super) fn create_blocking(paths: Arc<SegmentPaths>) -> Result<Self, SegmentError> {
         create_dir_durable(&paths.dir).map_err(paths.io("create directory", &paths.dir))?;
@@ -86,6 +107,7 @@ impl LocalSegmentWriter {
                 index: Vec::new(),
                 done: None,
             }),
+            turn: tokio::sync::Notify::new(),
         })
     }
 
@@ -147,15 +169,11 @@ fn append_blocking(paths: &SegmentPaths, data: &File, lock: &File, end: u64, byt
 #[async_trait]
 impl SegmentWriter for LocalSegmentWriter {
     fn max_parallel_blocks(&self) -> usize {
-        1
+        PIPELINE_DEPTH
     }
 
     async fn write_block(&self, block: BlockToWrite) -> Result<(), SegmentError> {
-        let mut st = self.state.lock().await;
-        if let Some(done) = &st.done {
-            return Err(self.refuse(done));
-        }
-        if block.entries.is_empty() || block.block_id != st.next_block || block.first_entry_id != st.next_entry {
+        if block.entries.is_empty() || block.block_id < 0 {
             return Err(self.out_of_order(&block));
         }
         let data_len: u64 = block.entries.iter().map(|e| (e.len() + RECORD_HEADER_LEN) as u64).sum();
@@ -170,21 +188,42 @@ impl SegmentWriter for LocalSegmentWriter {
                 source: io::Error::new(io::ErrorKind::InvalidInput, format!("block of {data_len} bytes exceeds 4 GiB")),
             });
         }
+        // Encode before taking the state lock: this is the CPU half that overlaps the previous block's sync.
         let mut bytes = Vec::with_capacity(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
-        if st.end == 0 {
+        if block.block_id == 0 {
             // Like upstream, the file header goes out with the first block.
             codec::encode_header(&mut bytes, &format::new_header());
         }
-        let block_offset = st.end + bytes.len() as u64;
+        let prefix = bytes.len() as u64;
         let header = codec::encode_block(&mut bytes, block_number, block.first_entry_id, &block.entries);
-        let block_size = (st.end + bytes.len() as u64 - block_offset) as u32;
+        let mut st = self.wait_turn(block.block_id).await;
+        if let Some(done) = &st.done {
+            return Err(self.refuse(done));
+        }
+        if block.block_id != st.next_block || block.first_entry_id != st.next_entry || (st.end == 0) != (prefix > 0) {
+            return Err(self.out_of_order(&block));
+        }
+        let block_offset = st.end + prefix;
+        let block_size = (bytes.len() as u64 - prefix) as u32;
         let end = st.end;
         let (paths, data, lock) = (self.paths.clone(), self.data.clone(), self.lock.clone());
         let segment = self.paths.segment;
         let result =
-            blocking(segment, move || Ok(append_blocking(&paths, &data, &lock, end, &bytes).map(|()| bytes.len())))
-                .await?;
-        match result {
+            match blocking(
+                segment,
+                move || Ok(append_blocking(&paths, &data, &lock, end, &bytes).map(|()| bytes.len())),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    st.done = Some(Done::Broken(format!("append of block {} did not complete: {e}", block.block_id)));
+                    drop(st);
+                    self.turn.notify_waiters();
+                    return Err(e);
+                }
+            };
+        let outcome = match result {
             Ok(n) => {
                 st.end += n as u64;
                 st.index.push(IndexRecord {
@@ -202,13 +241,20 @@ impl SegmentWriter for LocalSegmentWriter {
                 st.done = Some(Done::Fenced);
                 Err(SegmentError::Fenced { segment })
             }
-            Err(AppendError::Io(e)) => Err(*e),
+            Err(AppendError::Io(e)) => {
+                // Blocks queued behind this one can never follow it: stop the writer so they fail too.
+                st.done = Some(Done::Broken(format!("append of block {} failed: {e}", block.block_id)));
+                Err(*e)
+            }
             Err(AppendError::Broken(e, why)) => {
                 tracing::error!(%segment, error = %e, "local segment writer stops: {why}");
                 st.done = Some(Done::Broken(why));
                 Err(*e)
             }
-        }
+        };
+        drop(st);
+        self.turn.notify_waiters();
+        outcome
     }
 
     async fn finalize(&self, last_block_id: i64) -> Result<SegmentSummary, SegmentError> {
