@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use woodpecker_client::Config;
-use woodpecker_storage::object::{CloudProvider, ObjectStorage, S3ObjectStorage, S3Options};
+use woodpecker_storage::object::{ObjectStorage, S3ObjectStorage, S3Options};
 
 use crate::append::latency_histogram;
 
@@ -110,29 +110,9 @@ fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> R
 
 /// `S3Options` for `cfg.minio`, as the client builds them, with plain (unconditional) PUTs.
 pub fn s3_options(cfg: &Config) -> Result<S3Options> {
-    let m = &cfg.minio;
-    let cloud_provider: CloudProvider =
-        m.cloud_provider.parse().with_context(|| format!("minio.cloudProvider {:?}", m.cloud_provider))?;
-    Ok(S3Options {
-        endpoint: format!("{}:{}", m.address, m.port),
-        use_ssl: m.use_ssl,
-        bucket: m.bucket_name.clone(),
-        region: if m.region.is_empty() {
-            woodpecker_storage::object::DEFAULT_REGION.to_owned()
-        } else {
-            m.region.clone()
-        },
-        access_key: m.access_key_id.clone(),
-        secret_key: m.secret_access_key.clone(),
-        use_iam: m.use_iam,
-        cloud_provider,
-        use_virtual_host: m.use_virtual_host,
-        ca_cert_path: (m.use_ssl && Path::new(&m.ssl.tls_ca_cert).is_file()).then(|| PathBuf::from(&m.ssl.tls_ca_cert)),
-        create_bucket: m.create_bucket,
-        condition_write: false,
-        request_timeout: m.request_timeout,
-        ..S3Options::default()
-    })
+    let mut opts = woodpecker_client::s3_options(cfg)?;
+    opts.condition_write = false;
+    Ok(opts)
 }
 
 /// `threads` workers doing plain PUTs of `op_size` bytes under a scratch prefix, removed afterwards.

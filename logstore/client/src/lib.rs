@@ -26,6 +26,7 @@ mod message;
 mod reader;
 mod writer;
 
+pub use backend::s3_options;
 pub use client::Client;
 pub use error::{Result, WoodpeckerError};
 pub use handle::{LogHandle, SegmentInfo};
