@@ -8,7 +8,7 @@ use common::{local_config, payload, read_n};
 use woodpecker_client::{Client, LogMessageId, WoodpeckerError, WriteMessage};
 use woodpecker_proto::meta::SegmentState;
 
-const SMALL_SEGMENTS: &str = "woodpecker:\n  client:\n    segmentRollingPolicy:\n      maxSize: 64K\n  logstore:\n    segmentSyncPolicy:\n      maxFlushSize: 4K\n";
+const SMALL_SEGMENTS: &str = "woodpecker:\n  client:\n    segmentRollingPolicy:\n      maxSize: 32K\n  logstore:\n    segmentSyncPolicy:\n      maxFlushSize: 4K\n";
 
 #[tokio::test]
 async fn async_writes_roll_segments_and_read_back_in_order() {
