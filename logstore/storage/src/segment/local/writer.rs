@@ -37,6 +37,8 @@ struct WriterState {
     index: Vec<IndexRecord>,
     /// Why the writer takes no more blocks, once it does not.
     done: Option<Done>,
+    /// Block ids whose `write_block` call is under way (encoding or waiting for its turn).
+    claimed: std::collections::BTreeSet<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,86 @@ enum AppendError {
 }
 
 impl LocalSegmentWriter {
+    /// Encodes and appends a block whose id this call has claimed.
+    async fn write_claimed(&self, block: &BlockToWrite) -> Result<(), SegmentError> {
+        let data_len: u64 = block.entries.iter().map(|e| (e.len() + RECORD_HEADER_LEN) as u64).sum();
+        let Ok(block_number) = i32::try_from(block.block_id) else {
+            return Err(self.out_of_order(block));
+        };
+        if data_len > u64::from(u32::MAX) {
+            return Err(SegmentError::Io {
+                segment: self.paths.segment,
+                op: "encode block",
+                path: self.paths.data.display().to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, format!("block of {data_len} bytes exceeds 4 GiB")),
+            });
+        }
+        // Encode before taking the state lock: this is the CPU half that overlaps the previous block's sync.
+        let mut bytes = Vec::with_capacity(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
+        if block.block_id == 0 {
+            // Like upstream, the file header goes out with the first block.
+            codec::encode_header(&mut bytes, &format::new_header());
+        }
+        let prefix = bytes.len() as u64;
+        let header = codec::encode_block(&mut bytes, block_number, block.first_entry_id, &block.entries);
+        let mut st = self.wait_turn(block.block_id).await;
+        if let Some(done) = &st.done {
+            return Err(self.refuse(done));
+        }
+        if block.block_id != st.next_block || block.first_entry_id != st.next_entry || (st.end == 0) != (prefix > 0) {
+            return Err(self.out_of_order(block));
+        }
+        let block_offset = st.end + prefix;
+        let block_size = (bytes.len() as u64 - prefix) as u32;
+        let end = st.end;
+        let (paths, data, lock) = (self.paths.clone(), self.data.clone(), self.lock.clone());
+        let segment = self.paths.segment;
+        let result =
+            match blocking(
+                segment,
+                move || Ok(append_blocking(&paths, &data, &lock, end, &bytes).map(|()| bytes.len())),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    st.done = Some(Done::Broken(format!("append of block {} did not complete: {e}", block.block_id)));
+                    return Err(e);
+                }
+            };
+        let outcome = match result {
+            Ok(n) => {
+                st.end += n as u64;
+                st.index.push(IndexRecord {
+                    block_number,
+                    start_offset: block_offset as i64,
+                    block_size,
+                    first_entry_id: header.first_entry_id,
+                    last_entry_id: header.last_entry_id,
+                });
+                st.next_block += 1;
+                st.next_entry = header.last_entry_id + 1;
+                Ok(())
+            }
+            Err(AppendError::Fenced) => {
+                st.done = Some(Done::Fenced);
+                Err(SegmentError::Fenced { segment })
+            }
+            Err(AppendError::Io(e)) => {
+                // Blocks queued behind this one can never follow it: stop the writer so they fail too.
+                st.done = Some(Done::Broken(format!("append of block {} failed: {e}", block.block_id)));
+                Err(*e)
+            }
+            Err(AppendError::Broken(e, why)) => {
+                tracing::error!(%segment, error = %e, "local segment writer stops: {why}");
+                st.done = Some(Done::Broken(why));
+                Err(*e)
+            }
+        };
+        drop(st);
+        outcome
+    }
+
     /// Waits until `block_id` is the next block to append (or the writer stopped), returning the state lock.
     async fn wait_turn(&self, block_id: i64) -> tokio::sync::MutexGuard<'_, WriterState> {
         loop {
@@ -65,7 +147,11 @@ impl LocalSegmentWriter {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let st = self.state.lock().await;
-            if st.done.is_some() || st.next_block >= block_id {
+            // Wait only while every block before this one is under way; a missing predecessor never comes.
+            if st.done.is_some()
+                || st.next_block >= block_id
+                || (st.next_block..block_id).any(|b| !st.claimed.contains(&b))
+            {
                 return st;
             }
             drop(st);
@@ -106,6 +192,7 @@ impl LocalSegmentWriter {
                 next_entry: 0,
                 index: Vec::new(),
                 done: None,
+                claimed: Default::default(),
             }),
             turn: tokio::sync::Notify::new(),
         })
@@ -176,85 +263,19 @@ impl SegmentWriter for LocalSegmentWriter {
         if block.entries.is_empty() || block.block_id < 0 {
             return Err(self.out_of_order(&block));
         }
-        let data_len: u64 = block.entries.iter().map(|e| (e.len() + RECORD_HEADER_LEN) as u64).sum();
-        let Ok(block_number) = i32::try_from(block.block_id) else {
-            return Err(self.out_of_order(&block));
-        };
-        if data_len > u64::from(u32::MAX) {
-            return Err(SegmentError::Io {
-                segment: self.paths.segment,
-                op: "encode block",
-                path: self.paths.data.display().to_string(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, format!("block of {data_len} bytes exceeds 4 GiB")),
-            });
-        }
-        // Encode before taking the state lock: this is the CPU half that overlaps the previous block's sync.
-        let mut bytes = Vec::with_capacity(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
-        if block.block_id == 0 {
-            // Like upstream, the file header goes out with the first block.
-            codec::encode_header(&mut bytes, &format::new_header());
-        }
-        let prefix = bytes.len() as u64;
-        let header = codec::encode_block(&mut bytes, block_number, block.first_entry_id, &block.entries);
-        let mut st = self.wait_turn(block.block_id).await;
-        if let Some(done) = &st.done {
-            return Err(self.refuse(done));
-        }
-        if block.block_id != st.next_block || block.first_entry_id != st.next_entry || (st.end == 0) != (prefix > 0) {
-            return Err(self.out_of_order(&block));
-        }
-        let block_offset = st.end + prefix;
-        let block_size = (bytes.len() as u64 - prefix) as u32;
-        let end = st.end;
-        let (paths, data, lock) = (self.paths.clone(), self.data.clone(), self.lock.clone());
-        let segment = self.paths.segment;
-        let result =
-            match blocking(
-                segment,
-                move || Ok(append_blocking(&paths, &data, &lock, end, &bytes).map(|()| bytes.len())),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    st.done = Some(Done::Broken(format!("append of block {} did not complete: {e}", block.block_id)));
-                    drop(st);
-                    self.turn.notify_waiters();
-                    return Err(e);
-                }
-            };
-        let outcome = match result {
-            Ok(n) => {
-                st.end += n as u64;
-                st.index.push(IndexRecord {
-                    block_number,
-                    start_offset: block_offset as i64,
-                    block_size,
-                    first_entry_id: header.first_entry_id,
-                    last_entry_id: header.last_entry_id,
-                });
-                st.next_block += 1;
-                st.next_entry = header.last_entry_id + 1;
-                Ok(())
+        {
+            let mut st = self.state.lock().await;
+            if let Some(done) = &st.done {
+                return Err(self.refuse(done));
             }
-            Err(AppendError::Fenced) => {
-                st.done = Some(Done::Fenced);
-                Err(SegmentError::Fenced { segment })
+            if block.block_id < st.next_block || !st.claimed.insert(block.block_id) {
+                return Err(self.out_of_order(&block));
             }
-            Err(AppendError::Io(e)) => {
-                // Blocks queued behind this one can never follow it: stop the writer so they fail too.
-                st.done = Some(Done::Broken(format!("append of block {} failed: {e}", block.block_id)));
-                Err(*e)
-            }
-            Err(AppendError::Broken(e, why)) => {
-                tracing::error!(%segment, error = %e, "local segment writer stops: {why}");
-                st.done = Some(Done::Broken(why));
-                Err(*e)
-            }
-        };
-        drop(st);
+        }
+        let result = self.write_claimed(&block).await;
+        self.state.lock().await.claimed.remove(&block.block_id);
         self.turn.notify_waiters();
-        outcome
+        result
     }
 
     async fn finalize(&self, last_block_id: i64) -> Result<SegmentSummary, SegmentError> {
