@@ -294,24 +294,11 @@ async fn missing_secret_sets_config_invalid_and_writes_nothing_else() {
     };
     let before = template_hash(&sts.get("wal-pool-az-a").await.expect("sts"));
 
-    // Rotating the credentials changes the overlay and the pod template hash (a safe roll follows).
-    secrets
-        .patch(
-            "s3-creds",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"AWS_SECRET_ACCESS_KEY": "rotated456"}})),
-        )
-        .await
-        .expect("rotating the Secret");
-    wait_for("a new template hash after the rotation", Duration::from_secs(10), || async {
-        let now = template_hash(&sts.get("wal-pool-az-a").await.ok()?);
-        (now != before).then_some(())
-    })
-    .await;
     // With a referenced Secret, a no-change pass still sends nothing: its contents are cached
     // per resourceVersion from the metadata watch.
-    // The rotation starts a roll whose status the operator records; the first poke lets that settle
-    // (it may write status), the second must be a pure no-change pass.
+    // Measured before the rotation below: a roll in progress legitimately reports its progress in status.
+    // The first poke lets the pods' creation settle (it may write status); the second must be a pure
+    // no-change pass.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut mark = 0;
     for poke in ["1", "2"] {
@@ -334,6 +321,21 @@ async fn missing_secret_sets_config_invalid_and_writes_nothing_else() {
     let sent = op.requests.since(mark);
     println!("METRIC apiserver_requests_per_nochange_reconcile_with_secret_ref={}", sent.len());
     assert!(sent.is_empty(), "a no-change pass with a referenced Secret sent {sent:?}");
+
+    // Rotating the credentials changes the overlay and the pod template hash (a safe roll follows).
+    secrets
+        .patch(
+            "s3-creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"AWS_SECRET_ACCESS_KEY": "rotated456"}})),
+        )
+        .await
+        .expect("rotating the Secret");
+    wait_for("a new template hash after the rotation", Duration::from_secs(10), || async {
+        let now = template_hash(&sts.get("wal-pool-az-a").await.ok()?);
+        (now != before).then_some(())
+    })
+    .await;
 
     // The credentials never land in a ConfigMap.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
