@@ -454,14 +454,7 @@ impl MetadataStore {
         &self,
         status: &SegmentCleanupStatus,
     ) -> MetaResult<Versioned<SegmentCleanupStatus>> {
-        let key = self.keys.cleaning(status.log_id, status.segment_id);
-        let txn = Txn::new().when(vec![Compare::absent(&key)]).and_then(vec![TxnOp::put(&key, status.encode_to_vec())]);
-        let resp = self.kv.txn(txn).await?;
-        if resp.succeeded {
-            Ok(Versioned { value: status.clone(), revision: resp.revision, create_revision: resp.revision })
-        } else {
-            Err(MetaError::KeyAlreadyExists { key })
-        }
+        self.create_record(self.keys.cleaning(status.log_id, status.segment_id), status).await
     }
 
     /// Replaces an existing cleanup record (no content CAS, like upstream); returns the new revision.
@@ -501,11 +494,15 @@ impl MetadataStore {
         &self,
         status: &SegmentCompactedNotifyStatus,
     ) -> MetaResult<Versioned<SegmentCompactedNotifyStatus>> {
-        let key = self.keys.marking(status.log_id, status.segment_id);
-        let txn = Txn::new().when(vec![Compare::absent(&key)]).and_then(vec![TxnOp::put(&key, status.encode_to_vec())]);
+        self.create_record(self.keys.marking(status.log_id, status.segment_id), status).await
+    }
+
+    /// Writes `value` at `key` only if the key is absent; `KeyAlreadyExists` otherwise.
+    async fn create_record<M: Message + Clone>(&self, key: String, value: &M) -> MetaResult<Versioned<M>> {
+        let txn = Txn::new().when(vec![Compare::absent(&key)]).and_then(vec![TxnOp::put(&key, value.encode_to_vec())]);
         let resp = self.kv.txn(txn).await?;
         if resp.succeeded {
-            Ok(Versioned { value: status.clone(), revision: resp.revision, create_revision: resp.revision })
+            Ok(Versioned { value: value.clone(), revision: resp.revision, create_revision: resp.revision })
         } else {
             Err(MetaError::KeyAlreadyExists { key })
         }
