@@ -4,8 +4,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use prost::Message;
+use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::LogMessageId;
 use woodpecker_proto::logstore::LogMessageLayout;
+
+/// `LogMessageLayout.payload`: field 1, wire type 2 (length-delimited).
+const PAYLOAD_TAG: u8 = (1 << 3) | 2;
 
 /// What an application appends: a payload and optional string properties.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,8 +34,23 @@ impl WriteMessage {
 
     /// The stored bytes of this message.
     pub fn encode(&self) -> Bytes {
-        let layout = LogMessageLayout { payload: self.payload.clone(), properties: self.properties.clone() };
-        Bytes::from(layout.encode_to_vec())
+        self.clone().into_entry().to_bytes()
+    }
+
+    /// The stored form without copying the payload: `LogMessageLayout` field 1 (tag, length, payload)
+    /// followed by the encoded properties (field 2), exactly as protobuf encodes the whole message.
+    pub(crate) fn into_entry(self) -> EntryBytes {
+        let tail = if self.properties.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::from(LogMessageLayout { payload: Bytes::new(), properties: self.properties }.encode_to_vec())
+        };
+        if self.payload.is_empty() {
+            // proto3 leaves an empty bytes field out.
+            EntryBytes::new(tail)
+        } else {
+            EntryBytes::length_prefixed(PAYLOAD_TAG, self.payload, tail)
+        }
     }
 }
 
@@ -64,5 +83,24 @@ mod tests {
         let (p, props) = decode_entry(m.encode()).unwrap();
         assert_eq!(&p[..], b"hi");
         assert_eq!(props.get("k").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn pieces_are_byte_equal_to_protobuf_encoding() {
+        let sizes = [0usize, 1, 127, 128, 1024, 16_383, 16_384, 70_000, 2_097_152];
+        let props: [&[(&str, &str)]; 4] =
+            [&[], &[("k", "v")], &[("", "empty-key"), ("x", "")], &[("a", "1"), ("b", &"long".repeat(50))]];
+        for size in sizes {
+            for p in props {
+                let m = WriteMessage {
+                    payload: Bytes::from(vec![0x5a; size]),
+                    properties: p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                };
+                let layout = LogMessageLayout { payload: m.payload.clone(), properties: m.properties.clone() };
+                let entry = m.clone().into_entry();
+                assert_eq!(entry.len(), layout.encoded_len(), "size {size}, properties {p:?}");
+                assert_eq!(entry.to_bytes(), Bytes::from(layout.encode_to_vec()), "size {size}, properties {p:?}");
+            }
+        }
     }
 }

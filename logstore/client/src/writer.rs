@@ -23,14 +23,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
 use woodpecker_meta::{MetaError, Versioned, WriterLock};
 use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
@@ -49,28 +50,33 @@ const GROUP_COMMIT_FACTOR: u64 = 8;
 #[derive(Debug)]
 pub struct AppendFuture {
     rx: oneshot::Receiver<Result<LogMessageId>>,
-    log: String,
+    log: Arc<str>,
 }
 
 impl Future for AppendFuture {
     type Output = Result<LogMessageId>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let log = self.log.clone();
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| Err(WoodpeckerError::WriterClosed { log, reason: "the writer task stopped".into() }))
-        })
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(WoodpeckerError::WriterClosed {
+                log: self.log.to_string(),
+                reason: "the writer task stopped".into(),
+            })),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 enum Command {
-    Append { data: Bytes, permit: OwnedSemaphorePermit, ack: Ack },
+    Append { data: EntryBytes, permit: OwnedSemaphorePermit, ack: Ack },
     Close { done: oneshot::Sender<Result<()>> },
 }
 
-/// Why the writer can no longer write; set once, read on every call.
+/// Why the writer can no longer write; set once, read on every call (a flag keeps the healthy path lock-free).
 #[derive(Debug, Default)]
 struct Health {
+    is_lost: AtomicBool,
     lost: Mutex<Option<WoodpeckerErrorKind>>,
 }
 
@@ -87,10 +93,14 @@ impl Health {
             && g.is_none()
         {
             *g = Some(kind);
+            self.is_lost.store(true, Ordering::Release);
         }
     }
 
     fn error(&self, log: &str) -> Option<WoodpeckerError> {
+        if !self.is_lost.load(Ordering::Acquire) {
+            return None;
+        }
         let g = self.lost.lock().ok()?;
         g.as_ref().map(|k| to_error(k, log))
     }
@@ -112,6 +122,8 @@ fn to_error(kind: &WoodpeckerErrorKind, log: &str) -> WoodpeckerError {
 #[derive(Debug)]
 pub struct LogWriter {
     handle: LogHandle,
+    /// The log's name, shared with every [`AppendFuture`] for its error message.
+    log: Arc<str>,
     tx: mpsc::UnboundedSender<Command>,
     budget: Arc<Semaphore>,
     budget_bytes: u64,
@@ -141,7 +153,8 @@ impl LogWriter {
         let task = WriterTask::new(handle.clone(), next_segment, lock, health.clone());
         let task = tokio::spawn(task.run(rx));
         let auditor = Some(crate::maintenance::spawn_auditor(handle.clone()));
-        Ok(Self { handle, tx, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
+        let log = Arc::from(handle.name.as_str());
+        Ok(Self { handle, log, tx, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
     }
 
     /// The log this writer writes to.
@@ -166,7 +179,7 @@ impl LogWriter {
         if msg.payload.is_empty() && msg.properties.is_empty() {
             return Err(WoodpeckerError::EmptyMessage);
         }
-        let data = msg.encode();
+        let data = msg.into_entry();
         let max = self.handle.shared.cfg.woodpecker.client.max_entry_size;
         let size = data.len() as u64;
         if size > max {
@@ -185,7 +198,7 @@ impl LogWriter {
             log: self.handle.name.clone(),
             reason: "the writer task stopped".into(),
         })?;
-        Ok(AppendFuture { rx, log: self.handle.name.clone() })
+        Ok(AppendFuture { rx, log: self.log.clone() })
     }
 
     /// Writes a message and waits until it is durable; returns its position.
@@ -278,18 +291,15 @@ async fn complete_segment_meta(
 }
 
 struct Pending {
-    data: Bytes,
+    data: EntryBytes,
     permit: OwnedSemaphorePermit,
     ack: Ack,
 }
 
-struct Waiter {
-    permit: OwnedSemaphorePermit,
-    ack: Ack,
-}
+/// What a finished block upload reports: block id, first entry id, the entries' acknowledgements, result.
+type BlockDone = (i64, EntryId, Vec<Ack>, std::result::Result<(), SegmentError>);
 
-type BlockFuture =
-    Pin<Box<dyn Future<Output = (i64, EntryId, Vec<Waiter>, u64, std::result::Result<(), SegmentError>)> + Send>>;
+type BlockFuture = Pin<Box<dyn Future<Output = BlockDone> + Send>>;
 
 struct ActiveSegment {
     id: SegmentId,
@@ -512,15 +522,21 @@ impl WriterTask {
             let mut entries = Vec::new();
             let mut waiters = Vec::new();
             let mut bytes = 0u64;
-            while let Some(p) = self.pending.front() {
+            // The entries' buffer budget, released in one step when the upload ends (the block's buffers
+            // are gone by then) instead of entry by entry.
+            let mut permit: Option<OwnedSemaphorePermit> = None;
+            while !self.pending.is_empty() {
                 if !entries.is_empty() && (bytes >= cap_bytes || entries.len() >= cap_entries) {
                     break;
                 }
-                let _ = p;
                 let Some(p) = self.pending.pop_front() else { break };
                 bytes += p.data.len() as u64;
                 entries.push(p.data);
-                waiters.push(Waiter { permit: p.permit, ack: p.ack });
+                waiters.push(p.ack);
+                match permit.as_mut() {
+                    Some(held) => held.merge(p.permit),
+                    None => permit = Some(p.permit),
+                }
             }
             self.pending_bytes -= bytes;
             let block = BlockToWrite { block_id: seg.next_block, first_entry_id: seg.next_entry, entries };
@@ -531,7 +547,8 @@ impl WriterTask {
             let (block_id, first) = (block.block_id, block.first_entry_id);
             self.in_flight.push_back(Box::pin(async move {
                 let r = writer.write_block(block).await;
-                (block_id, first, waiters, bytes, r)
+                drop(permit);
+                (block_id, first, waiters, r)
             }));
             self.last_cut = Instant::now();
         }
@@ -585,16 +602,7 @@ impl WriterTask {
         Ok(())
     }
 
-    async fn on_block_done(
-        &mut self,
-        (block_id, first, waiters, _bytes, result): (
-            i64,
-            EntryId,
-            Vec<Waiter>,
-            u64,
-            std::result::Result<(), SegmentError>,
-        ),
-    ) {
+    async fn on_block_done(&mut self, (block_id, first, waiters, result): BlockDone) {
         let Some(seg) = self.seg.as_mut() else {
             // The segment was abandoned after an earlier failure; these results were already decided.
             return;
@@ -604,9 +612,8 @@ impl WriterTask {
                 seg.acked_block = block_id;
                 seg.acked_entry = first + waiters.len() as i64 - 1;
                 let sid = seg.id;
-                for (i, w) in waiters.into_iter().enumerate() {
-                    drop(w.permit);
-                    let _ = w.ack.send(Ok(LogMessageId::new(sid, first + i as i64)));
+                for (i, ack) in waiters.into_iter().enumerate() {
+                    let _ = ack.send(Ok(LogMessageId::new(sid, first + i as i64)));
                 }
             }
             Ok(()) => {
@@ -624,11 +631,11 @@ impl WriterTask {
     }
 
     /// A block failed: decide the fate of it and of every later in-flight block, then move on.
-    async fn fail_segment(&mut self, first: EntryId, waiters: Vec<Waiter>, error: SegmentError) {
+    async fn fail_segment(&mut self, first: EntryId, waiters: Vec<Ack>, error: SegmentError) {
         let Some(seg) = self.seg.take() else { return };
-        let mut all: Vec<(EntryId, Waiter)> =
+        let mut all: Vec<(EntryId, Ack)> =
             waiters.into_iter().enumerate().map(|(i, w)| (first + i as i64, w)).collect();
-        while let Some((_, f, ws, _, _)) = self.in_flight.next().await {
+        while let Some((_, f, ws, _)) = self.in_flight.next().await {
             all.extend(ws.into_iter().enumerate().map(|(i, w)| (f + i as i64, w)));
         }
         let sref = self.handle.seg_ref(seg.id);
@@ -637,11 +644,10 @@ impl WriterTask {
             tracing::warn!(log = %self.log(), segment = seg.id, %reason, "writer fenced");
             self.health.set(WoodpeckerErrorKind::Fenced(reason));
             for (_, w) in all {
-                let _ =
-                    w.ack.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::WriterFenced {
-                        log: self.handle.name.clone(),
-                        reason: "fenced".into(),
-                    })));
+                let _ = w.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::WriterFenced {
+                    log: self.handle.name.clone(),
+                    reason: "fenced".into(),
+                })));
             }
             self.fail_pending();
             return;
@@ -660,9 +666,9 @@ impl WriterTask {
                 let err_text = error.to_string();
                 for (id, w) in all {
                     let _ = if id <= last {
-                        w.ack.send(Ok(LogMessageId::new(seg.id, id)))
+                        w.send(Ok(LogMessageId::new(seg.id, id)))
                     } else {
-                        w.ack.send(Err(WoodpeckerError::Segment(SegmentError::Missing {
+                        w.send(Err(WoodpeckerError::Segment(SegmentError::Missing {
                             segment: sref,
                             what: format!("entry {id}: {err_text}"),
                         })))
@@ -679,8 +685,7 @@ impl WriterTask {
                 let reason = format!("block upload failed ({error}) and the segment could not be sealed ({fence_err})");
                 self.health.set(WoodpeckerErrorKind::Closed(reason));
                 for (_, w) in all {
-                    let _ =
-                        w.ack.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::ClientClosed)));
+                    let _ = w.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::ClientClosed)));
                 }
                 self.fail_pending();
             }

@@ -20,6 +20,8 @@
 use bytes::{Buf, BufMut, Bytes};
 use thiserror::Error;
 
+use crate::entry::EntryData;
+
 /// Size of the record header: crc32 (4) + type (1) + length (4).
 pub const RECORD_HEADER_LEN: usize = 9;
 /// Format version written by this implementation.
@@ -287,7 +289,7 @@ pub fn encode_block_header(out: &mut Vec<u8>, b: &BlockHeaderRecord) {
 /// Encodes one block: `BlockHeader` followed by a `Data` record per entry. Returns the block header.
 ///
 /// `first_entry_id` is the id of `entries[0]`; `entries` must not be empty.
-pub fn encode_block<E: AsRef<[u8]>>(
+pub fn encode_block<E: EntryData>(
     out: &mut Vec<u8>,
     block_number: i32,
     first_entry_id: i64,
@@ -296,18 +298,17 @@ pub fn encode_block<E: AsRef<[u8]>>(
     // Data records are written straight after a placeholder header record and the header is patched in
     // afterwards, so a block's bytes are copied once (blocks are megabytes on the write path).
     let header_at = out.len();
-    let data_len: usize = entries.iter().map(|e| e.as_ref().len() + RECORD_HEADER_LEN).sum();
+    let data_len: usize = entries.iter().map(|e| e.data_len() + RECORD_HEADER_LEN).sum();
     out.reserve(BLOCK_HEADER_RECORD_LEN + data_len);
     out.resize(header_at + BLOCK_HEADER_RECORD_LEN, 0);
     // The block CRC covers every data record including its CRC field. Rather than a second pass over the
     // payload bytes, each record's CRC (over type, length, payload) is folded in with CRC combination.
     let mut block_crc = crc32fast::Hasher::new();
     for e in entries {
-        let payload = e.as_ref();
         let start = out.len();
         out.extend_from_slice(&[0, 0, 0, 0, RecordType::Data as u8]);
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(payload);
+        out.extend_from_slice(&(e.data_len() as u32).to_le_bytes());
+        e.append_data(out);
         let record_crc = crc32fast::hash(&out[start + 4..]);
         out[start..start + 4].copy_from_slice(&record_crc.to_le_bytes());
         block_crc.update(&record_crc.to_le_bytes());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use woodpecker_core::codec::{self, BLOCK_HEADER_RECORD_LEN, FooterRecord, HEADER_RECORD_LEN, INDEX_RECORD_LEN};
 use woodpecker_storage::segment::local::LocalSegmentBackend;
-use woodpecker_storage::segment::{BlockToWrite, SegmentBackend, SegmentError, SegmentReader, SegmentRef};
+use woodpecker_storage::segment::{BlockToWrite, EntryBytes, SegmentBackend, SegmentError, SegmentReader, SegmentRef};
 
 const SEG: SegmentRef = SegmentRef { log_id: 7, segment_id: 3 };
 
@@ -20,8 +20,8 @@ fn data_path(dir: &Path) -> PathBuf {
 }
 
 /// Entries of block `b`: `n` payloads with distinct contents and sizes.
-fn entries(b: i64, n: usize) -> Vec<Bytes> {
-    (0..n).map(|i| Bytes::from(format!("block{b}-entry{i}-{}", "x".repeat(i * 3 + b as usize)))).collect()
+fn entries(b: i64, n: usize) -> Vec<EntryBytes> {
+    (0..n).map(|i| Bytes::from(format!("block{b}-entry{i}-{}", "x".repeat(i * 3 + b as usize))).into()).collect()
 }
 
 /// Blocks with the given entry counts, ids dense from 0.
@@ -80,7 +80,7 @@ fn expected_file(blocks: &[BlockToWrite], finalized: bool) -> (Vec<u8>, Vec<code
 fn all_entries(blocks: &[BlockToWrite]) -> Vec<(i64, Bytes)> {
     blocks
         .iter()
-        .flat_map(|b| b.entries.iter().enumerate().map(|(i, e)| (b.first_entry_id + i as i64, e.clone())))
+        .flat_map(|b| b.entries.iter().enumerate().map(|(i, e)| (b.first_entry_id + i as i64, e.to_bytes())))
         .collect()
 }
 
@@ -518,8 +518,8 @@ async fn entries_that_look_like_segment_files() {
     let b = backend(dir.path());
     let (inner, _) = expected_file(&blocks(&[2, 1]), true);
     let blks = vec![
-        BlockToWrite { block_id: 0, first_entry_id: 0, entries: vec![Bytes::from_static(b"plain")] },
-        BlockToWrite { block_id: 1, first_entry_id: 1, entries: vec![Bytes::from(inner.clone())] },
+        BlockToWrite { block_id: 0, first_entry_id: 0, entries: vec![Bytes::from_static(b"plain").into()] },
+        BlockToWrite { block_id: 1, first_entry_id: 1, entries: vec![Bytes::from(inner.clone()).into()] },
     ];
     let w = write_all(&b, &blks).await;
     let mut r = b.open_reader(SEG).await.unwrap();

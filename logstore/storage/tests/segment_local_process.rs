@@ -26,7 +26,7 @@ async fn writer_process() {
     let mut first = 0i64;
     for id in 0..1_000_000i64 {
         let n = 1 + (id % 4) as usize;
-        let entries = (0..n).map(|i| Bytes::from(format!("child-{id}-{i}"))).collect();
+        let entries = (0..n).map(|i| Bytes::from(format!("child-{id}-{i}")).into()).collect();
         match w.write_block(BlockToWrite { block_id: id, first_entry_id: first, entries }).await {
             Ok(()) => {
                 first += n as i64;

@@ -268,7 +268,7 @@ async fn golden_n1000_footer_is_byte_equal() {
         w.write_block(woodpecker_storage::segment::BlockToWrite {
             block_id: n,
             first_entry_id: block.header.first_entry_id,
-            entries: block.entries,
+            entries: block.entries.into_iter().map(Into::into).collect(),
         })
         .await
         .unwrap();

@@ -241,7 +241,7 @@ async fn minio_upstream_go_reads_blocks_we_write() {
         .map(|n| woodpecker_storage::segment::BlockToWrite {
             block_id: n,
             first_entry_id: n * 40,
-            entries: (n * 40..n * 40 + 40).map(entry).collect(),
+            entries: (n * 40..n * 40 + 40).map(|i| entry(i).into()).collect(),
         })
         .collect();
     futures::future::try_join_all(blocks.into_iter().map(|bl| w.write_block(bl))).await.unwrap();

@@ -42,7 +42,7 @@ pub fn payload(id: i64) -> Bytes {
 
 /// Block `block_id` holding `n` entries from `first`.
 pub fn block(block_id: i64, first: i64, n: i64) -> BlockToWrite {
-    BlockToWrite { block_id, first_entry_id: first, entries: (first..first + n).map(payload).collect() }
+    BlockToWrite { block_id, first_entry_id: first, entries: (first..first + n).map(|i| payload(i).into()).collect() }
 }
 
 /// Reads from `from` until an empty batch or the end; returns the entries and whether the end was reported.

@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
 use woodpecker_core::codec::CodecError;
+pub use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::{EntryId, LogId, SegmentId};
 
 use crate::object::ObjectError;
@@ -54,11 +55,20 @@ pub struct BlockToWrite {
     pub block_id: i64,
     /// Id of `entries[0]`.
     pub first_entry_id: EntryId,
-    /// Entry payloads (the `LogMessageLayout` bytes), never empty.
-    pub entries: Vec<Bytes>,
+    /// Entries (the `LogMessageLayout` bytes, in pieces), never empty.
+    pub entries: Vec<EntryBytes>,
 }
 
 impl BlockToWrite {
+    /// A block of `entries` starting at `first_entry_id`.
+    pub fn new(
+        block_id: i64,
+        first_entry_id: EntryId,
+        entries: impl IntoIterator<Item = impl Into<EntryBytes>>,
+    ) -> Self {
+        Self { block_id, first_entry_id, entries: entries.into_iter().map(Into::into).collect() }
+    }
+
     /// Id of the last entry in the block.
     pub fn last_entry_id(&self) -> EntryId {
         self.first_entry_id + self.entries.len() as i64 - 1

@@ -29,6 +29,7 @@ use woodpecker_core::codec::{
     self, BLOCK_HEADER_RECORD_LEN, CodecError, DecodedBlock, FLAG_COMPACTED, FORMAT_VERSION, FooterRecord,
     HEADER_RECORD_LEN, HeaderRecord, INDEX_RECORD_LEN, IndexRecord, Record,
 };
+use woodpecker_core::entry::EntryData;
 use woodpecker_core::ids::{EntryId, LogId};
 use woodpecker_core::keys::{self, SegmentObject};
 
@@ -183,8 +184,8 @@ fn encode_footer_object(blocks: &[BlockMeta], flags: u16, total_records: Option<
 }
 
 /// Encodes a block object: block 0 (and merged block 0) start with a header record.
-fn encode_block_object(block_number: i64, first_entry_id: EntryId, entries: &[Bytes], flags: u16) -> Bytes {
-    let payload: usize = entries.iter().map(|e| e.len() + codec::RECORD_HEADER_LEN).sum();
+fn encode_block_object<E: EntryData>(block_number: i64, first_entry_id: EntryId, entries: &[E], flags: u16) -> Bytes {
+    let payload: usize = entries.iter().map(|e| e.data_len() + codec::RECORD_HEADER_LEN).sum();
     let mut out = Vec::with_capacity(HEADER_RECORD_LEN + BLOCK_HEADER_RECORD_LEN + payload);
     if block_number == 0 {
         codec::encode_header(&mut out, &HeaderRecord { version: FORMAT_VERSION, flags, first_entry_id });
@@ -810,18 +811,18 @@ impl SegmentWriter for ObjectSegmentWriter {
             self.check_order(&st, &block)?;
             st.submitted.insert(block.block_id, (block.first_entry_id, block.last_entry_id()));
         }
-        let body = encode_block_object(block.block_id, block.first_entry_id, &block.entries, 0);
+        let (block_id, first_entry_id, last_entry_id) = (block.block_id, block.first_entry_id, block.last_entry_id());
+        let body = encode_block_object(block_id, first_entry_id, &block.entries, 0);
+        // The entries are in the body now; let their buffers go while the upload runs.
+        drop(block);
         let size = body.len() as u64;
-        self.upload(block.block_id, body).await?;
+        self.upload(block_id, body).await?;
         let mut st = self.state();
         // A fence below this block makes it invisible forever: report it as fenced, not durable-and-useful.
-        if st.fenced_at.is_some_and(|f| f < block.block_id) {
+        if st.fenced_at.is_some_and(|f| f < block_id) {
             return Err(SegmentError::Fenced { segment: self.segment });
         }
-        st.durable.insert(
-            block.block_id,
-            BlockMeta { first_entry_id: block.first_entry_id, last_entry_id: block.last_entry_id(), size },
-        );
+        st.durable.insert(block_id, BlockMeta { first_entry_id, last_entry_id, size });
         Ok(())
     }
 
