@@ -41,7 +41,8 @@ enum Backend {
 struct Setup {
     backend: Backend,
     flush_size: u64,
-    /// Blocks in flight at once: maxFlushThreads on object storage; 1 on local files (sequential appends).
+    /// Blocks in flight at once: maxFlushThreads on object storage; 2 on local files (one appending and
+    /// syncing, the next being encoded behind it).
     parallelism: usize,
     max_bytes: u64,
     budget: Budget,
@@ -78,7 +79,7 @@ pub async fn run(cfg: Config, args: BenchArgs) -> Result<()> {
         backend,
         flush_size: sync.max_flush_size.max(1),
         parallelism: match backend {
-            Backend::Local => 1,
+            Backend::Local => woodpecker_storage::segment::local::PIPELINE_DEPTH,
             Backend::Object => sync.max_flush_threads.max(1) as usize,
         },
         max_bytes: sync.max_bytes,
@@ -231,7 +232,7 @@ fn print_table(target: &str, setup: &Setup, results: &[SizeResult]) {
         human_bytes(setup.flush_size),
         setup.parallelism,
         if setup.backend == Backend::Local {
-            " (local segments are appended sequentially)"
+            " (local segments: one appending, the next being encoded)"
         } else {
             " (maxFlushThreads)"
         }
@@ -344,10 +345,10 @@ mod tests {
 
     #[test]
     fn auto_window_covers_the_flush_slots_within_the_buffer() {
-        assert_eq!(auto_window(&setup(Backend::Local, 1, 256_000_000), 1024), 6_000_000 / 1032);
+        assert_eq!(auto_window(&setup(Backend::Local, 2, 256_000_000), 1024), 8_000_000 / 1032);
         assert_eq!(auto_window(&setup(Backend::Object, 32, 256_000_000), 65536), 68_000_000 / 65544);
         assert_eq!(auto_window(&setup(Backend::Object, 32, 1_000_000), 1024), 1_000_000 / 1032);
-        assert_eq!(auto_window(&setup(Backend::Local, 1, 256_000_000), 64 << 20), 1);
+        assert_eq!(auto_window(&setup(Backend::Local, 2, 256_000_000), 64 << 20), 1);
     }
 
     #[test]

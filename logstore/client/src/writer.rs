@@ -19,6 +19,7 @@
 //! learn exactly which entries are durable: those are reported successful, the rest fail, and writing
 //! continues in a new segment (upstream invalidates the whole writer instead).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
@@ -42,9 +43,6 @@ use crate::handle::{LogHandle, now_ms};
 use crate::message::WriteMessage;
 
 type Ack = oneshot::Sender<Result<LogMessageId>>;
-
-/// How many flush sizes one block of a sequential backend may hold when entries queued up behind a sync.
-const GROUP_COMMIT_FACTOR: u64 = 8;
 
 /// Resolves when the entry is durable, with its position; or with the error that made it fail.
 #[derive(Debug)]
@@ -68,9 +66,99 @@ impl Future for AppendFuture {
     }
 }
 
-enum Command {
-    Append { data: EntryBytes, permit: OwnedSemaphorePermit, ack: Ack },
-    Close { done: oneshot::Sender<Result<()>> },
+/// Where `write_async` leaves entries for the writer task. The task is woken only when a block's worth
+/// has accumulated (or to close): it drains the inbox whole on every turn of its loop and on its timer,
+/// so waking it per entry would cost a cross-thread wake-up per entry for nothing.
+#[derive(Debug)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    entries: VecDeque<Pending>,
+    bytes: u64,
+    /// The task was woken and has not drained since.
+    signaled: bool,
+    /// Wake the task once this many bytes or entries are queued: what its pending entries lack of a block.
+    need_bytes: u64,
+    need_entries: usize,
+    /// Close requested: by `close` (with a reply), or because every `LogWriter` is gone (without).
+    close: Option<Option<oneshot::Sender<Result<()>>>>,
+    /// The task has stopped taking entries.
+    stopped: bool,
+}
+
+/// What the writer task takes out of the inbox in one turn.
+struct Drained {
+    entries: VecDeque<Pending>,
+    bytes: u64,
+    close: Option<Option<oneshot::Sender<Result<()>>>>,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues an entry; false when the writer task has stopped.
+    fn push(&self, entry: Pending) -> std::result::Result<(), Pending> {
+        let mut st = self.lock();
+        if st.stopped {
+            return Err(entry);
+        }
+        st.bytes += entry.data.len() as u64;
+        st.entries.push_back(entry);
+        self.wake_if_needed(st);
+        Ok(())
+    }
+
+    fn wake_if_needed(&self, mut st: std::sync::MutexGuard<'_, InboxState>) {
+        let wake = !st.signaled && (st.bytes >= st.need_bytes || st.entries.len() >= st.need_entries);
+        st.signaled |= wake;
+        drop(st);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sets how much the task waits for before it is woken (and wakes it if that is queued already).
+    fn rearm(&self, need_bytes: u64, need_entries: usize) {
+        let mut st = self.lock();
+        st.need_bytes = need_bytes.max(1);
+        st.need_entries = need_entries.max(1);
+        self.wake_if_needed(st);
+    }
+
+    /// Asks the task to flush and stop; false when it has stopped already.
+    fn close(&self, reply: Option<oneshot::Sender<Result<()>>>) -> bool {
+        let mut st = self.lock();
+        if st.stopped {
+            return false;
+        }
+        if st.close.as_ref().is_none_or(Option::is_none) {
+            st.close = Some(reply);
+        }
+        drop(st);
+        self.wake.notify_one();
+        true
+    }
+
+    fn drain(&self) -> Drained {
+        let mut st = self.lock();
+        st.signaled = false;
+        let bytes = std::mem::take(&mut st.bytes);
+        Drained { entries: std::mem::take(&mut st.entries), bytes, close: st.close.take() }
+    }
+
+    /// Stops taking entries; returns what was queued after the last drain.
+    fn stop(&self) -> VecDeque<Pending> {
+        let mut st = self.lock();
+        st.stopped = true;
+        st.bytes = 0;
+        std::mem::take(&mut st.entries)
+    }
 }
 
 /// Why the writer can no longer write; set once, read on every call (a flag keeps the healthy path lock-free).
@@ -124,7 +212,7 @@ pub struct LogWriter {
     handle: LogHandle,
     /// The log's name, shared with every [`AppendFuture`] for its error message.
     log: Arc<str>,
-    tx: mpsc::UnboundedSender<Command>,
+    inbox: Arc<Inbox>,
     budget: Arc<Semaphore>,
     budget_bytes: u64,
     health: Arc<Health>,
@@ -149,12 +237,12 @@ impl LogWriter {
         let budget_bytes = sync.max_bytes.max(1);
         let budget = Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS as u64) as usize));
         let health = Arc::new(Health::default());
-        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Inbox { state: Mutex::default(), wake: Notify::new() });
         let task = WriterTask::new(handle.clone(), next_segment, lock, health.clone());
-        let task = tokio::spawn(task.run(rx));
+        let task = tokio::spawn(task.run(inbox.clone()));
         let auditor = Some(crate::maintenance::spawn_auditor(handle.clone()));
         let log = Arc::from(handle.name.as_str());
-        Ok(Self { handle, log, tx, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
+        Ok(Self { handle, log, inbox, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
     }
 
     /// The log this writer writes to.
@@ -194,7 +282,7 @@ impl LogWriter {
             })?;
         self.check()?;
         let (ack, rx) = oneshot::channel();
-        self.tx.send(Command::Append { data, permit, ack }).map_err(|_| WoodpeckerError::WriterClosed {
+        self.inbox.push(Pending { data, permit, ack }).map_err(|_| WoodpeckerError::WriterClosed {
             log: self.handle.name.clone(),
             reason: "the writer task stopped".into(),
         })?;
@@ -211,7 +299,7 @@ impl LogWriter {
     /// Entries already queued are written (or fail) before this returns; later writes fail.
     pub async fn close(&self) -> Result<()> {
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Command::Close { done }).is_err() {
+        if !self.inbox.close(Some(done)) {
             return Ok(());
         }
         let res = rx.await.unwrap_or(Ok(()));
@@ -230,6 +318,8 @@ impl LogWriter {
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
+        // Every handle is gone: the task flushes what was queued, then stops.
+        self.inbox.close(None);
         if let Some(a) = &self.auditor {
             a.abort();
         }
@@ -290,6 +380,7 @@ async fn complete_segment_meta(
     }))
 }
 
+#[derive(Debug)]
 struct Pending {
     data: EntryBytes,
     permit: OwnedSemaphorePermit,
@@ -320,7 +411,7 @@ struct WriterTask {
     lock: Option<WriterLock>,
     next_segment: SegmentId,
     seg: Option<ActiveSegment>,
-    pending: std::collections::VecDeque<Pending>,
+    pending: VecDeque<Pending>,
     pending_bytes: u64,
     in_flight: FuturesOrdered<BlockFuture>,
     rolling: bool,
@@ -360,50 +451,45 @@ impl WriterTask {
         &self.handle.name
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, inbox: Arc<Inbox>) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lock_watch = self.lock.as_ref().map(|l| l.watch());
         let shutdown = self.handle.shared.shutdown.clone();
+        let mut closing = false;
+        let mut flush_due = false;
         let mut close_waiter: Option<oneshot::Sender<Result<()>>> = None;
         loop {
-            if close_waiter.is_some() && self.pending.is_empty() && self.in_flight.is_empty() {
+            let drained = inbox.drain();
+            if let Some(reply) = drained.close {
+                closing = true;
+                if close_waiter.is_none() {
+                    close_waiter = reply;
+                }
+            }
+            self.take(drained.entries, drained.bytes);
+            // A block is cut when full; a short one when the timer finds none cut for maxInterval, and at close.
+            self.cut_blocks(closing || flush_due).await;
+            flush_due = false;
+            if closing && self.pending.is_empty() && self.in_flight.is_empty() {
                 break;
             }
+            // Wake for new entries only once they complete a block with what is pending; a full pending
+            // queue waits for a block slot instead (a finished upload wakes the task).
+            if self.pending_bytes >= self.flush_size || self.pending.len() >= self.flush_entries {
+                inbox.rearm(self.flush_size, self.flush_entries);
+            } else {
+                inbox.rearm(self.flush_size - self.pending_bytes, self.flush_entries - self.pending.len());
+            }
             tokio::select! {
-                cmd = rx.recv(), if close_waiter.is_none() => match cmd {
-                    Some(Command::Append { data, permit, ack }) => {
-                        if let Some(e) = self.health.error(self.log()) {
-                            let _ = ack.send(Err(e));
-                            continue;
-                        }
-                        self.pending_bytes += data.len() as u64;
-                        self.pending.push_back(Pending { data, permit, ack });
-                        if self.pending_bytes >= self.flush_size || self.pending.len() >= self.flush_entries {
-                            self.cut_blocks(false).await;
-                        }
-                    }
-                    Some(Command::Close { done }) => {
-                        close_waiter = Some(done);
-                        self.cut_blocks(true).await;
-                    }
-                    None => {
-                        // Every LogWriter handle is gone: flush what was queued, then stop.
-                        let (done, _rx) = oneshot::channel();
-                        close_waiter = Some(done);
-                        self.cut_blocks(true).await;
-                    }
-                },
+                _ = inbox.wake.notified(), if !closing => {}
                 Some(result) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.on_block_done(result).await;
                     self.maybe_roll().await;
-                    self.cut_blocks(close_waiter.is_some()).await;
                 }
                 _ = tick.tick() => {
                     self.maybe_roll().await;
-                    if self.last_cut.elapsed() >= self.interval || close_waiter.is_some() {
-                        self.cut_blocks(true).await;
-                    }
+                    flush_due = self.last_cut.elapsed() >= self.interval;
                 }
                 lost = async {
                     match lock_watch.as_mut() {
@@ -422,13 +508,20 @@ impl WriterTask {
                         lock_watch = None;
                     }
                 }
-                _ = shutdown.cancelled(), if close_waiter.is_none() => {
+                _ = shutdown.cancelled(), if !closing => {
                     self.health.set(WoodpeckerErrorKind::Closed("the client was closed".into()));
                     self.fail_pending();
-                    let (done, _rx) = oneshot::channel();
-                    close_waiter = Some(done);
+                    closing = true;
                 }
             }
+        }
+        // Entries queued after the last turn are not written.
+        for p in inbox.stop() {
+            let err = self.health.error(self.log()).unwrap_or_else(|| WoodpeckerError::WriterClosed {
+                log: self.handle.name.clone(),
+                reason: "the writer was closed".into(),
+            });
+            let _ = p.ack.send(Err(err));
         }
         let res = self.finish().await;
         if let Some(done) = close_waiter {
@@ -463,6 +556,25 @@ impl WriterTask {
             let _ = p.ack.send(Err(err()));
         }
         self.pending_bytes = 0;
+    }
+
+    /// Moves entries from the inbox to the pending queue (or fails them once the writer cannot write).
+    fn take(&mut self, entries: VecDeque<Pending>, bytes: u64) {
+        if entries.is_empty() {
+            return;
+        }
+        if self.health.error(self.log()).is_some() {
+            for p in entries {
+                let _ = p.ack.send(Err(self.health.error(self.log()).unwrap_or(WoodpeckerError::ClientClosed)));
+            }
+            return;
+        }
+        if self.pending.is_empty() {
+            self.pending = entries;
+        } else {
+            self.pending.extend(entries);
+        }
+        self.pending_bytes += bytes;
     }
 
     fn max_parallel(&self) -> usize {
@@ -503,22 +615,11 @@ impl WriterTask {
             if self.in_flight.len() >= self.max_parallel() {
                 return;
             }
-            // A sequential backend (local files: one block appending, at most one more being encoded) gets,
-            // like upstream's local writer, everything buffered while the previous block was syncing in its
-            // next block (group commit, bounded), so the fsync cost is shared. Parallel backends (object
-            // storage) cut blocks at maxFlushSize and upload them side by side.
-            let (cap_bytes, cap_entries) = if self.max_parallel() <= 2 {
-                (
-                    self.flush_size.saturating_mul(GROUP_COMMIT_FACTOR),
-                    self.flush_entries.saturating_mul(GROUP_COMMIT_FACTOR as usize),
-                )
-            } else {
-                (self.flush_size, self.flush_entries)
-            };
-            let max_size = self.handle.shared.cfg.woodpecker.client.segment_rolling_policy.max_size;
+            // Blocks are cut at maxFlushSize on every backend. Grouping everything queued behind a sync into
+            // one larger block (up to 8x) was measured slower on local files: a multi-megabyte block falls
+            // out of the CPU cache between encoding and the write, and the sync it saves is cheap.
+            let (cap_bytes, cap_entries) = (self.flush_size, self.flush_entries);
             let Some(seg) = self.seg.as_mut() else { return };
-            // Grouping never makes a segment overshoot its rolling size by more than one flush size.
-            let cap_bytes = cap_bytes.min(self.flush_size.max(max_size.saturating_sub(seg.bytes)));
             let mut entries = Vec::new();
             let mut waiters = Vec::new();
             let mut bytes = 0u64;
@@ -539,6 +640,7 @@ impl WriterTask {
                 }
             }
             self.pending_bytes -= bytes;
+            tracing::trace!(block = seg.next_block, entries = entries.len(), bytes, all, "cut block");
             let block = BlockToWrite { block_id: seg.next_block, first_entry_id: seg.next_entry, entries };
             seg.next_block += 1;
             seg.next_entry += block.entries.len() as i64;

@@ -26,7 +26,7 @@ pub struct LocalSegmentWriter {
 }
 
 /// Blocks a caller may have in flight: one appending, one being encoded behind it.
-const PIPELINE_DEPTH: usize = 2;
+pub const PIPELINE_DEPTH: usize = 2;
 
 #[derive(Debug)]
 struct WriterState {
