@@ -2,17 +2,16 @@
 //! order, measure.
 //!
 //! ```text
-//!  producer ──(window permit)──▶ write_async ──▶ AppendFuture ──channel──▶ acker: await in order,
-//!     ▲ stops on: source end, deadline,                                     record latency, count bytes,
-//!     │ byte limit, Ctrl-C, first failure ◀──────── failed flag ─────────── release the window permit
+//!  loop:  take every outcome already known at the front of the queue (in order; latency, bytes)
+//!         window full?  wait for the oldest outcome (or Ctrl-C / the deadline)
+//!         otherwise     next message ──▶ write_async ──▶ AppendFuture at the back of the queue
+//!  stops on: source end, deadline, byte limit, Ctrl-C, first failure; then waits for every outcome
 //! ```
 //!
 //! `write_async` already waits for room in the writer's buffer (`maxBytes`); the optional window bounds
 //! the number of writes in flight on top of that (a window of 1 is one synchronous write at a time).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,7 +19,6 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use tokio::io::{AsyncBufReadExt, BufReader, Stdin};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use woodpecker_client::{AppendFuture, LogMessageId, LogWriter, WriteMessage};
 
 /// Where payloads come from.
@@ -177,9 +175,9 @@ struct InFlight {
     ack: AppendFuture,
     submitted: Instant,
     bytes: u64,
-    _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// Outcomes taken so far, in submission order.
 struct Acked {
     entries: u64,
     bytes: u64,
@@ -190,10 +188,51 @@ struct Acked {
     done: Instant,
 }
 
+impl Acked {
+    fn record(&mut self, inflight: &InFlight, outcome: woodpecker_client::Result<LogMessageId>, now: Instant) {
+        match outcome {
+            Ok(id) => {
+                let us =
+                    u64::try_from(now.saturating_duration_since(inflight.submitted).as_micros()).unwrap_or(u64::MAX);
+                self.latency_us.saturating_record(us.max(1));
+                if self.error.is_none() {
+                    self.entries += 1;
+                    self.bytes += inflight.bytes;
+                    self.first.get_or_insert(id);
+                    self.last = Some(id);
+                }
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self.done = now;
+    }
+
+    /// Takes every outcome already known at the front of `queue` (one clock reading for all of them).
+    fn take_ready(&mut self, queue: &mut VecDeque<InFlight>, progress: &ProgressBar) {
+        let mut now = None;
+        let mut n = 0;
+        while let Some(front) = queue.front_mut() {
+            let Some(outcome) = front.ack.try_result() else { break };
+            let t = *now.get_or_insert_with(Instant::now);
+            if let Some(inflight) = queue.pop_front() {
+                self.record(&inflight, outcome, t);
+            }
+            n += 1;
+        }
+        if n > 0 {
+            progress.inc(n);
+        }
+    }
+}
+
 /// Writes everything `source` yields (within `limits`), `window` writes in flight at most.
 ///
-/// Returns once every submitted entry is acknowledged or failed; the first failure is the error, with
-/// how many entries were durable before it. The writer stays open: the caller closes it.
+/// One task submits and takes outcomes: between submissions it takes the outcomes that are ready, and
+/// with a full window it waits for the oldest. Returns once every submitted entry is acknowledged or
+/// failed; the first failure is the error, with how many entries were durable before it. The writer
+/// stays open: the caller closes it.
 pub async fn run(
     writer: &LogWriter,
     source: &mut MessageSource,
@@ -201,11 +240,17 @@ pub async fn run(
     limits: Limits,
     progress: &ProgressBar,
 ) -> Result<AppendReport> {
-    let window = window.map(|w| Arc::new(Semaphore::new(w.clamp(1, Semaphore::MAX_PERMITS))));
-    let failed = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::unbounded_channel::<InFlight>();
-    let acker = tokio::spawn(acknowledge(rx, latency_histogram()?, failed.clone(), progress.clone()));
-
+    let window = window.unwrap_or(usize::MAX).max(1);
+    let mut queue: VecDeque<InFlight> = VecDeque::new();
+    let mut acked = Acked {
+        entries: 0,
+        bytes: 0,
+        first: None,
+        last: None,
+        latency_us: latency_histogram()?,
+        error: None,
+        done: Instant::now(),
+    };
     let start = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -220,48 +265,75 @@ pub async fn run(
     let mut submitted_bytes = 0u64;
     let mut producer_error: Option<anyhow::Error> = None;
     loop {
-        if failed.load(Ordering::Acquire) {
+        acked.take_ready(&mut queue, progress);
+        if acked.error.is_some() || limits.max_payload_bytes.is_some_and(|max| submitted_bytes >= max) {
             break;
         }
-        if limits.max_payload_bytes.is_some_and(|max| submitted_bytes >= max) {
-            break;
-        }
-        let step = async {
-            let Some(msg) = source.next().await? else { return Ok(None) };
-            let bytes = msg.payload.len() as u64;
-            let permit = match &window {
-                Some(w) => Some(w.clone().acquire_owned().await.context("write window closed")?),
-                None => None,
-            };
-            let submitted = Instant::now();
-            let ack = writer.write_async(msg).await?;
-            anyhow::Ok(Some(InFlight { ack, submitted, bytes, _permit: permit }))
-        };
-        let next = tokio::select! {
-            biased;
-            _ = &mut ctrl_c => {
-                interrupted = true;
-                break;
-            }
-            _ = &mut deadline => break,
-            r = step => r,
-        };
-        match next {
-            Ok(Some(inflight)) => {
-                submitted_bytes += inflight.bytes;
-                if tx.send(inflight).is_err() {
+        if queue.len() >= window {
+            // Only here, and when the writer's buffer is full, does the loop wait: Ctrl-C and the deadline
+            // are watched there (a loop that never waits is bounded by the window and the buffer).
+            let Some(front) = queue.front_mut() else { break };
+            tokio::select! {
+                biased;
+                _ = &mut ctrl_c => {
+                    interrupted = true;
                     break;
                 }
+                _ = &mut deadline => break,
+                outcome = &mut front.ack => {
+                    if let Some(inflight) = queue.pop_front() {
+                        acked.record(&inflight, outcome, Instant::now());
+                        progress.inc(1);
+                    }
+                }
             }
+            continue;
+        }
+        let msg = match source.next().await {
+            Ok(Some(msg)) => msg,
             Ok(None) => break,
             Err(e) => {
                 producer_error = Some(e);
                 break;
             }
+        };
+        let submitted = Instant::now();
+        if limits.deadline.is_some_and(|d| submitted >= d) {
+            break;
+        }
+        let bytes = msg.payload.len() as u64;
+        let submit = writer.write_async(msg);
+        tokio::pin!(submit);
+        // Usually ready at once; when the writer's buffer is full it waits, and so may Ctrl-C.
+        let outcome = match futures::poll!(&mut submit) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => tokio::select! {
+                biased;
+                _ = &mut ctrl_c => {
+                    interrupted = true;
+                    break;
+                }
+                _ = &mut deadline => break,
+                r = &mut submit => r,
+            },
+        };
+        match outcome {
+            Ok(ack) => {
+                submitted_bytes += bytes;
+                queue.push_back(InFlight { ack, submitted, bytes });
+            }
+            Err(e) => {
+                producer_error = Some(e.into());
+                break;
+            }
         }
     }
-    drop(tx);
-    let acked = acker.await.context("the acknowledgement task failed")?;
+    // Every submitted entry's outcome, in order (also after a failure, so that every outcome is known).
+    while let Some(mut inflight) = queue.pop_front() {
+        let outcome = (&mut inflight.ack).await;
+        acked.record(&inflight, outcome, Instant::now());
+        progress.inc(1);
+    }
     let elapsed = acked.done.saturating_duration_since(start);
     let durable = match acked.last {
         Some(last) => format!("{} entries are durable, the last at {last}", acked.entries),
@@ -282,39 +354,6 @@ pub async fn run(
         latency_us: acked.latency_us,
         interrupted,
     })
-}
-
-/// Awaits acknowledgements in submission order until the producer hangs up; keeps draining after a
-/// failure so that window permits are released and every outcome is known.
-async fn acknowledge(
-    mut rx: mpsc::UnboundedReceiver<InFlight>,
-    latency_us: Histogram<u64>,
-    failed: Arc<AtomicBool>,
-    progress: ProgressBar,
-) -> Acked {
-    let mut acked =
-        Acked { entries: 0, bytes: 0, first: None, last: None, latency_us, error: None, done: Instant::now() };
-    while let Some(inflight) = rx.recv().await {
-        match inflight.ack.await {
-            Ok(id) => {
-                let us = u64::try_from(inflight.submitted.elapsed().as_micros()).unwrap_or(u64::MAX);
-                acked.latency_us.saturating_record(us.max(1));
-                if acked.error.is_none() {
-                    acked.entries += 1;
-                    acked.bytes += inflight.bytes;
-                    acked.first.get_or_insert(id);
-                    acked.last = Some(id);
-                }
-                progress.inc(1);
-            }
-            Err(e) => {
-                failed.store(true, Ordering::Release);
-                acked.error.get_or_insert(e);
-            }
-        }
-        acked.done = Instant::now();
-    }
-    acked
 }
 
 #[cfg(test)]

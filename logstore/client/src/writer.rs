@@ -49,20 +49,53 @@ type Ack = oneshot::Sender<Result<LogMessageId>>;
 pub struct AppendFuture {
     rx: oneshot::Receiver<Result<LogMessageId>>,
     log: Arc<str>,
+    /// The outcome was handed out already (by `try_result` or `poll`).
+    taken: bool,
+}
+
+impl AppendFuture {
+    /// The outcome if it is known already, without waiting (and without registering for a wake-up):
+    /// `None` while the entry is neither durable nor failed yet. The outcome is handed out once; asking
+    /// again (or awaiting the future afterwards) gives an error.
+    pub fn try_result(&mut self) -> Option<Result<LogMessageId>> {
+        if self.taken {
+            return Some(Err(self.spent()));
+        }
+        let r = match self.rx.try_recv() {
+            Ok(r) => r,
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => Err(self.stopped()),
+        };
+        self.taken = true;
+        Some(r)
+    }
+
+    fn stopped(&self) -> WoodpeckerError {
+        WoodpeckerError::WriterClosed { log: self.log.to_string(), reason: "the writer task stopped".into() }
+    }
+
+    fn spent(&self) -> WoodpeckerError {
+        WoodpeckerError::WriterClosed {
+            log: self.log.to_string(),
+            reason: "this write's outcome was already taken".into(),
+        }
+    }
 }
 
 impl Future for AppendFuture {
     type Output = Result<LogMessageId>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(r)) => Poll::Ready(r),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(WoodpeckerError::WriterClosed {
-                log: self.log.to_string(),
-                reason: "the writer task stopped".into(),
-            })),
-            Poll::Pending => Poll::Pending,
+        if self.taken {
+            return Poll::Ready(Err(self.spent()));
         }
+        let r = match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => r,
+            Poll::Ready(Err(_)) => Err(self.stopped()),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.taken = true;
+        Poll::Ready(r)
     }
 }
 
@@ -145,11 +178,12 @@ impl Inbox {
         true
     }
 
-    fn drain(&self) -> Drained {
+    /// Takes everything queued, leaving `spare` (empty, with its capacity) as the new queue.
+    fn drain(&self, spare: VecDeque<Pending>) -> Drained {
         let mut st = self.lock();
         st.signaled = false;
         let bytes = std::mem::take(&mut st.bytes);
-        Drained { entries: std::mem::take(&mut st.entries), bytes, close: st.close.take() }
+        Drained { entries: std::mem::replace(&mut st.entries, spare), bytes, close: st.close.take() }
     }
 
     /// Stops taking entries; returns what was queued after the last drain.
@@ -286,7 +320,7 @@ impl LogWriter {
             log: self.handle.name.clone(),
             reason: "the writer task stopped".into(),
         })?;
-        Ok(AppendFuture { rx, log: self.log.clone() })
+        Ok(AppendFuture { rx, log: self.log.clone(), taken: false })
     }
 
     /// Writes a message and waits until it is durable; returns its position.
@@ -412,6 +446,8 @@ struct WriterTask {
     next_segment: SegmentId,
     seg: Option<ActiveSegment>,
     pending: VecDeque<Pending>,
+    /// An empty queue with capacity, swapped with the inbox's on every drain.
+    spare: VecDeque<Pending>,
     pending_bytes: u64,
     in_flight: FuturesOrdered<BlockFuture>,
     rolling: bool,
@@ -440,6 +476,7 @@ impl WriterTask {
             next_segment,
             seg: None,
             pending: Default::default(),
+            spare: Default::default(),
             pending_bytes: 0,
             in_flight: FuturesOrdered::new(),
             rolling: false,
@@ -460,7 +497,7 @@ impl WriterTask {
         let mut flush_due = false;
         let mut close_waiter: Option<oneshot::Sender<Result<()>>> = None;
         loop {
-            let drained = inbox.drain();
+            let drained = inbox.drain(std::mem::take(&mut self.spare));
             if let Some(reply) = drained.close {
                 closing = true;
                 if close_waiter.is_none() {
@@ -559,8 +596,9 @@ impl WriterTask {
     }
 
     /// Moves entries from the inbox to the pending queue (or fails them once the writer cannot write).
-    fn take(&mut self, entries: VecDeque<Pending>, bytes: u64) {
+    fn take(&mut self, mut entries: VecDeque<Pending>, bytes: u64) {
         if entries.is_empty() {
+            self.spare = entries;
             return;
         }
         if self.health.error(self.log()).is_some() {
@@ -570,9 +608,11 @@ impl WriterTask {
             return;
         }
         if self.pending.is_empty() {
-            self.pending = entries;
+            // The emptied queue goes back to the inbox next turn, so neither side regrows its buffer.
+            self.spare = std::mem::replace(&mut self.pending, entries);
         } else {
-            self.pending.extend(entries);
+            self.pending.extend(entries.drain(..));
+            self.spare = entries;
         }
         self.pending_bytes += bytes;
     }

@@ -227,6 +227,27 @@ impl LocalSegmentWriter {
     }
 }
 
+/// Durable bytes of a segment kept in the page cache behind its end, for tail readers.
+const CACHED_TAIL: u64 = 64 << 20;
+
+/// Tells the kernel that the synced part of `data.log` more than [`CACHED_TAIL`] behind the end (after
+/// this append, which spans `start..end`) is not needed in memory. A WAL writes gigabytes it seldom
+/// reads back; left cached, they fill the page cache until every write pays for reclaiming it (2 MB
+/// appends were measured slowing from ~0.5 ms to ~5 ms). Advice only: failures are ignored.
+fn release_cache_behind(data: &File, start: u64, end: u64) {
+    use std::os::fd::AsRawFd;
+    let from = start.saturating_sub(CACHED_TAIL);
+    let to = end.saturating_sub(CACHED_TAIL);
+    if to <= from {
+        return;
+    }
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else { return };
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for `data`'s lifetime.
+    unsafe {
+        libc::posix_fadvise(data.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
 /// Appends `bytes` at `end` under the flock unless the segment is fenced (blocking).
 fn append_blocking(paths: &SegmentPaths, data: &File, lock: &File, end: u64, bytes: &[u8]) -> Result<(), AppendError> {
     let _guard = Flock::exclusive(lock).map_err(|e| AppendError::Io(Box::new(paths.io("lock", &paths.lock)(e))))?;
@@ -241,7 +262,10 @@ fn append_blocking(paths: &SegmentPaths, data: &File, lock: &File, end: u64, byt
     }
     let written = data.write_all_at(bytes, end).and_then(|()| data.sync_data());
     match written {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            release_cache_behind(data, end, end + bytes.len() as u64);
+            Ok(())
+        }
         Err(e) => {
             let err = paths.io("append", &paths.data)(e);
             // Put the file back to the acknowledged length so no partial block stays behind.
