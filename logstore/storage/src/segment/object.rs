@@ -185,8 +185,31 @@ fn encode_footer_object(blocks: &[BlockMeta], flags: u16, total_records: Option<
 
 /// Encodes a block object: block 0 (and merged block 0) start with a header record.
 fn encode_block_object<E: EntryData>(block_number: i64, first_entry_id: EntryId, entries: &[E], flags: u16) -> Bytes {
+    encode_block_object_into(
+        Vec::with_capacity(block_object_len(entries)),
+        block_number,
+        first_entry_id,
+        entries,
+        flags,
+    )
+}
+
+/// Encoded size of a block object holding `entries` (header record included, as block 0 has one).
+fn block_object_len<E: EntryData>(entries: &[E]) -> usize {
     let payload: usize = entries.iter().map(|e| e.data_len() + codec::RECORD_HEADER_LEN).sum();
-    let mut out = Vec::with_capacity(HEADER_RECORD_LEN + BLOCK_HEADER_RECORD_LEN + payload);
+    HEADER_RECORD_LEN + BLOCK_HEADER_RECORD_LEN + payload
+}
+
+/// [`encode_block_object`] into a buffer allocated by the caller.
+fn encode_block_object_into<E: EntryData>(
+    mut out: Vec<u8>,
+    block_number: i64,
+    first_entry_id: EntryId,
+    entries: &[E],
+    flags: u16,
+) -> Bytes {
+    out.clear();
+    out.reserve(block_object_len(entries));
     if block_number == 0 {
         codec::encode_header(&mut out, &HeaderRecord { version: FORMAT_VERSION, flags, first_entry_id });
     }
@@ -812,9 +835,21 @@ impl SegmentWriter for ObjectSegmentWriter {
             st.submitted.insert(block.block_id, (block.first_entry_id, block.last_entry_id()));
         }
         let (block_id, first_entry_id, last_entry_id) = (block.block_id, block.first_entry_id, block.last_entry_id());
-        let body = encode_block_object(block_id, first_entry_id, &block.entries, 0);
-        // The entries are in the body now; let their buffers go while the upload runs.
-        drop(block);
+        // Encoding (a copy and CRCs of maxFlushSize bytes) runs on the blocking pool, off the caller's task,
+        // which meanwhile acknowledges and cuts other blocks. The entries' buffers go once encoded. The buffer
+        // is allocated here, not on the pool thread: glibc gives every thread its own arena, and blocks
+        // allocated across many pool threads' arenas were measured holding ~100 MB more resident memory.
+        let buf = Vec::with_capacity(block_object_len(&block.entries));
+        let body = tokio::task::spawn_blocking(move || {
+            encode_block_object_into(buf, block_id, first_entry_id, &block.entries, 0)
+        })
+        .await
+        .map_err(|e| SegmentError::Io {
+            segment: self.segment,
+            op: "encode block",
+            path: self.inner.block_key(self.segment, block_id),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let size = body.len() as u64;
         self.upload(block_id, body).await?;
         let mut st = self.state();
