@@ -212,16 +212,28 @@ start_minio() {
   port_in_use "$MINIO_CONSOLE_PORT" && die "MinIO console port $MINIO_CONSOLE_PORT busy; set WP_TESTBED_MINIO_CONSOLE_PORT"
   rm -rf "$DATA/minio"; mkdir -p "$DATA/minio"
   log "starting MinIO on 127.0.0.1:$MINIO_PORT (console :$MINIO_CONSOLE_PORT, data $DATA/minio)"
-  # The data lives in memory (/dev/shm); MinIO moves deleted objects to .minio.sys/tmp/.trash and by
-  # default empties it every 5 minutes, long enough for tests and benches to pile up gigabytes of RAM.
   MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" MINIO_UPDATE=off \
-    MINIO_API_DELETE_CLEANUP_INTERVAL=10s \
     setsid "$MINIO_BIN" server "$DATA/minio" --address "127.0.0.1:$MINIO_PORT" \
     --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" --quiet \
     </dev/null >"$TESTBED_DIR/minio.log" 2>&1 7>&- 8>&- 9>&- &
   echo $! >"$TESTBED_DIR/minio.pid"
   wait_until minio "$TESTBED_DIR/minio.log" minio_healthy
   log "minio healthy"
+  start_trash_cleaner
+}
+
+# MinIO renames deleted objects into .minio.sys/tmp/.trash and empties it slowly (every 5 minutes, with
+# throttled deletes). The data lives in memory (/dev/shm), so tests and benches that write and delete
+# gigabytes piled up to 17 GB of RAM there, and the memory pressure slowed everything on the machine.
+# Trash holds only objects MinIO already deleted, so emptying it from outside is safe.
+start_trash_cleaner() {
+  if pid_alive minio-trash minio-trash-cleaner >/dev/null; then return 0; fi
+  local trash="$DATA/minio/.minio.sys/tmp/.trash"
+  setsid bash -c 'while sleep 5; do
+      [[ -d "$1" ]] || [[ -d "$(dirname "$1")" ]] || exit 0
+      find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null
+    done' minio-trash-cleaner "$trash" </dev/null >/dev/null 2>&1 7>&- 8>&- 9>&- &
+  echo $! >"$TESTBED_DIR/minio-trash.pid"
 }
 
 # PUT /<bucket> signed with SigV4 by curl; 200 = created, 409 = already exists (ours).
@@ -305,6 +317,7 @@ stop_one() { # stop_one NAME EXE_SUBSTRING
 
 cmd_stop() {
   with_state_lock
+  stop_one minio-trash minio-trash-cleaner
   stop_one minio minio
   stop_one etcd etcd
   rm -rf "$DATA/etcd" "$DATA/minio"
