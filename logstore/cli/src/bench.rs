@@ -183,12 +183,24 @@ async fn run_size(client: &Client, cfg: &Config, setup: &Setup, args: &BenchArgs
 
 /// The raw backend with the WAL's flush size and parallelism (see `ceiling`).
 async fn measure_ceiling(cfg: &Config, setup: &Setup, budget: Budget) -> Result<CeilingReport> {
-    match setup.backend {
+    let report = match setup.backend {
         Backend::Local => {
             let rolling = cfg.woodpecker.client.segment_rolling_policy.max_size;
             ceiling::local(setup::local_segments_root(cfg), setup.flush_size, rolling, budget).await
         }
         Backend::Object => ceiling::object(cfg, setup.flush_size, setup.parallelism, budget).await,
+    };
+    release_freed_memory();
+    report
+}
+
+/// Hands memory freed by the ceiling's buffer pool back to the kernel, so that the next WAL run's peak RSS
+/// is the WAL's (glibc keeps freed heap memory otherwise).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -6,6 +6,10 @@
 //!                  as the segments, a new file every segmentRollingPolicy.maxSize (as segments roll)
 //! object storage:  maxFlushThreads workers, each: PUT <flush-size object>, PUT …   (plain PUTs)
 //! ```
+//!
+//! The data comes from a pool of distinct buffers, together larger than the CPU's per-core cache, used
+//! in turn: the WAL necessarily sends bytes it has just encoded and that are no longer cache-hot by the
+//! time they are hashed and sent, so one buffer rewritten from cache would flatter the ceiling.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -54,6 +58,30 @@ impl CeilingReport {
     }
 }
 
+/// Bytes the ceiling's buffer pool spans at least (well above a core's L2 cache).
+const POOL_BYTES: u64 = 64 << 20;
+
+/// Distinct buffers of `len` bytes, together at least [`POOL_BYTES`] (at least two).
+fn buffer_pool(len: usize) -> Vec<Bytes> {
+    let count = (POOL_BYTES / (len as u64).max(1)).clamp(2, 1024) as usize;
+    (0..count)
+        .map(|i| {
+            // A different byte pattern per buffer, so no two objects or file regions are alike.
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64);
+            Bytes::from(
+                (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect::<Vec<u8>>(),
+            )
+        })
+        .collect()
+}
+
 /// Sequential `op_size` writes, each followed by `fdatasync`, into files in `dir`; a new file every
 /// `file_size` bytes. The files are removed afterwards.
 pub async fn local(dir: PathBuf, op_size: u64, file_size: u64, budget: Budget) -> Result<CeilingReport> {
@@ -65,7 +93,7 @@ pub async fn local(dir: PathBuf, op_size: u64, file_size: u64, budget: Budget) -
 fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> Result<CeilingReport> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let len = usize::try_from(op_size).context("flush size does not fit in memory")?;
-    let buf = vec![0xa5u8; len];
+    let pool = buffer_pool(len);
     let mut latency_us = latency_histogram()?;
     let tag = format!("{}-{}", std::process::id(), crate::log_cmd::now_ms());
     let start = Instant::now();
@@ -92,7 +120,8 @@ fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> R
         }
         let Some((path, file, off)) = current.as_mut() else { break Ok(()) };
         let t = Instant::now();
-        if let Err(e) = file.write_all_at(&buf, *off).and_then(|()| file.sync_data()) {
+        let buf = &pool[(ops % pool.len() as u64) as usize];
+        if let Err(e) = file.write_all_at(buf, *off).and_then(|()| file.sync_data()) {
             break Err(anyhow!("cannot write {}: {e}", path.display()));
         }
         latency_us.saturating_record(micros(t.elapsed()));
@@ -123,14 +152,14 @@ pub async fn object(cfg: &Config, op_size: u64, threads: usize, budget: Budget) 
     let scratch = format!("bench-ceiling-{}-{}/", std::process::id(), crate::log_cmd::now_ms());
     let prefix = if root.is_empty() { scratch } else { format!("{root}/{scratch}") };
     let len = usize::try_from(op_size).context("flush size does not fit in memory")?;
-    let body = Bytes::from(vec![0xa5u8; len]);
+    let pool = Arc::new(buffer_pool(len));
     let claimed = Arc::new(AtomicU64::new(0));
     let seq = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..threads.max(1) {
-        let (store, body, claimed, seq, prefix) =
-            (store.clone(), body.clone(), claimed.clone(), seq.clone(), prefix.clone());
+        let (store, pool, claimed, seq, prefix) =
+            (store.clone(), pool.clone(), claimed.clone(), seq.clone(), prefix.clone());
         let mut latency_us = latency_histogram()?;
         workers.spawn(async move {
             let mut ops = 0u64;
@@ -142,9 +171,11 @@ pub async fn object(cfg: &Config, op_size: u64, threads: usize, budget: Budget) 
                 if !more {
                     break;
                 }
-                let key = format!("{prefix}{}.blk", seq.fetch_add(1, Ordering::Relaxed));
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let key = format!("{prefix}{n}.blk");
+                let body = pool[(n % pool.len() as u64) as usize].clone();
                 let t = Instant::now();
-                store.put(&key, body.clone()).await.with_context(|| format!("PUT {key}"))?;
+                store.put(&key, body).await.with_context(|| format!("PUT {key}"))?;
                 latency_us.saturating_record(micros(t.elapsed()));
                 ops += 1;
             }
@@ -191,6 +222,15 @@ mod tests {
         assert_eq!(r.bytes, 10 * 4096);
         assert_eq!(r.latency_us.len(), 10);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn buffer_pool_spans_more_than_a_cache_with_distinct_buffers() {
+        let pool = buffer_pool(2_000_000);
+        assert_eq!(pool.len(), 33);
+        assert!(pool.iter().all(|b| b.len() == 2_000_000));
+        assert_ne!(pool[0], pool[1]);
+        assert_eq!(buffer_pool(100 << 20).len(), 2);
     }
 
     #[test]
