@@ -879,3 +879,72 @@ impl WriterTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn pending(budget: &Arc<Semaphore>, len: usize) -> Pending {
+        let permit = budget.clone().try_acquire_many_owned(1).unwrap();
+        let (ack, _) = oneshot::channel();
+        Pending { data: EntryBytes::new(bytes::Bytes::from(vec![0u8; len])), permit, ack }
+    }
+
+    fn inbox() -> Inbox {
+        Inbox { state: Mutex::default(), wake: Notify::new() }
+    }
+
+    fn woken(inbox: &Inbox) -> bool {
+        inbox.wake.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn the_task_is_woken_once_queued_entries_complete_a_block() {
+        let budget = Arc::new(Semaphore::new(1000));
+        let inbox = inbox();
+        inbox.rearm(100, 10);
+        assert!(!woken(&inbox));
+        inbox.push(pending(&budget, 60)).unwrap();
+        assert!(!woken(&inbox), "60 of 100 bytes");
+        inbox.push(pending(&budget, 60)).unwrap();
+        assert!(woken(&inbox), "120 of 100 bytes");
+        inbox.push(pending(&budget, 60)).unwrap();
+        assert!(!woken(&inbox), "woken already and not drained since: no second wake-up");
+        let drained = inbox.drain(VecDeque::new());
+        assert_eq!((drained.entries.len(), drained.bytes), (3, 180));
+        // The task keeps 70 bytes pending: 30 more complete a block.
+        inbox.rearm(30, 10);
+        inbox.push(pending(&budget, 40)).unwrap();
+        assert!(woken(&inbox));
+        inbox.drain(VecDeque::new());
+        // Re-arming for less than is queued already wakes at once (here: one entry completes a block).
+        inbox.push(pending(&budget, 5)).unwrap();
+        assert!(!woken(&inbox));
+        inbox.rearm(100, 1);
+        assert!(woken(&inbox));
+    }
+
+    #[test]
+    fn a_stopped_inbox_refuses_entries_and_hands_back_the_late_ones() {
+        let budget = Arc::new(Semaphore::new(1000));
+        let inbox = inbox();
+        inbox.rearm(1_000_000, 1_000_000);
+        inbox.push(pending(&budget, 1)).unwrap();
+        assert_eq!(inbox.stop().len(), 1);
+        assert!(inbox.push(pending(&budget, 1)).is_err());
+        assert!(!inbox.close(None), "closing a stopped inbox reports that the task is gone");
+    }
+
+    #[test]
+    fn close_wakes_the_task_and_keeps_the_first_reply() {
+        let inbox = inbox();
+        let (reply, _) = oneshot::channel();
+        assert!(inbox.close(Some(reply)));
+        assert!(woken(&inbox));
+        assert!(inbox.close(None), "a later close (the last handle dropped) keeps the reply");
+        assert!(matches!(inbox.drain(VecDeque::new()).close, Some(Some(_))));
+        assert!(inbox.drain(VecDeque::new()).close.is_none());
+    }
+}

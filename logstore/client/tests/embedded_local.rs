@@ -213,3 +213,30 @@ async fn second_process_on_the_same_data_dir_gets_a_clear_error() {
     let err = Client::open(local_config(dir.path(), "")).await.unwrap_err();
     assert!(err.to_string().contains("meta"), "{err}");
 }
+
+#[tokio::test]
+async fn try_result_hands_out_the_outcome_once_and_a_lone_write_is_flushed_by_the_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(local_config(dir.path(), "")).await.unwrap();
+    client.create_log("lone").await.unwrap();
+    let log = client.open_log("lone").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    // One small entry never fills a block, so only the writer's maxInterval timer can flush it.
+    let mut ack = writer.write_async(WriteMessage::new("only")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        if let Some(outcome) = ack.try_result() {
+            break outcome.unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a lone entry was not flushed within 10 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert_eq!(id, LogMessageId::new(0, 0));
+    // The outcome was taken: asking again, or awaiting, is an error rather than a hang or a panic.
+    assert!(matches!(ack.try_result(), Some(Err(WoodpeckerError::WriterClosed { .. }))));
+    assert!(matches!((&mut ack).await, Err(WoodpeckerError::WriterClosed { .. })));
+    writer.close().await.unwrap();
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, "lone").await.unwrap();
+    let msgs = read_n(&mut reader, 1, Duration::from_secs(10)).await;
+    assert_eq!(&msgs[0].payload[..], b"only");
+}

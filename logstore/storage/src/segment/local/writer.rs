@@ -244,16 +244,19 @@ const CACHED_TAIL: u64 = 64 << 20;
 /// appends were measured slowing from ~0.5 ms to ~5 ms). Advice only: failures are ignored.
 fn release_cache_behind(data: &File, start: u64, end: u64) {
     use std::os::fd::AsRawFd;
-    let from = start.saturating_sub(CACHED_TAIL);
-    let to = end.saturating_sub(CACHED_TAIL);
-    if to <= from {
-        return;
-    }
+    let Some((from, to)) = range_behind_tail(start, end) else { return };
     let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else { return };
     // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for `data`'s lifetime.
     unsafe {
         libc::posix_fadvise(data.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
     }
+}
+
+/// The part of `0..end` that an append spanning `start..end` moved more than [`CACHED_TAIL`] behind the
+/// end (each byte is in exactly one append's range, so every byte is released once).
+fn range_behind_tail(start: u64, end: u64) -> Option<(u64, u64)> {
+    let (from, to) = (start.saturating_sub(CACHED_TAIL), end.saturating_sub(CACHED_TAIL));
+    (to > from).then_some((from, to))
 }
 
 /// Appends `bytes` at `end` under the flock unless the segment is fenced (blocking).
@@ -369,5 +372,30 @@ impl SegmentWriter for LocalSegmentWriter {
             st.done = Some(Done::Closed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_release_the_cache_behind_the_tail_exactly_once() {
+        const MB: u64 = 1 << 20;
+        assert_eq!(range_behind_tail(0, 2 * MB), None);
+        assert_eq!(range_behind_tail(62 * MB, 64 * MB), None);
+        assert_eq!(range_behind_tail(64 * MB, 66 * MB), Some((0, 2 * MB)));
+        assert_eq!(range_behind_tail(63 * MB, 65 * MB), Some((0, MB)));
+        // Consecutive appends release adjacent, non-overlapping ranges.
+        let mut released = 0;
+        let mut at = 0;
+        for len in [3 * MB, 5 * MB, MB / 3, 70 * MB, 2 * MB, 7] {
+            if let Some((from, to)) = range_behind_tail(at, at + len) {
+                assert_eq!(from, released);
+                released = to;
+            }
+            at += len;
+        }
+        assert_eq!(released, at - CACHED_TAIL);
     }
 }
