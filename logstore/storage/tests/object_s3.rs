@@ -376,3 +376,25 @@ async fn iam_mode_uses_the_default_credential_chain() {
         assert!(elapsed < Duration::from_secs(20), "IAM case `{expect}` took {elapsed:?}");
     }
 }
+
+#[tokio::test]
+async fn a_precomputed_payload_digest_is_what_the_request_is_signed_with() {
+    use sha2::{Digest, Sha256};
+    let s = store().await;
+    let prefix = unique_prefix("hashed");
+    let body = Bytes::from(vec![0x42u8; 300_000]);
+    let digest: [u8; 32] = Sha256::digest(&body).into();
+    let key = format!("{prefix}ok.blk");
+    s.put_if_absent_hashed(&key, body.clone(), digest).await.unwrap();
+    assert_eq!(s.get(&key, None).await.unwrap(), body);
+    // The same create again is refused as for put_if_absent.
+    assert!(matches!(s.put_if_absent_hashed(&key, body.clone(), digest).await, Err(ObjectError::AlreadyExists { .. })));
+    // MinIO checks the signed digest against the body: a wrong one is rejected and nothing is stored, which
+    // shows the digest sent is the caller's and not one the SDK computed itself.
+    let mut wrong = digest;
+    wrong[0] ^= 1;
+    let bad = format!("{prefix}bad.blk");
+    assert!(s.put_if_absent_hashed(&bad, body, wrong).await.is_err());
+    assert!(matches!(s.stat(&bad).await, Err(ObjectError::NotFound { .. })));
+    s.remove_prefix(&prefix).await.unwrap();
+}

@@ -107,6 +107,14 @@ pub trait ObjectStorage: Send + Sync + std::fmt::Debug {
     /// only HEADs on error (upstream §9.3), so it silently overwrites.
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError>;
 
+    /// [`put_if_absent`](Self::put_if_absent) of a body whose SHA-256 the caller computed (while the bytes
+    /// were still in the CPU cache): a backend that signs payloads sends it instead of hashing the body
+    /// again. `sha256` must be the body's digest; a backend that verifies it rejects a mismatch.
+    async fn put_if_absent_hashed(&self, key: &str, body: Bytes, sha256: [u8; 32]) -> Result<(), ObjectError> {
+        let _ = sha256;
+        self.put_if_absent(key, body).await
+    }
+
     /// Fence object: 1-byte body `F`, user metadata `fenced: true` (S3 header
     /// `x-amz-meta-fenced: true`), created if absent.
     ///

