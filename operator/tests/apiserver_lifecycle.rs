@@ -49,8 +49,10 @@ fn cluster(name: &str, spec: Value) -> WoodpeckerCluster {
 pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task::JoinHandle<()> {
     let pods: Api<Pod> = Api::namespaced(client, ns);
     tokio::spawn(async move {
-        let mut stream = watcher(pods.clone(), watcher::Config::default()).applied_objects().boxed();
-        while let Some(Ok(pod)) = stream.next().await {
+        // Watch errors are retried with backoff (see apiserver_support::spawn_kubelet).
+        let mut stream = watcher(pods.clone(), watcher::Config::default()).default_backoff().applied_objects().boxed();
+        while let Some(pod) = stream.next().await {
+            let Ok(pod) = pod else { continue };
             if pod.metadata.deletion_timestamp.is_some() || apiserver_support_ready(&pod) {
                 continue;
             }

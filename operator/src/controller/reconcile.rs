@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, EvictParams, GroupVersionKind, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, EvictParams, GroupVersionKind, Patch, PatchParams, Preconditions,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -320,16 +322,32 @@ async fn execute_roll(
         }
         RollStep::Evict { pod, reason } => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-            match api.evict(pod, &EvictParams::default()).await {
+            // The decision was taken on the cached pod; evict exactly that one. A cache that has not yet seen
+            // the previous eviction would otherwise evict the replacement of the same name (a pod restarted
+            // twice was seen in the rollout test): the UID precondition turns that into a 409.
+            let cached = ctx.stores.pods.get(&ObjectRef::new(pod).within(ns));
+            let params = EvictParams {
+                delete_options: Some(DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: cached.as_ref().and_then(|p| p.uid()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                }),
+                ..EvictParams::default()
+            };
+            match api.evict(pod, &params).await {
                 Ok(_) => {
                     ctx.metrics.write("Pod", "evict");
                     ctx.metrics.restarts.inc();
                     ctx.with_memory(key, |m| m.last_block_reason = None);
                     let note = format!("restarting pod {pod} through the Eviction API: {reason}");
-                    let p = ctx.stores.pods.get(&ObjectRef::new(pod).within(ns));
-                    ctx.publish(&event(EventType::Normal, "RestartingPod", "Evict", note, p.as_deref()), &cref).await;
+                    ctx.publish(&event(EventType::Normal, "RestartingPod", "Evict", note, cached.as_deref()), &cref)
+                        .await;
                     Ok(true)
                 }
+                // 409: the pod of that name is not the one the decision was taken on; decide again.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 // 429: the PDB refuses right now (for example a node drain runs); try again later.
                 Err(kube::Error::Api(s)) if s.code == 429 => {
                     // One Event per refused victim, not one per pass while the PDB says no.

@@ -14,10 +14,13 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use woodpecker_crds::WoodpeckerCluster;
+
+/// How long a reconcile waits for the watch caches before it is requeued.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 use super::load::UserObjects;
 use super::{Context, Error, LABEL_CLUSTER, ReferenceIndex, reconcile};
@@ -186,20 +189,29 @@ pub async fn run(
     controller
         .run(
             move |cr, ctx: Arc<Context>| async move {
-                // Before the caches are filled every object would look missing and be re-applied.
+                // Before the caches are filled every object would look missing and be re-applied. The wait is
+                // bounded and retried: reconciles that started waiting at start-up were seen never to wake
+                // although the caches filled (clusters created while the operator started stayed untouched).
                 let s = &ctx.stores;
-                let _ = tokio::join!(
-                    s.stateful_sets.wait_until_ready(),
-                    s.services.wait_until_ready(),
-                    s.config_maps.wait_until_ready(),
-                    s.secrets.wait_until_ready(),
-                    s.service_accounts.wait_until_ready(),
-                    s.pdbs.wait_until_ready(),
-                    s.pods.wait_until_ready(),
-                    s.pvcs.wait_until_ready(),
-                    ctx.users.secret_meta.wait_until_ready(),
-                    ctx.users.config_map_meta.wait_until_ready(),
-                );
+                let ready = tokio::time::timeout(CACHE_WAIT, async {
+                    tokio::join!(
+                        s.stateful_sets.wait_until_ready(),
+                        s.services.wait_until_ready(),
+                        s.config_maps.wait_until_ready(),
+                        s.secrets.wait_until_ready(),
+                        s.service_accounts.wait_until_ready(),
+                        s.pdbs.wait_until_ready(),
+                        s.pods.wait_until_ready(),
+                        s.pvcs.wait_until_ready(),
+                        ctx.users.secret_meta.wait_until_ready(),
+                        ctx.users.config_map_meta.wait_until_ready(),
+                    )
+                })
+                .await;
+                if ready.is_err() {
+                    tracing::debug!(cluster = %cr.name_any(), "caches not filled yet; reconcile requeued");
+                    return Ok(Action::requeue(CACHE_WAIT));
+                }
                 let start = std::time::Instant::now();
                 let res = reconcile::reconcile(cr, ctx.clone()).await;
                 ctx.metrics.reconcile_duration.observe(start.elapsed().as_secs_f64());

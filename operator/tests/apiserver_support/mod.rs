@@ -431,11 +431,14 @@ pub fn suffix() -> String {
 /// join; a deleted pod leaves gossip.
 pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task::JoinHandle<()> {
     use futures::StreamExt;
-    use kube::runtime::watcher;
+    use kube::runtime::{WatchStreamExt, watcher};
     let pods: Api<Pod> = Api::namespaced(client, ns);
     tokio::spawn(async move {
-        let mut stream = watcher(pods.clone(), watcher::Config::default()).boxed();
-        while let Some(Ok(ev)) = stream.next().await {
+        // A watch error (the apiserver under load, an expired resource version) is retried with backoff,
+        // as a kubelet would: ending here left every later pod un-Ready and failed tests by timeout.
+        let mut stream = watcher(pods.clone(), watcher::Config::default()).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            let Ok(ev) = ev else { continue };
             let (pod, deleted) = match ev {
                 watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
                 watcher::Event::Delete(p) => (p, true),
@@ -455,8 +458,12 @@ pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task
                 // A recreated pod starts fresh.
                 n.state = "active".into();
             }
-            if set_pod_ready(&pods, &name, ip, true).await {
-                fake.join(&name, Duration::ZERO);
+            for attempt in 0..10 {
+                if set_pod_ready(&pods, &name, ip, true).await {
+                    fake.join(&name, Duration::ZERO);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
             }
         }
     })
