@@ -23,6 +23,23 @@ fn env(name: &str) -> String {
     }
 }
 
+/// A fresh root in the test bed's MinIO, a config for the upstream Go interop binary rendered for it (kept
+/// in the returned directory), the store and a segment backend on that root.
+async fn go_interop_bed(
+    prefix: &str,
+) -> (String, tempfile::TempDir, String, Arc<dyn ObjectStorage>, ObjectSegmentBackend) {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let root = format!("{prefix}-{}-{nanos}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wp.yaml").to_str().unwrap().to_owned();
+    let testbed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
+    let status = std::process::Command::new(testbed).args(["render-config", &config, &root, &root]).status().unwrap();
+    assert!(status.success(), "render-config");
+    let store = minio().await;
+    let b = ObjectSegmentBackend::new(store.clone(), root.clone(), ObjectSegmentOptions::default());
+    (root, dir, config, store, b)
+}
+
 async fn minio() -> Arc<dyn ObjectStorage> {
     let opts = S3Options {
         endpoint: env("WP_MINIO_ENDPOINT"),
@@ -160,16 +177,8 @@ async fn only_log_id(store: &Arc<dyn ObjectStorage>, root: &str) -> i64 {
 
 #[tokio::test]
 async fn minio_interop_with_upstream_go() {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let root = format!("segobj-go-{}-{nanos}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wp.yaml");
-    let config = config.to_str().unwrap();
-    let testbed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
-    let status = std::process::Command::new(testbed).args(["render-config", config, &root, &root]).status().unwrap();
-    assert!(status.success(), "render-config");
-    let store = minio().await;
-    let b = ObjectSegmentBackend::new(store.clone(), root.clone(), ObjectSegmentOptions::default());
+    let (root, _dir, config, store, b) = go_interop_bed("segobj-go").await;
+    let config = config.as_str();
 
     // 1. Go writer crashes after 300 acked entries (6 blocks, no footer): we read, fence, finalize.
     let lines = wp_interop(&[
@@ -213,16 +222,8 @@ async fn minio_interop_with_upstream_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minio_upstream_go_reads_blocks_we_write() {
     use prost::Message;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let root = format!("segobj-go-w-{}-{nanos}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wp.yaml");
-    let config = config.to_str().unwrap();
-    let testbed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
-    let status = std::process::Command::new(testbed).args(["render-config", config, &root, &root]).status().unwrap();
-    assert!(status.success(), "render-config");
-    let store = minio().await;
-    let b = ObjectSegmentBackend::new(store.clone(), root.clone(), ObjectSegmentOptions::default());
+    let (root, _dir, config, store, b) = go_interop_bed("segobj-go-w").await;
+    let config = config.as_str();
 
     // Upstream creates the log and an Active segment 0 in etcd; we replace its objects by our own writer's.
     wp_interop(&["write", "--config", config, "--log", "ours", "--count", "3", "--crash"]);

@@ -966,17 +966,25 @@ mod tests {
         plan(cr, &desired, &obs, &ClusterMemory::default(), Timestamp::now())
     }
 
+    fn four_pod_names() -> [String; 4] {
+        ["wal-pool-az-a-0", "wal-pool-az-a-1", "wal-pool-az-b-0", "wal-pool-az-c-0"].map(String::from)
+    }
+
+    /// Two pods in zone a, one in b and one in c, all active members of each other's gossip.
+    fn four_active_pods(desired: &Desired) -> Vec<PodView> {
+        let names = four_pod_names();
+        [("wal-pool-az-a", 0), ("wal-pool-az-a", 1), ("wal-pool-az-b", 0), ("wal-pool-az-c", 0)]
+            .iter()
+            .map(|(s, o)| pod(desired, s, *o, "active", &names))
+            .collect()
+    }
+
     #[test]
     fn converged_cluster_is_idle_available_and_not_busy() {
         let cr = cluster(2);
         let desired = render(&cr, &Resolved::default()).unwrap();
         let sts = live_sts(&desired, &[]);
-        let names = ["wal-pool-az-a-0", "wal-pool-az-a-1", "wal-pool-az-b-0", "wal-pool-az-c-0"].map(String::from);
-        let pods: Vec<PodView> =
-            [("wal-pool-az-a", 0), ("wal-pool-az-a", 1), ("wal-pool-az-b", 0), ("wal-pool-az-c", 0)]
-                .iter()
-                .map(|(s, o)| pod(&desired, s, *o, "active", &names))
-                .collect();
+        let pods = four_active_pods(&desired);
         let p = run(&cr, &sts, &pods, &[]);
         assert_eq!(p.roll, RollStep::Idle);
         assert!(p.scale.is_empty(), "{:?}", p.scale);
@@ -993,12 +1001,7 @@ mod tests {
         let cr = cluster(1);
         let desired = render(&cr, &Resolved::default()).unwrap();
         let sts = live_sts(&desired, &[("wal-pool-az-a", 2)]);
-        let names = ["wal-pool-az-a-0", "wal-pool-az-a-1", "wal-pool-az-b-0", "wal-pool-az-c-0"].map(String::from);
-        let pods: Vec<PodView> =
-            [("wal-pool-az-a", 0), ("wal-pool-az-a", 1), ("wal-pool-az-b", 0), ("wal-pool-az-c", 0)]
-                .iter()
-                .map(|(s, o)| pod(&desired, s, *o, "active", &names))
-                .collect();
+        let pods = four_active_pods(&desired);
         let p = run(&cr, &sts, &pods, &["data-wal-pool-az-a-0", "data-wal-pool-az-a-1"]);
         let a = p.stateful_sets.iter().find(|s| s.metadata.name.as_deref() == Some("wal-pool-az-a")).unwrap();
         assert_eq!(a.spec.as_ref().unwrap().replicas, Some(2), "replicas held while the victim drains");
@@ -1008,7 +1011,7 @@ mod tests {
 
         // Once drained and safe: shrink, report it, and the PVC goes with the pod later.
         let mut pods = pods;
-        pods[1] = pod(&desired, "wal-pool-az-a", 1, "decommissioned", &names);
+        pods[1] = pod(&desired, "wal-pool-az-a", 1, "decommissioned", &four_pod_names());
         let p = run(&cr, &sts, &pods, &["data-wal-pool-az-a-0", "data-wal-pool-az-a-1"]);
         let a = p.stateful_sets.iter().find(|s| s.metadata.name.as_deref() == Some("wal-pool-az-a")).unwrap();
         assert_eq!(a.spec.as_ref().unwrap().replicas, Some(1));
