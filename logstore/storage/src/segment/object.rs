@@ -209,8 +209,8 @@ fn encode_block_object_into<E: EntryData>(
     entries: &[E],
     flags: u16,
 ) -> Bytes {
+    // Callers size `out` with block_object_len.
     out.clear();
-    out.reserve(block_object_len(entries));
     if block_number == 0 {
         codec::encode_header(&mut out, &HeaderRecord { version: FORMAT_VERSION, flags, first_entry_id });
     }
