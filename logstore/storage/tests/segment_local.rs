@@ -605,3 +605,41 @@ async fn fence_and_reader_wait_for_an_append_in_progress() {
     assert!(batch.end_of_segment);
     assert!(matches!(w.write_block(blks[1].clone()).await, Err(SegmentError::Fenced { .. })));
 }
+
+/// Blocks handed over together (claimed in order, as the log writer does) are encoded side by side and
+/// appended in block order; each call learns its own block's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_in_flight_together_land_in_block_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(dir.path());
+    let blks = blocks(&[3, 1, 5, 2, 4, 7, 1, 2]);
+    let w = b.create_writer(SEG).await.unwrap();
+    let results = futures::future::join_all(blks.iter().map(|blk| w.write_block(blk.clone()))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    w.finalize(blks.len() as i64 - 1).await.unwrap();
+    assert_eq!(std::fs::read(data_path(dir.path())).unwrap(), expected_file(&blks, true).0);
+}
+
+/// A block whose predecessor never comes fails instead of waiting, and so does a block queued behind a
+/// predecessor that is refused; the writer goes on with the right block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_behind_a_gap_fails_instead_of_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(dir.path());
+    let blks = blocks(&[2, 2, 2]);
+    let w = b.create_writer(SEG).await.unwrap();
+    w.write_block(blks[0].clone()).await.unwrap();
+    let late = tokio::time::timeout(Duration::from_secs(10), w.write_block(blks[2].clone())).await;
+    assert!(matches!(late, Ok(Err(SegmentError::OutOfOrder { block_id: 2, .. }))), "{late:?}");
+    // Block 1 with wrong entry ids is refused when its turn comes; block 2 sent with it fails too.
+    let mut wrong = blks[1].clone();
+    wrong.first_entry_id = 5;
+    let (a, c) = tokio::join!(w.write_block(wrong), w.write_block(blks[2].clone()));
+    assert!(matches!(a, Err(SegmentError::OutOfOrder { block_id: 1, .. })), "{a:?}");
+    assert!(matches!(c, Err(SegmentError::OutOfOrder { block_id: 2, .. })), "{c:?}");
+    for blk in &blks[1..] {
+        w.write_block(blk.clone()).await.unwrap();
+    }
+    w.finalize(2).await.unwrap();
+    assert_eq!(std::fs::read(data_path(dir.path())).unwrap(), expected_file(&blks, true).0);
+}

@@ -38,7 +38,7 @@ use woodpecker_core::keys;
 
 use self::format::ScanError;
 pub use self::reader::LocalSegmentReader;
-pub use self::writer::{LocalSegmentWriter, PIPELINE_DEPTH};
+pub use self::writer::{LocalSegmentWriter, PIPELINE_DEPTH, release_cache_behind};
 use super::{SegmentBackend, SegmentError, SegmentReader, SegmentRef, SegmentSummary, SegmentWriter};
 
 /// Name of the segment file.

@@ -1,11 +1,13 @@
 //! The `data.log` writer: one block per append, fsynced under the segment's flock.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 use woodpecker_core::codec::{self, HEADER_RECORD_LEN, IndexRecord, RECORD_HEADER_LEN};
 use woodpecker_core::ids::EntryId;
 
@@ -13,20 +15,34 @@ use super::format;
 use super::{Flock, SegmentPaths, blocking, create_dir_durable, fsync_dir};
 use crate::segment::{BlockToWrite, SegmentError, SegmentSummary, SegmentWriter};
 
-/// Writes one local segment. Blocks are appended strictly in order; up to [`PIPELINE_DEPTH`] calls may be
-/// in flight so that the next block is encoded (CPU) while the previous one is written and synced (disk).
+/// Writes one local segment. Blocks are appended strictly in order, each followed by an fsync.
+///
+/// ```text
+///  write_block(n)   ─▶ blocking pool: encode n ─▶ queue ─┐
+///  write_block(n+1) ─▶ blocking pool: encode n+1 ─▶ queue ┤   one appender at a time takes the queue in
+///                                                         └▶ block order: append + fsync n, n+1, … back to back
+/// ```
+///
+/// Whichever pool thread queues the next block while no appender runs becomes the appender, and keeps
+/// appending as long as the next block is queued: the disk does not wait for the async side (an
+/// acknowledgement, a task wake-up) between blocks. Each call learns its own block's outcome.
 #[derive(Debug)]
 pub struct LocalSegmentWriter {
-    paths: Arc<SegmentPaths>,
-    data: Arc<File>,
-    lock: Arc<File>,
-    state: tokio::sync::Mutex<WriterState>,
-    /// Woken whenever `next_block` or `done` changes, for blocks waiting for their turn to append.
-    turn: tokio::sync::Notify,
+    shared: Arc<Shared>,
 }
 
 /// Blocks a caller may have in flight: one appending, one being encoded behind it.
 pub const PIPELINE_DEPTH: usize = 2;
+
+#[derive(Debug)]
+struct Shared {
+    paths: Arc<SegmentPaths>,
+    data: File,
+    lock: File,
+    state: Mutex<WriterState>,
+    /// Woken whenever the file is released (an appender or a finalize stops holding it).
+    released: tokio::sync::Notify,
+}
 
 #[derive(Debug)]
 struct WriterState {
@@ -37,8 +53,40 @@ struct WriterState {
     index: Vec<IndexRecord>,
     /// Why the writer takes no more blocks, once it does not.
     done: Option<Done>,
-    /// Block ids whose `write_block` call is under way (encoding or waiting for its turn).
-    claimed: std::collections::BTreeSet<i64>,
+    /// Blocks being encoded.
+    encoding: BTreeSet<i64>,
+    /// Encoded blocks waiting for their turn.
+    queued: BTreeMap<i64, Encoded>,
+    /// An appender (or a finalize) holds the file.
+    busy: bool,
+    /// Block `next_block` is being appended (taken off the queue, not yet accounted for).
+    appending: bool,
+    /// `data.log` up to here was released from the page cache (see [`release_cache_behind`]).
+    released: u64,
+}
+
+impl WriterState {
+    /// The first block id not yet appended or being appended.
+    fn first_open(&self) -> i64 {
+        self.next_block + i64::from(self.appending)
+    }
+}
+
+/// A block ready to append, and where its outcome goes.
+struct Encoded {
+    bytes: Vec<u8>,
+    /// Bytes before the block (the file header, with block 0).
+    prefix: u64,
+    block_number: i32,
+    first_entry_id: EntryId,
+    last_entry_id: EntryId,
+    reply: oneshot::Sender<Result<(), SegmentError>>,
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded").field("block", &self.block_number).field("len", &self.bytes.len()).finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,7 +94,8 @@ enum Done {
     Finalized(SegmentSummary),
     Fenced,
     Closed,
-    /// An append failed and the file could not be put back to its acknowledged length.
+    /// An append failed and the file could not be put back to its acknowledged length, or a file task
+    /// died.
     Broken(String),
 }
 
@@ -59,114 +108,179 @@ enum AppendError {
     Broken(Box<SegmentError>, String),
 }
 
-impl LocalSegmentWriter {
-    /// Encodes and appends a block whose id this call has claimed.
-    async fn write_claimed(&self, block: BlockToWrite) -> Result<(), SegmentError> {
-        let data_len: u64 = block.entries.iter().map(|e| (e.len() + RECORD_HEADER_LEN) as u64).sum();
-        let Ok(block_number) = i32::try_from(block.block_id) else {
-            return Err(self.out_of_order(&block));
-        };
-        if data_len > u64::from(u32::MAX) {
-            return Err(SegmentError::Io {
-                segment: self.paths.segment,
-                op: "encode block",
-                path: self.paths.data.display().to_string(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, format!("block of {data_len} bytes exceeds 4 GiB")),
-            });
-        }
-        // Encode before taking the state lock: this is the CPU half that overlaps the previous block's sync.
-        // It runs on the blocking pool so that the caller's task stays free to start that previous block's
-        // successor the moment it may append (a 2 MB block of 1 KiB entries takes about a millisecond).
-        let (block_id, first_entry_id) = (block.block_id, block.first_entry_id);
-        // The buffer is allocated on this thread rather than in the pool thread's own malloc arena.
-        let mut bytes = Vec::with_capacity(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
-        let (bytes, prefix, header) = blocking(self.paths.segment, move || {
-            if block.block_id == 0 {
-                // Like upstream, the file header goes out with the first block.
-                codec::encode_header(&mut bytes, &format::new_header());
-            }
-            let prefix = bytes.len() as u64;
-            let header = codec::encode_block(&mut bytes, block_number, block.first_entry_id, &block.entries);
-            Ok((bytes, prefix, header))
-        })
-        .await?;
-        let mut st = self.wait_turn(block_id).await;
-        if let Some(done) = &st.done {
-            return Err(self.refuse(done));
-        }
-        if block_id != st.next_block || first_entry_id != st.next_entry || (st.end == 0) != (prefix > 0) {
-            return Err(self.out_of_order_at(block_id, first_entry_id));
-        }
-        let block_offset = st.end + prefix;
-        let block_size = (bytes.len() as u64 - prefix) as u32;
-        let end = st.end;
-        let (paths, data, lock) = (self.paths.clone(), self.data.clone(), self.lock.clone());
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, WriterState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn refuse(&self, done: &Done) -> SegmentError {
         let segment = self.paths.segment;
-        let result =
-            match blocking(
+        match done {
+            Done::Finalized(_) => SegmentError::Finalized { segment },
+            Done::Fenced => SegmentError::Fenced { segment },
+            Done::Closed => SegmentError::Io {
                 segment,
-                move || Ok(append_blocking(&paths, &data, &lock, end, &bytes).map(|()| bytes.len())),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    st.done = Some(Done::Broken(format!("append of block {block_id} did not complete: {e}")));
-                    return Err(e);
+                op: "write",
+                path: self.paths.data.display().to_string(),
+                source: io::Error::other("the writer is closed"),
+            },
+            Done::Broken(why) => SegmentError::Io {
+                segment,
+                op: "write",
+                path: self.paths.data.display().to_string(),
+                source: io::Error::other(format!("the writer stopped after a failed append: {why}")),
+            },
+        }
+    }
+
+    fn out_of_order(&self, block_id: i64, first_entry_id: EntryId) -> SegmentError {
+        SegmentError::OutOfOrder { segment: self.paths.segment, block_id, first_entry_id }
+    }
+
+    /// Fails every queued block that can no longer be appended: all of them once the writer is done,
+    /// otherwise those behind a block that is neither encoding nor queued (it will never come).
+    fn fail_stranded(&self, st: &mut WriterState) {
+        if let Some(done) = st.done.clone() {
+            for (_, e) in std::mem::take(&mut st.queued) {
+                let _ = e.reply.send(Err(self.refuse(&done)));
+            }
+            return;
+        }
+        let mut expect = st.first_open();
+        let ids: Vec<i64> = st.queued.keys().copied().collect();
+        for id in ids {
+            let gap = id < expect || (expect..id).any(|b| !st.encoding.contains(&b));
+            if gap && let Some(e) = st.queued.remove(&id) {
+                let _ = e.reply.send(Err(self.out_of_order(id, e.first_entry_id)));
+                continue;
+            }
+            expect = id + 1;
+        }
+    }
+
+    /// Releases the durable part of `data.log` more than [`CACHED_TAIL`] behind its end from the page
+    /// cache, if the last call did not already (blocking).
+    fn release_cache(&self) {
+        let range = {
+            let mut st = self.state();
+            let to = st.end.saturating_sub(CACHED_TAIL);
+            let from = st.released;
+            st.released = to.max(from);
+            (to > from).then_some((from, to))
+        };
+        if let Some((from, to)) = range {
+            release_cache(&self.data, from, to);
+        }
+    }
+
+    /// Queues an encoded block (blocking-pool thread), then appends queued blocks in order unless
+    /// another thread already does.
+    fn queue_and_append(self: &Arc<Self>, block_id: i64, block: Encoded) {
+        {
+            let mut st = self.state();
+            st.encoding.remove(&block_id);
+            st.queued.insert(block_id, block);
+            self.fail_stranded(&mut st);
+            if st.busy || !st.queued.contains_key(&st.next_block) {
+                return;
+            }
+            st.busy = true;
+        }
+        let guard = ReleaseOnUnwind(self);
+        self.append_queued();
+        std::mem::forget(guard);
+    }
+
+    /// The appender: appends the next block while it is queued, then releases the file.
+    fn append_queued(&self) {
+        let mut st = self.state();
+        loop {
+            self.fail_stranded(&mut st);
+            let next = st.next_block;
+            let Some(block) = st.queued.remove(&next) else { break };
+            if block.first_entry_id != st.next_entry || (st.end == 0) != (block.prefix > 0) {
+                let _ = block.reply.send(Err(self.out_of_order(next, block.first_entry_id)));
+                continue;
+            }
+            let end = st.end;
+            st.appending = true;
+            drop(st);
+            let result = append_blocking(&self.paths, &self.data, &self.lock, end, &block.bytes);
+            st = self.state();
+            st.appending = false;
+            let outcome = match result {
+                Ok(()) => {
+                    st.end += block.bytes.len() as u64;
+                    st.index.push(IndexRecord {
+                        block_number: block.block_number,
+                        start_offset: (end + block.prefix) as i64,
+                        block_size: (block.bytes.len() as u64 - block.prefix) as u32,
+                        first_entry_id: block.first_entry_id,
+                        last_entry_id: block.last_entry_id,
+                    });
+                    st.next_block += 1;
+                    st.next_entry = block.last_entry_id + 1;
+                    Ok(())
+                }
+                Err(AppendError::Fenced) => {
+                    st.done = Some(Done::Fenced);
+                    Err(SegmentError::Fenced { segment: self.paths.segment })
+                }
+                Err(AppendError::Io(e)) => {
+                    // Blocks queued behind this one can never follow it: stop the writer so they fail too.
+                    st.done = Some(Done::Broken(format!("append of block {next} failed: {e}")));
+                    Err(*e)
+                }
+                Err(AppendError::Broken(e, why)) => {
+                    tracing::error!(segment = %self.paths.segment, error = %e, "local segment writer stops: {why}");
+                    st.done = Some(Done::Broken(why));
+                    Err(*e)
                 }
             };
-        let outcome = match result {
-            Ok(n) => {
-                st.end += n as u64;
-                st.index.push(IndexRecord {
-                    block_number,
-                    start_offset: block_offset as i64,
-                    block_size,
-                    first_entry_id: header.first_entry_id,
-                    last_entry_id: header.last_entry_id,
-                });
-                st.next_block += 1;
-                st.next_entry = header.last_entry_id + 1;
-                Ok(())
-            }
-            Err(AppendError::Fenced) => {
-                st.done = Some(Done::Fenced);
-                Err(SegmentError::Fenced { segment })
-            }
-            Err(AppendError::Io(e)) => {
-                // Blocks queued behind this one can never follow it: stop the writer so they fail too.
-                st.done = Some(Done::Broken(format!("append of block {block_id} failed: {e}")));
-                Err(*e)
-            }
-            Err(AppendError::Broken(e, why)) => {
-                tracing::error!(%segment, error = %e, "local segment writer stops: {why}");
-                st.done = Some(Done::Broken(why));
-                Err(*e)
-            }
-        };
-        drop(st);
-        outcome
-    }
-
-    /// Waits until `block_id` is the next block to append (or the writer stopped), returning the state lock.
-    async fn wait_turn(&self, block_id: i64) -> tokio::sync::MutexGuard<'_, WriterState> {
-        loop {
-            let notified = self.turn.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let st = self.state.lock().await;
-            // Wait only while every block before this one is under way; a missing predecessor never comes.
-            if st.done.is_some()
-                || st.next_block >= block_id
-                || (st.next_block..block_id).any(|b| !st.claimed.contains(&b))
-            {
-                return st;
-            }
-            drop(st);
-            notified.await;
+            let _ = block.reply.send(outcome);
         }
+        st.busy = false;
+        drop(st);
+        self.released.notify_waiters();
     }
+}
 
+/// Stops the writer if the thread holding the file unwinds: blocks queued behind it fail instead of
+/// waiting forever.
+struct ReleaseOnUnwind<'a>(&'a Shared);
+
+impl Drop for ReleaseOnUnwind<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.busy = false;
+        st.appending = false;
+        if st.done.is_none() {
+            st.done = Some(Done::Broken("a file task panicked".into()));
+        }
+        self.0.fail_stranded(&mut st);
+        drop(st);
+        self.0.released.notify_waiters();
+    }
+}
+
+/// Marks a block that will never be queued (its encoding task did not run to the end) and stops the
+/// writer, so that it and the blocks behind it fail instead of waiting.
+struct EncodingGuard {
+    shared: Arc<Shared>,
+    block_id: i64,
+}
+
+impl Drop for EncodingGuard {
+    fn drop(&mut self) {
+        let mut st = self.shared.state();
+        if st.encoding.remove(&self.block_id) && st.done.is_none() {
+            st.done = Some(Done::Broken(format!("encoding block {} did not complete", self.block_id)));
+        }
+        self.shared.fail_stranded(&mut st);
+    }
+}
+
+impl LocalSegmentWriter {
     /// Creates the segment directory and an empty `data.log` (blocking). Fails when the file exists.
     pub(super) fn create_blocking(paths: Arc<SegmentPaths>) -> Result<Self, SegmentError> {
         create_dir_durable(&paths.dir).map_err(paths.io("create directory", &paths.dir))?;
@@ -190,62 +304,65 @@ impl LocalSegmentWriter {
             std::process::id()
         );
         lock.set_len(0).and_then(|()| lock.write_all(text.as_bytes())).map_err(paths.io("write", &paths.lock))?;
-        Ok(Self {
-            paths,
-            data: Arc::new(data),
-            lock: Arc::new(lock),
-            state: tokio::sync::Mutex::new(WriterState {
-                end: 0,
-                next_block: 0,
-                next_entry: 0,
-                index: Vec::new(),
-                done: None,
-                claimed: Default::default(),
-            }),
-            turn: tokio::sync::Notify::new(),
-        })
+        let state = WriterState {
+            end: 0,
+            next_block: 0,
+            next_entry: 0,
+            index: Vec::new(),
+            done: None,
+            encoding: BTreeSet::new(),
+            queued: BTreeMap::new(),
+            busy: false,
+            appending: false,
+            released: 0,
+        };
+        let shared = Shared { paths, data, lock, state: Mutex::new(state), released: tokio::sync::Notify::new() };
+        Ok(Self { shared: Arc::new(shared) })
     }
 
-    fn refuse(&self, done: &Done) -> SegmentError {
-        let segment = self.paths.segment;
-        match done {
-            Done::Finalized(_) => SegmentError::Finalized { segment },
-            Done::Fenced => SegmentError::Fenced { segment },
-            Done::Closed => SegmentError::Io {
-                segment,
-                op: "write",
-                path: self.paths.data.display().to_string(),
-                source: io::Error::other("the writer is closed"),
-            },
-            Done::Broken(why) => SegmentError::Io {
-                segment,
-                op: "write",
-                path: self.paths.data.display().to_string(),
-                source: io::Error::other(format!("the writer stopped after a failed append: {why}")),
-            },
+    /// Waits until no appender holds the file and takes it; or returns the writer's end state.
+    async fn hold_file(&self) -> Result<MutexGuard<'_, WriterState>, Done> {
+        loop {
+            let released = self.shared.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let st = self.shared.state();
+                if let Some(done) = &st.done {
+                    return Err(done.clone());
+                }
+                if !st.busy {
+                    return Ok(st);
+                }
+            }
+            released.await;
         }
-    }
-
-    fn out_of_order(&self, block: &BlockToWrite) -> SegmentError {
-        self.out_of_order_at(block.block_id, block.first_entry_id)
-    }
-
-    fn out_of_order_at(&self, block_id: i64, first_entry_id: EntryId) -> SegmentError {
-        SegmentError::OutOfOrder { segment: self.paths.segment, block_id, first_entry_id }
     }
 }
 
-/// Durable bytes of a segment kept in the page cache behind its end, for tail readers.
-const CACHED_TAIL: u64 = 64 << 20;
+/// Durable bytes of a segment kept in the page cache behind its end, for tail readers (a few blocks).
+const CACHED_TAIL: u64 = 8 << 20;
 
 /// Tells the kernel that the synced part of `data.log` more than [`CACHED_TAIL`] behind the end (after
 /// this append, which spans `start..end`) is not needed in memory. A WAL writes gigabytes it seldom
-/// reads back; left cached, they fill the page cache until every write pays for reclaiming it (2 MB
-/// appends were measured slowing from ~0.5 ms to ~5 ms). Advice only: failures are ignored.
-fn release_cache_behind(data: &File, start: u64, end: u64) {
+/// reads back. Left cached, they filled the page cache until 2 MB appends slowed from ~0.5 ms to ~5 ms;
+/// even 64 MB left behind per segment slowed the copy into the page cache ~4x once a few gigabytes had
+/// gone through (measured on this project's VMs), while a small tail keeps recycling the same pages.
+/// Advice only: failures are ignored.
+///
+/// Public so that a benchmark's raw-disk ceiling can write under the same page-cache policy.
+pub fn release_cache_behind(data: &File, start: u64, end: u64) {
+    if let Some((from, to)) = range_behind_tail(start, end) {
+        release_cache(data, from, to);
+    }
+}
+
+/// Advises the kernel that `from..to` of a synced file is not needed in memory.
+fn release_cache(data: &File, from: u64, to: u64) {
     use std::os::fd::AsRawFd;
-    let Some((from, to)) = range_behind_tail(start, end) else { return };
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else { return };
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to.saturating_sub(from))) else {
+        return;
+    };
     // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for `data`'s lifetime.
     unsafe {
         libc::posix_fadvise(data.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
@@ -273,10 +390,7 @@ fn append_blocking(paths: &SegmentPaths, data: &File, lock: &File, end: u64, byt
     }
     let written = data.write_all_at(bytes, end).and_then(|()| data.sync_data());
     match written {
-        Ok(()) => {
-            release_cache_behind(data, end, end + bytes.len() as u64);
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(e) => {
             let err = paths.io("append", &paths.data)(e);
             // Put the file back to the acknowledged length so no partial block stays behind.
@@ -295,41 +409,94 @@ impl SegmentWriter for LocalSegmentWriter {
     }
 
     async fn write_block(&self, block: BlockToWrite) -> Result<(), SegmentError> {
-        if block.entries.is_empty() || block.block_id < 0 {
-            return Err(self.out_of_order(&block));
+        let shared = &self.shared;
+        let (block_id, first_entry_id) = (block.block_id, block.first_entry_id);
+        let Ok(block_number) = i32::try_from(block_id) else {
+            return Err(shared.out_of_order(block_id, first_entry_id));
+        };
+        if block.entries.is_empty() || block_id < 0 {
+            return Err(shared.out_of_order(block_id, first_entry_id));
+        }
+        let data_len: u64 = block.entries.iter().map(|e| (e.len() + RECORD_HEADER_LEN) as u64).sum();
+        if data_len > u64::from(u32::MAX) {
+            return Err(SegmentError::Io {
+                segment: shared.paths.segment,
+                op: "encode block",
+                path: shared.paths.data.display().to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, format!("block of {data_len} bytes exceeds 4 GiB")),
+            });
         }
         {
-            let mut st = self.state.lock().await;
+            let mut st = shared.state();
             if let Some(done) = &st.done {
-                return Err(self.refuse(done));
+                return Err(shared.refuse(done));
             }
-            if block.block_id < st.next_block || !st.claimed.insert(block.block_id) {
-                return Err(self.out_of_order(&block));
+            if block_id < st.first_open() || st.queued.contains_key(&block_id) || !st.encoding.insert(block_id) {
+                return Err(shared.out_of_order(block_id, first_entry_id));
             }
         }
-        let block_id = block.block_id;
-        let result = self.write_claimed(block).await;
-        self.state.lock().await.claimed.remove(&block_id);
-        self.turn.notify_waiters();
-        result
+        let (reply, outcome) = oneshot::channel();
+        // The buffer is allocated on this thread rather than in the pool thread's own malloc arena.
+        let mut bytes = Vec::with_capacity(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
+        let guard = EncodingGuard { shared: shared.clone(), block_id };
+        // Encoding is the CPU half that overlaps the previous block's append; the thread that encodes the
+        // next block to append goes on to append it (and whatever is queued behind it).
+        let task = tokio::task::spawn_blocking(move || {
+            if block_id == 0 {
+                // Like upstream, the file header goes out with the first block.
+                codec::encode_header(&mut bytes, &format::new_header());
+            }
+            let prefix = bytes.len() as u64;
+            let header = codec::encode_block(&mut bytes, block_number, first_entry_id, &block.entries);
+            // Off the appender's path: dropping cached pages costs ~60 µs per 2 MB, which the appender
+            // would otherwise spend between two appends.
+            guard.shared.release_cache();
+            // The payloads are copied into the block: release them before the disk is waited for.
+            drop(block);
+            let encoded =
+                Encoded { bytes, prefix, block_number, first_entry_id, last_entry_id: header.last_entry_id, reply };
+            let shared = guard.shared.clone();
+            std::mem::forget(guard);
+            shared.queue_and_append(block_id, encoded);
+        });
+        drop(task);
+        match outcome.await {
+            Ok(result) => result,
+            Err(_) => {
+                let st = shared.state();
+                Err(match &st.done {
+                    Some(done) => shared.refuse(done),
+                    None => shared.refuse(&Done::Broken(format!("the file task of block {block_id} stopped"))),
+                })
+            }
+        }
     }
 
     async fn finalize(&self, last_block_id: i64) -> Result<SegmentSummary, SegmentError> {
-        let mut st = self.state.lock().await;
-        match &st.done {
-            Some(Done::Finalized(s)) => return Ok(*s),
-            Some(done) => return Err(self.refuse(done)),
-            None => {}
-        }
-        let segment = self.paths.segment;
-        if last_block_id < -1 || last_block_id >= st.next_block {
-            return Err(SegmentError::OutOfOrder { segment, block_id: last_block_id, first_entry_id: st.next_entry });
-        }
-        let keep: Vec<IndexRecord> = st.index[..(last_block_id + 1) as usize].to_vec();
-        let end = match keep.last() {
-            Some(r) => r.start_offset as u64 + u64::from(r.block_size),
-            None if st.end == 0 => 0,
-            None => HEADER_RECORD_LEN as u64,
+        let shared = &self.shared;
+        let segment = shared.paths.segment;
+        let (keep, end, acknowledged) = {
+            let mut st = match self.hold_file().await {
+                Ok(st) => st,
+                Err(Done::Finalized(s)) => return Ok(s),
+                Err(done) => return Err(shared.refuse(&done)),
+            };
+            if last_block_id < -1 || last_block_id >= st.next_block {
+                return Err(SegmentError::OutOfOrder {
+                    segment,
+                    block_id: last_block_id,
+                    first_entry_id: st.next_entry,
+                });
+            }
+            let keep: Vec<IndexRecord> = st.index[..(last_block_id + 1) as usize].to_vec();
+            let end = match keep.last() {
+                Some(r) => r.start_offset as u64 + u64::from(r.block_size),
+                None if st.end == 0 => 0,
+                None => HEADER_RECORD_LEN as u64,
+            };
+            // Blocks queued meanwhile wait; once the segment is finalized they fail.
+            st.busy = true;
+            (keep, end, st.end)
         };
         let tail = format::encode_tail(&keep, end, end == 0);
         let summary = SegmentSummary {
@@ -337,40 +504,62 @@ impl SegmentWriter for LocalSegmentWriter {
             size: end + tail.len() as u64,
             blocks: keep.len() as u64,
         };
-        let acknowledged = st.end;
-        let (paths, data, lock) = (self.paths.clone(), self.data.clone(), self.lock.clone());
+        let file = shared.clone();
         let result = blocking(segment, move || {
-            let _guard = Flock::exclusive(&lock).map_err(paths.io("lock", &paths.lock))?;
+            let paths = &file.paths;
+            let _guard = Flock::exclusive(&file.lock).map_err(paths.io("lock", &paths.lock))?;
             if paths.is_fenced()? {
                 // The fencer finalizes; writing here could race its scan.
                 return Ok(Err(()));
             }
             if end < acknowledged {
-                data.set_len(end).map_err(paths.io("truncate", &paths.data))?;
+                file.data.set_len(end).map_err(paths.io("truncate", &paths.data))?;
             }
-            data.write_all_at(&tail, end).map_err(paths.io("write", &paths.data))?;
-            data.sync_data().map_err(paths.io("fsync", &paths.data))?;
+            file.data.write_all_at(&tail, end).map_err(paths.io("write", &paths.data))?;
+            file.data.sync_data().map_err(paths.io("fsync", &paths.data))?;
+            // A completed segment is read back by lagging readers at most: none of it stays cached.
+            release_cache(&file.data, 0, end + tail.len() as u64);
             Ok(Ok(()))
         })
-        .await?;
-        match result {
-            Ok(()) => {
-                st.done = Some(Done::Finalized(summary));
-                Ok(summary)
+        .await;
+        let outcome = {
+            let mut st = shared.state();
+            st.busy = false;
+            let outcome = match result {
+                Ok(Ok(())) => {
+                    st.done = Some(Done::Finalized(summary));
+                    Ok(summary)
+                }
+                Ok(Err(())) => {
+                    st.done = Some(Done::Fenced);
+                    Err(SegmentError::Fenced { segment })
+                }
+                Err(e) => Err(e),
+            };
+            shared.fail_stranded(&mut st);
+            if st.queued.contains_key(&st.next_block) {
+                // A block queued while the file was held (finalize failed, the writer goes on).
+                st.busy = true;
+                let appender = shared.clone();
+                tokio::task::spawn_blocking(move || {
+                    let guard = ReleaseOnUnwind(&appender);
+                    appender.append_queued();
+                    std::mem::forget(guard);
+                });
             }
-            Err(()) => {
-                st.done = Some(Done::Fenced);
-                Err(SegmentError::Fenced { segment })
-            }
-        }
+            outcome
+        };
+        shared.released.notify_waiters();
+        outcome
     }
 
     async fn close(&self) -> Result<(), SegmentError> {
         // The flock is held only during appends, so there is nothing to release on disk.
-        let mut st = self.state.lock().await;
+        let mut st = self.shared.state();
         if st.done.is_none() {
             st.done = Some(Done::Closed);
         }
+        self.shared.fail_stranded(&mut st);
         Ok(())
     }
 }
@@ -383,9 +572,9 @@ mod tests {
     fn appends_release_the_cache_behind_the_tail_exactly_once() {
         const MB: u64 = 1 << 20;
         assert_eq!(range_behind_tail(0, 2 * MB), None);
-        assert_eq!(range_behind_tail(62 * MB, 64 * MB), None);
-        assert_eq!(range_behind_tail(64 * MB, 66 * MB), Some((0, 2 * MB)));
-        assert_eq!(range_behind_tail(63 * MB, 65 * MB), Some((0, MB)));
+        assert_eq!(range_behind_tail(6 * MB, 8 * MB), None);
+        assert_eq!(range_behind_tail(8 * MB, 10 * MB), Some((0, 2 * MB)));
+        assert_eq!(range_behind_tail(7 * MB, 9 * MB), Some((0, MB)));
         // Consecutive appends release adjacent, non-overlapping ranges.
         let mut released = 0;
         let mut at = 0;
