@@ -34,6 +34,9 @@ pub struct LocalSegmentWriter {
 /// Blocks a caller may have in flight: one appending, one being encoded behind it.
 pub const PIPELINE_DEPTH: usize = 2;
 
+/// Largest block buffer kept for reuse.
+const SPARE_MAX: usize = 16 << 20;
+
 #[derive(Debug)]
 struct Shared {
     paths: Arc<SegmentPaths>,
@@ -42,6 +45,9 @@ struct Shared {
     state: Mutex<WriterState>,
     /// Woken whenever the file is released (an appender or a finalize stops holding it).
     released: tokio::sync::Notify,
+    /// Block buffers whose append finished, for the next blocks to encode into: a reused buffer is
+    /// already mapped (no page faults while encoding) and likely still in cache.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -158,6 +164,28 @@ impl Shared {
         }
     }
 
+    /// A buffer for a block of `len` bytes: a spare one when there is one.
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        let spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match spare {
+            Some(mut buf) => {
+                buf.clear();
+                buf.reserve(len);
+                buf
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    /// Keeps an appended block's buffer for reuse: as many as can be in flight, none far larger than a
+    /// flush (an oversized entry's block is let go).
+    fn recycle(&self, buf: Vec<u8>) {
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < PIPELINE_DEPTH + 1 && buf.capacity() <= SPARE_MAX {
+            spare.push(buf);
+        }
+    }
+
     /// Releases the durable part of `data.log` more than [`CACHED_TAIL`] behind its end from the page
     /// cache, if the last call did not already (blocking).
     fn release_cache(&self) {
@@ -186,9 +214,8 @@ impl Shared {
             }
             st.busy = true;
         }
-        let guard = ReleaseOnUnwind(self);
+        let _unwind = ReleaseOnUnwind(self);
         self.append_queued();
-        std::mem::forget(guard);
     }
 
     /// The appender: appends the next block while it is queued, then releases the file.
@@ -238,6 +265,7 @@ impl Shared {
                 }
             };
             let _ = block.reply.send(outcome);
+            self.recycle(block.bytes);
         }
         st.busy = false;
         drop(st);
@@ -245,12 +273,15 @@ impl Shared {
     }
 }
 
-/// Stops the writer if the thread holding the file unwinds: blocks queued behind it fail instead of
+/// Stops the writer if the thread holding the file unwinds (a panic): blocks queued behind it fail instead of
 /// waiting forever.
 struct ReleaseOnUnwind<'a>(&'a Shared);
 
 impl Drop for ReleaseOnUnwind<'_> {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
         let mut st = self.0.state();
         st.busy = false;
         st.appending = false;
@@ -268,10 +299,22 @@ impl Drop for ReleaseOnUnwind<'_> {
 struct EncodingGuard {
     shared: Arc<Shared>,
     block_id: i64,
+    queued: bool,
+}
+
+impl EncodingGuard {
+    /// Hands the encoded block on (see [`Shared::queue_and_append`]).
+    fn queue(mut self, block: Encoded) {
+        self.queued = true;
+        self.shared.queue_and_append(self.block_id, block);
+    }
 }
 
 impl Drop for EncodingGuard {
     fn drop(&mut self) {
+        if self.queued {
+            return;
+        }
         let mut st = self.shared.state();
         if st.encoding.remove(&self.block_id) && st.done.is_none() {
             st.done = Some(Done::Broken(format!("encoding block {} did not complete", self.block_id)));
@@ -316,7 +359,14 @@ impl LocalSegmentWriter {
             appending: false,
             released: 0,
         };
-        let shared = Shared { paths, data, lock, state: Mutex::new(state), released: tokio::sync::Notify::new() };
+        let shared = Shared {
+            paths,
+            data,
+            lock,
+            state: Mutex::new(state),
+            released: tokio::sync::Notify::new(),
+            spare: Mutex::new(Vec::new()),
+        };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -436,9 +486,9 @@ impl SegmentWriter for LocalSegmentWriter {
             }
         }
         let (reply, outcome) = oneshot::channel();
-        // The buffer is allocated on this thread rather than in the pool thread's own malloc arena.
-        let mut bytes = Vec::with_capacity(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
-        let guard = EncodingGuard { shared: shared.clone(), block_id };
+        // A spare buffer, or one allocated on this thread rather than in the pool thread's own malloc arena.
+        let mut bytes = shared.buffer(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
+        let guard = EncodingGuard { shared: shared.clone(), block_id, queued: false };
         // Encoding is the CPU half that overlaps the previous block's append; the thread that encodes the
         // next block to append goes on to append it (and whatever is queued behind it).
         let task = tokio::task::spawn_blocking(move || {
@@ -455,9 +505,7 @@ impl SegmentWriter for LocalSegmentWriter {
             drop(block);
             let encoded =
                 Encoded { bytes, prefix, block_number, first_entry_id, last_entry_id: header.last_entry_id, reply };
-            let shared = guard.shared.clone();
-            std::mem::forget(guard);
-            shared.queue_and_append(block_id, encoded);
+            guard.queue(encoded);
         });
         drop(task);
         match outcome.await {
@@ -542,9 +590,8 @@ impl SegmentWriter for LocalSegmentWriter {
                 st.busy = true;
                 let appender = shared.clone();
                 tokio::task::spawn_blocking(move || {
-                    let guard = ReleaseOnUnwind(&appender);
+                    let _unwind = ReleaseOnUnwind(&appender);
                     appender.append_queued();
-                    std::mem::forget(guard);
                 });
             }
             outcome
@@ -567,6 +614,32 @@ impl SegmentWriter for LocalSegmentWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::SegmentRef;
+
+    /// Nothing keeps a writer's shared state (its open files, its spare buffers) once the writer and its
+    /// blocks are gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_writer_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = super::super::LocalSegmentBackend::new(dir.path().to_path_buf(), "files".into());
+        let paths = backend.paths(SegmentRef { log_id: 1, segment_id: 0 });
+        let w = blocking(paths.segment, move || LocalSegmentWriter::create_blocking(paths)).await.unwrap();
+        for b in 0..6i64 {
+            let entries = (0..3).map(|i| bytes::Bytes::from(vec![b as u8; 100 + i]).into()).collect();
+            w.write_block(BlockToWrite { block_id: b, first_entry_id: b * 3, entries }).await.unwrap();
+        }
+        w.finalize(5).await.unwrap();
+        let shared = Arc::downgrade(&w.shared);
+        drop(w);
+        // The pool thread that appended the last block lets go of it right after replying.
+        for _ in 0..500 {
+            if shared.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the writer's state is still referenced {} time(s)", shared.strong_count());
+    }
 
     #[test]
     fn appends_release_the_cache_behind_the_tail_exactly_once() {
