@@ -78,6 +78,9 @@ impl WriterState {
     }
 }
 
+/// Where a block's outcome goes.
+type Reply = oneshot::Sender<Result<(), SegmentError>>;
+
 /// A block ready to append, and where its outcome goes.
 struct Encoded {
     bytes: Vec<u8>,
@@ -86,7 +89,7 @@ struct Encoded {
     block_number: i32,
     first_entry_id: EntryId,
     last_entry_id: EntryId,
-    reply: oneshot::Sender<Result<(), SegmentError>>,
+    reply: Reply,
 }
 
 impl std::fmt::Debug for Encoded {
@@ -220,6 +223,15 @@ impl Shared {
 
     /// The appender: appends the next block while it is queued, then releases the file.
     fn append_queued(&self) {
+        // The previous block's outcome, sent once the next block's bytes are on their way to the disk:
+        // waking the caller's task can get this thread preempted for ~100 us on a busy machine
+        // (measured), which would otherwise leave the disk idle.
+        let mut held: Option<(Reply, Result<(), SegmentError>)> = None;
+        let reply = |held: &mut Option<_>| {
+            if let Some((tx, outcome)) = held.take() {
+                let _ = oneshot::Sender::send(tx, outcome);
+            }
+        };
         let mut st = self.state();
         loop {
             self.fail_stranded(&mut st);
@@ -232,7 +244,8 @@ impl Shared {
             let end = st.end;
             st.appending = true;
             drop(st);
-            let result = append_blocking(&self.paths, &self.data, &self.lock, end, &block.bytes);
+            let result = append_blocking(&self.paths, &self.data, &self.lock, end, &block.bytes, || reply(&mut held));
+            reply(&mut held);
             st = self.state();
             st.appending = false;
             let outcome = match result {
@@ -264,11 +277,16 @@ impl Shared {
                     Err(*e)
                 }
             };
-            let _ = block.reply.send(outcome);
+            // Reply and recycle without the lock: waking the caller's task is a system call, and the
+            // writer task and the encoding threads take this lock too.
+            drop(st);
+            held = Some((block.reply, outcome));
             self.recycle(block.bytes);
+            st = self.state();
         }
         st.busy = false;
         drop(st);
+        reply(&mut held);
         self.released.notify_waiters();
     }
 }
@@ -407,6 +425,17 @@ pub fn release_cache_behind(data: &File, start: u64, end: u64) {
     }
 }
 
+/// Starts writing `offset..offset + len` of `data` to the device without waiting (the fsync that
+/// follows waits). Advice only: failures are left to the fsync.
+fn start_writeback(data: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else { return };
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for `data`'s lifetime.
+    unsafe {
+        libc::sync_file_range(data.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// Advises the kernel that `from..to` of a synced file is not needed in memory.
 fn release_cache(data: &File, from: u64, to: u64) {
     use std::os::fd::AsRawFd;
@@ -427,7 +456,16 @@ fn range_behind_tail(start: u64, end: u64) -> Option<(u64, u64)> {
 }
 
 /// Appends `bytes` at `end` under the flock unless the segment is fenced (blocking).
-fn append_blocking(paths: &SegmentPaths, data: &File, lock: &File, end: u64, bytes: &[u8]) -> Result<(), AppendError> {
+/// Appends `bytes` at `end` under the flock unless the segment is fenced (blocking). `while_flushing` runs
+/// once the bytes are written and their writeback started, before waiting for them to be durable.
+fn append_blocking(
+    paths: &SegmentPaths,
+    data: &File,
+    lock: &File,
+    end: u64,
+    bytes: &[u8],
+    while_flushing: impl FnOnce(),
+) -> Result<(), AppendError> {
     let _guard = Flock::exclusive(lock).map_err(|e| AppendError::Io(Box::new(paths.io("lock", &paths.lock)(e))))?;
     if paths.is_fenced().map_err(|e| AppendError::Io(Box::new(e)))? {
         return Err(AppendError::Fenced);
@@ -438,7 +476,11 @@ fn append_blocking(paths: &SegmentPaths, data: &File, lock: &File, end: u64, byt
         let err = paths.io("append", &paths.data)(io::Error::other(why.clone()));
         return Err(AppendError::Broken(Box::new(err), why));
     }
-    let written = data.write_all_at(bytes, end).and_then(|()| data.sync_data());
+    let written = data.write_all_at(bytes, end).and_then(|()| {
+        start_writeback(data, end, bytes.len() as u64);
+        while_flushing();
+        data.sync_data()
+    });
     match written {
         Ok(()) => Ok(()),
         Err(e) => {
