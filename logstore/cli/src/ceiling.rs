@@ -69,22 +69,22 @@ const POOL_BYTES: u64 = 64 << 20;
 /// Distinct buffers of `len` bytes, together at least [`POOL_BYTES`] (at least two).
 fn buffer_pool(len: usize) -> Vec<Bytes> {
     let count = (POOL_BYTES / (len as u64).max(1)).clamp(2, 1024) as usize;
-    (0..count)
-        .map(|i| {
-            // A different byte pattern per buffer, so no two objects or file regions are alike.
-            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64);
-            Bytes::from(
-                (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect::<Vec<u8>>(),
-            )
-        })
-        .collect()
+    (0..count).map(|i| pattern_buffer(len, i as u64)).collect()
+}
+
+/// `len` pseudo-random bytes; a different pattern per `seed`, so no two objects or file regions are alike.
+fn pattern_buffer(len: usize, seed: u64) -> Bytes {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
+    Bytes::from(
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect::<Vec<u8>>(),
+    )
 }
 
 /// Sequential `op_size` writes, each followed by `fdatasync`, into files in `dir`; a new file every
@@ -98,7 +98,7 @@ pub async fn local(dir: PathBuf, op_size: u64, file_size: u64, budget: Budget) -
 fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> Result<CeilingReport> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let len = usize::try_from(op_size).context("flush size does not fit in memory")?;
-    let buf = buffer_pool(len).swap_remove(0);
+    let buf = pattern_buffer(len, 0);
     let mut latency_us = latency_histogram()?;
     let tag = format!("{}-{}", std::process::id(), crate::log_cmd::now_ms());
     let mut written: Vec<PathBuf> = Vec::new();

@@ -33,6 +33,53 @@ use woodpecker_core::ids::{EntryId, LogId, SegmentId};
 
 use crate::object::ObjectError;
 
+/// Buffers of blocks already written, kept by a segment writer to encode later blocks into: a reused
+/// buffer is mapped already, so encoding takes no page faults and zeroing (measured ~5% of the client's
+/// CPU with a fresh 2 MB buffer per block), and it may still be in cache.
+/// At most `KEEP` buffers are kept.
+#[derive(Debug, Default)]
+pub(crate) struct SpareBuffers<const KEEP: usize> {
+    buffers: Vec<Vec<u8>>,
+}
+
+impl<const KEEP: usize> SpareBuffers<KEEP> {
+    /// Largest buffer kept (an oversized entry's block is let go).
+    const MAX_CAPACITY: usize = 16 << 20;
+
+    /// An empty buffer with room for `len` bytes: a spare one when there is one.
+    pub(crate) fn take(&mut self, len: usize) -> Vec<u8> {
+        match self.buffers.pop() {
+            Some(mut buf) => {
+                buf.clear();
+                buf.reserve(len);
+                buf
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    /// Keeps `buf` for reuse if there is room.
+    pub(crate) fn put(&mut self, buf: Vec<u8>) {
+        if self.buffers.len() < KEEP && buf.capacity() <= Self::MAX_CAPACITY {
+            self.buffers.push(buf);
+        }
+    }
+
+    /// Keeps the buffer behind `bytes` if nothing else holds it (a store may keep the bytes it was given).
+    pub(crate) fn put_bytes(&mut self, bytes: Bytes) {
+        if self.buffers.len() < KEEP
+            && let Ok(buf) = bytes.try_into_mut()
+        {
+            self.put(Vec::from(buf));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.buffers.len()
+    }
+}
+
 /// Identifies one segment of one log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentRef {

@@ -13,7 +13,7 @@ use woodpecker_core::ids::EntryId;
 
 use super::format;
 use super::{Flock, SegmentPaths, blocking, create_dir_durable, fsync_dir};
-use crate::segment::{BlockToWrite, SegmentError, SegmentSummary, SegmentWriter};
+use crate::segment::{BlockToWrite, SegmentError, SegmentSummary, SegmentWriter, SpareBuffers};
 
 /// Writes one local segment. Blocks are appended strictly in order, each followed by an fsync.
 ///
@@ -34,9 +34,6 @@ pub struct LocalSegmentWriter {
 /// Blocks a caller may have in flight: one appending, one being encoded behind it.
 pub const PIPELINE_DEPTH: usize = 2;
 
-/// Largest block buffer kept for reuse.
-const SPARE_MAX: usize = 16 << 20;
-
 #[derive(Debug)]
 struct Shared {
     paths: Arc<SegmentPaths>,
@@ -45,9 +42,8 @@ struct Shared {
     state: Mutex<WriterState>,
     /// Woken whenever the file is released (an appender or a finalize stops holding it).
     released: tokio::sync::Notify,
-    /// Block buffers whose append finished, for the next blocks to encode into: a reused buffer is
-    /// already mapped (no page faults while encoding) and likely still in cache.
-    spare: Mutex<Vec<Vec<u8>>>,
+    /// Buffers of appended blocks, encoded into again.
+    spare: Mutex<SpareBuffers<{ PIPELINE_DEPTH + 1 }>>,
 }
 
 #[derive(Debug)]
@@ -167,26 +163,8 @@ impl Shared {
         }
     }
 
-    /// A buffer for a block of `len` bytes: a spare one when there is one.
-    fn buffer(&self, len: usize) -> Vec<u8> {
-        let spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        match spare {
-            Some(mut buf) => {
-                buf.clear();
-                buf.reserve(len);
-                buf
-            }
-            None => Vec::with_capacity(len),
-        }
-    }
-
-    /// Keeps an appended block's buffer for reuse: as many as can be in flight, none far larger than a
-    /// flush (an oversized entry's block is let go).
-    fn recycle(&self, buf: Vec<u8>) {
-        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
-        if spare.len() < PIPELINE_DEPTH + 1 && buf.capacity() <= SPARE_MAX {
-            spare.push(buf);
-        }
+    fn spare(&self) -> MutexGuard<'_, SpareBuffers<{ PIPELINE_DEPTH + 1 }>> {
+        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Releases the durable part of `data.log` more than [`CACHED_TAIL`] behind its end from the page
@@ -281,7 +259,7 @@ impl Shared {
             // writer task and the encoding threads take this lock too.
             drop(st);
             held = Some((block.reply, outcome));
-            self.recycle(block.bytes);
+            self.spare().put(block.bytes);
             st = self.state();
         }
         st.busy = false;
@@ -383,7 +361,7 @@ impl LocalSegmentWriter {
             lock,
             state: Mutex::new(state),
             released: tokio::sync::Notify::new(),
-            spare: Mutex::new(Vec::new()),
+            spare: Mutex::default(),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -529,7 +507,7 @@ impl SegmentWriter for LocalSegmentWriter {
         }
         let (reply, outcome) = oneshot::channel();
         // A spare buffer, or one allocated on this thread rather than in the pool thread's own malloc arena.
-        let mut bytes = shared.buffer(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
+        let mut bytes = shared.spare().take(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
         let guard = EncodingGuard { shared: shared.clone(), block_id, queued: false };
         // Encoding is the CPU half that overlaps the previous block's append; the thread that encodes the
         // next block to append goes on to append it (and whatever is queued behind it).
