@@ -241,6 +241,18 @@ fn pod_group(pod: &Pod) -> (String, String) {
     (l.get(LABEL_POOL).cloned().unwrap_or_default(), l.get(LABEL_NODE_GROUP).cloned().unwrap_or_default())
 }
 
+/// Whether the StatefulSet controller has yet to take up the target template of `sts`: the StatefulSet
+/// seen (possibly from a cache behind our own apply) lacks the target config hash or restart token, or
+/// its status was computed for an older generation.
+fn template_pending(sts: &StatefulSet, target_hash: &str, token: &str) -> bool {
+    let ann = sts.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.as_ref());
+    let get = |k: &str| ann.and_then(|a| a.get(k)).map(String::as_str).unwrap_or("");
+    let observed = sts.status.as_ref().and_then(|s| s.observed_generation);
+    get(ANNOTATION_CONFIG_HASH) != target_hash
+        || get(ANNOTATION_RESTART_TOKEN) != token
+        || observed.is_none_or(|o| Some(o) < sts.metadata.generation)
+}
+
 /// Whether a pod runs the target revision, config hash and restart token; `Err` names what differs.
 pub fn pod_is_current(pod: &Pod, sts: Option<&StatefulSet>, target_hash: &str, token: &str) -> Result<(), String> {
     let ann = pod.annotations();
@@ -765,6 +777,8 @@ pub fn plan(
                 group: g.name.clone(),
                 stateful_set: g.stateful_set.clone(),
                 update_revision: live.and_then(|s| s.status.as_ref()).and_then(|s| s.update_revision.clone()),
+                template_pending: live
+                    .is_none_or(|s| template_pending(s, &rendered.template_hash, &spec.rollout_policy.restart_token)),
                 replicas,
                 zone: g.zone.clone(),
                 region: g.region.clone(),
@@ -912,7 +926,12 @@ mod tests {
                 if let Some(r) = replicas.iter().find(|(n, _)| *n == name) {
                     s.spec.as_mut().unwrap().replicas = Some(r.1);
                 }
-                s.status = Some(serde_json::from_value(json!({"replicas": 0, "updateRevision": "rev1"})).unwrap());
+                // The StatefulSet controller has taken up this generation.
+                s.metadata.generation = Some(1);
+                s.status = Some(
+                    serde_json::from_value(json!({"replicas": 0, "updateRevision": "rev1", "observedGeneration": 1}))
+                        .unwrap(),
+                );
                 Arc::new(s)
             })
             .collect()

@@ -35,6 +35,10 @@ pub struct ExpectedGroup {
     pub stateful_set: String,
     /// StatefulSet `status.updateRevision`; `None` until the StatefulSet controller reported it.
     pub update_revision: Option<String>,
+    /// The StatefulSet controller has not yet taken up the target pod template (its status is behind
+    /// the StatefulSet's generation, or the StatefulSet seen does not carry the target template yet). A
+    /// pod evicted now could come back from the old template and need a second restart.
+    pub template_pending: bool,
     /// Desired replicas.
     pub replicas: i32,
     /// Zone the pods must advertise.
@@ -182,6 +186,16 @@ pub fn decide_roll(input: &RollInput<'_>, memory: &RollMemory) -> RollOutcome {
     if input.decommission_in_progress {
         return RollOutcome {
             decision: RollDecision::Wait { reason: "a scale-down decommission is in progress".to_string() },
+            memory: memory.clone(),
+            outdated: outdated_names,
+        };
+    }
+
+    if let Some(g) = outdated.iter().filter_map(|p| group_of.get(&p.name)).find(|g| g.template_pending) {
+        return RollOutcome {
+            decision: RollDecision::Wait {
+                reason: format!("waiting for StatefulSet {} to take up the new pod template", g.stateful_set),
+            },
             memory: memory.clone(),
             outdated: outdated_names,
         };

@@ -18,6 +18,7 @@ fn groups() -> Vec<ExpectedGroup> {
             group: z.to_string(),
             stateful_set: format!("wal-p-{z}"),
             update_revision: Some(format!("wal-p-{z}-new")),
+            template_pending: false,
             replicas: 2,
             zone: Some(z.to_string()),
             region: None,
@@ -307,6 +308,24 @@ fn a_changed_config_hash_or_restart_token_makes_pods_outdated() {
     assert_eq!(out.outdated, vec!["wal-p-az-c-1".to_string()]);
     assert_eq!(out.decision, RollDecision::Evict { pod: "wal-p-az-c-1".to_string() });
     assert!(super::rollout::is_outdated(&case.pods[0], Some("wal-p-az-a-new"), "h1", "token-2"));
+}
+
+#[test]
+fn no_eviction_before_the_stateful_set_takes_up_the_new_template() {
+    let all = all_names();
+    let mut case = Case::new(pods(&all.iter().map(String::as_str).collect::<Vec<_>>()));
+    pod_mut(&mut case.pods, "wal-p-az-c-1").config_hash = Some("h0".to_string());
+    // Another group's template being pending does not hold this one back.
+    case.groups[0].template_pending = true;
+    assert_eq!(case.run(&settled()).decision, RollDecision::Evict { pod: "wal-p-az-c-1".to_string() });
+    // A pod replaced now could come back from the old template and need a second restart.
+    case.groups[2].template_pending = true;
+    let out = case.run(&settled());
+    assert_eq!(
+        out.decision,
+        RollDecision::Wait { reason: "waiting for StatefulSet wal-p-az-c to take up the new pod template".to_string() }
+    );
+    assert_eq!(out.outdated, vec!["wal-p-az-c-1".to_string()]);
 }
 
 // ---- scaling ----
