@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apiserver_support::{
-    FakeCluster, RunningOperator, TestNamespace, client, config, install_crd, set_pod_ready, wait_for,
+    FakeCluster, RunningOperator, TestNamespace, client, config, finish_termination, hold_pod, install_crd,
+    set_pod_ready,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -48,7 +49,8 @@ fn spawn_kubelet(
     ready_delay: Duration,
     join_delay: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let pods: Api<Pod> = Api::namespaced(client, ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pdbs = Api::namespaced(client, ns);
     tokio::spawn(async move {
         // Watch errors are retried with backoff (see apiserver_support::spawn_kubelet).
         let mut stream = watcher(pods.clone(), watcher::Config::default()).default_backoff().boxed();
@@ -73,6 +75,12 @@ fn spawn_kubelet(
                     t.unready_at_deletion.push(unready);
                 }
                 fake.leave(&name);
+                if !deleted {
+                    finish_termination(pods.clone(), pdbs.clone(), &pod);
+                }
+                continue;
+            }
+            if !hold_pod(&pods, &pod).await {
                 continue;
             }
             let ready = pod_ready(&pod);
@@ -136,7 +144,7 @@ async fn rolling_restart_of_three_zones_replaces_one_pod_at_a_time_in_order_wait
     }))
     .expect("cluster");
     clusters.create(&PostParams::default(), &cr).await.expect("creating the cluster");
-    wait_for("6/6 Ready and Available", Duration::from_secs(90), || async {
+    ns.wait_for(&client, "6/6 Ready and Available", Duration::from_secs(90), || async {
         let st = clusters.get("wal").await.ok()?.status?;
         let available = st.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True");
         (st.ready_replicas == 6 && available).then_some(())
@@ -159,7 +167,7 @@ async fn rolling_restart_of_three_zones_replaces_one_pod_at_a_time_in_order_wait
         )
         .await
         .expect("setting the restart token");
-    wait_for("six restarts and the roll back to Idle", Duration::from_secs(240), || async {
+    ns.wait_for(&client, "six restarts and the roll back to Idle", Duration::from_secs(240), || async {
         let done = timeline.lock().unwrap().deletions.len() >= 6;
         let st = clusters.get("wal").await.ok()?.status?;
         let idle = st.rollout.as_ref().is_none_or(|r| r.state == woodpecker_crds::RolloutState::Idle);
@@ -243,7 +251,7 @@ async fn failing_gate_blocks_the_roll_with_a_condition_and_event_and_never_force
     }))
     .expect("cluster");
     clusters.create(&PostParams::default(), &cr).await.expect("creating the cluster");
-    wait_for("3/3 Ready", Duration::from_secs(60), || async {
+    ns.wait_for(&client, "3/3 Ready", Duration::from_secs(60), || async {
         (clusters.get("wal").await.ok()?.status?.ready_replicas == 3).then_some(())
     })
     .await;
@@ -257,11 +265,12 @@ async fn failing_gate_blocks_the_roll_with_a_condition_and_event_and_never_force
         .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"rolloutPolicy": {"restartToken": "r"}}})))
         .await
         .expect("restart token");
-    let cond = wait_for("RolloutBlocked=True naming the failing gate", Duration::from_secs(40), || async {
-        let st = clusters.get("wal").await.ok()?.status?;
-        st.conditions.into_iter().find(|c| c.type_ == "RolloutBlocked" && c.status == "True")
-    })
-    .await;
+    let cond = ns
+        .wait_for(&client, "RolloutBlocked=True naming the failing gate", Duration::from_secs(40), || async {
+            let st = clusters.get("wal").await.ok()?.status?;
+            st.conditions.into_iter().find(|c| c.type_ == "RolloutBlocked" && c.status == "True")
+        })
+        .await;
     assert!(
         cond.message.contains("wal-pool-az-b-0") && cond.message.contains("log-health"),
         "the block names the pod and the gate: {}",
@@ -284,7 +293,7 @@ async fn failing_gate_blocks_the_roll_with_a_condition_and_event_and_never_force
 
     // Healing the gate lets the roll finish.
     fake.nodes.lock().unwrap().get_mut("wal-pool-az-b-0").expect("fake node").log_unhealthy = false;
-    wait_for("the roll to finish and RolloutBlocked=False", Duration::from_secs(60), || async {
+    ns.wait_for(&client, "the roll to finish and RolloutBlocked=False", Duration::from_secs(120), || async {
         let st = clusters.get("wal").await.ok()?.status?;
         let unblocked = st.conditions.iter().any(|c| c.type_ == "RolloutBlocked" && c.status == "False");
         let idle = st.rollout.as_ref().is_some_and(|r| r.state == woodpecker_crds::RolloutState::Idle);

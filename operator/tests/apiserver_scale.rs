@@ -6,9 +6,7 @@ mod apiserver_support;
 
 use std::time::Duration;
 
-use apiserver_support::{
-    FakeCluster, RunningOperator, TestNamespace, client, config, install_crd, spawn_kubelet, wait_for,
-};
+use apiserver_support::{FakeCluster, RunningOperator, TestNamespace, client, config, install_crd, spawn_kubelet};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -52,7 +50,7 @@ async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
     }))
     .expect("cluster");
     clusters.create(&PostParams::default(), &cr).await.expect("creating the cluster");
-    wait_for("6/6 Ready", Duration::from_secs(90), || async {
+    ns.wait_for(&client, "6/6 Ready", Duration::from_secs(90), || async {
         let st = clusters.get("wal").await.ok()?.status?;
         (st.ready_replicas == 6).then_some(())
     })
@@ -77,7 +75,7 @@ async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
         .await
         .expect("scaling az-a down");
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
-    wait_for("az-a shrunk to 1 after the decommission", Duration::from_secs(60), || async {
+    ns.wait_for(&client, "az-a shrunk to 1 after the decommission", Duration::from_secs(60), || async {
         let s = sts.get("wal-pool-az-a").await.ok()?;
         (s.spec?.replicas == Some(1)).then_some(())
     })
@@ -87,7 +85,7 @@ async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
         ["wal-pool-az-a-1".to_string()],
         "exactly the victim is decommissioned, before the shrink"
     );
-    wait_for("the victim's PVC deleted", Duration::from_secs(60), || async {
+    ns.wait_for(&client, "the victim's PVC deleted", Duration::from_secs(60), || async {
         let p = pvcs.get_opt("data-wal-pool-az-a-1").await.ok()?;
         p.is_none_or(|p| p.metadata.deletion_timestamp.is_some()).then_some(())
     })
@@ -106,7 +104,7 @@ async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
     for want in ["Decommissioning", "Decommissioned", "DeletedPVC"] {
         assert!(reasons.iter().any(|r| r == want), "missing a {want} Event; have {reasons:?}");
     }
-    wait_for("status back to 5/5 and Running", Duration::from_secs(60), || async {
+    ns.wait_for(&client, "status back to 5/5 and Running", Duration::from_secs(60), || async {
         let st = clusters.get("wal").await.ok()?.status?;
         (st.ready_replicas == 5 && st.replicas == 5 && st.decommission.is_empty()).then_some(())
     })
@@ -121,7 +119,7 @@ async fn scale_down_decommissions_then_shrinks_then_deletes_the_pvc() {
         .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"bufferPools": groups_sized(1, "20Gi")}})))
         .await
         .expect("growing az-b storage");
-    wait_for("an expansion Event for az-b's PVCs", Duration::from_secs(60), || async {
+    ns.wait_for(&client, "an expansion Event for az-b's PVCs", Duration::from_secs(60), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items
             .iter()

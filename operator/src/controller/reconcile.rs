@@ -341,6 +341,7 @@ async fn execute_roll(
                     ctx.metrics.write("Pod", "evict");
                     ctx.metrics.restarts.inc();
                     ctx.with_memory(key, |m| m.last_block_reason = None);
+                    tracing::info!(cluster = %key, %pod, %reason, "pod evicted for the rolling restart");
                     let note = format!("restarting pod {pod} through the Eviction API: {reason}");
                     ctx.publish(&event(EventType::Normal, "RestartingPod", "Evict", note, cached.as_deref()), &cref)
                         .await;

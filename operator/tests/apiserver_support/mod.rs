@@ -165,6 +165,27 @@ impl TestNamespace {
     }
 }
 
+impl TestNamespace {
+    /// [`wait_for`], but a timeout panics with [`describe_namespace`] of this namespace.
+    pub async fn wait_for<T, F, Fut>(&self, client: &Client, what: &str, timeout: Duration, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let state = describe_namespace(client, &self.name).await;
+                panic!("timed out after {timeout:?} waiting for {what}\n{state}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         if std::env::var("WOODPECKER_TESTBED_KEEP").is_ok() {
@@ -176,8 +197,16 @@ impl Drop for TestNamespace {
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                let api: Api<Namespace> = Api::all(client().await);
+                let client = client().await;
+                let api: Api<Namespace> = Api::all(client.clone());
                 let _ = api.delete(&name, &DeleteParams::background()).await;
+                // The fake kubelet is gone: release the pods it held, or the namespace never goes away.
+                let pods: Api<Pod> = Api::namespaced(client, &name);
+                if let Ok(list) = pods.list(&Default::default()).await {
+                    for pod in list.items {
+                        release_pod(&pods, &pod.name_any(), &pod.uid().unwrap_or_default()).await;
+                    }
+                }
             });
         })
         .join();
@@ -200,7 +229,7 @@ impl RunningOperator {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,woodpecker_operator=info")),
             )
             .with_test_writer()
             .try_init();
@@ -421,6 +450,66 @@ pub async fn set_pod_ready(pods: &Api<Pod>, name: &str, ip: Ipv4Addr, ready: boo
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok()
 }
 
+/// The finalizer the fake kubelets hold every running pod with. A pod the test bed never schedules is
+/// removed at once when it is deleted, so the StatefulSet controller could recreate it (same name) before
+/// the disruption controller saw it go; the PodDisruptionBudget then kept the evicted name in
+/// `disruptedPods` and refused every eviction for its 2-minute timeout (seen in CI as a roll that did
+/// not finish). A real kubelet takes a while to stop a pod; this finalizer gives the test bed the same
+/// "terminating" phase, ended by [`finish_termination`].
+pub const KUBELET_FINALIZER: &str = "woodpecker.zilliz.io/test-kubelet";
+
+/// Start running `pod`: hold it with [`KUBELET_FINALIZER`]. False when the pod changed since this copy
+/// (the next watch event brings the change and another try) or is gone.
+pub async fn hold_pod(pods: &Api<Pod>, pod: &Pod) -> bool {
+    if pod.finalizers().iter().any(|f| f == KUBELET_FINALIZER) {
+        return true;
+    }
+    let mut finalizers = pod.finalizers().to_vec();
+    finalizers.push(KUBELET_FINALIZER.to_string());
+    // The resourceVersion makes the patch conditional: it never lands on a newer pod of the same name.
+    let patch = json!({"metadata": {"resourceVersion": pod.resource_version(), "finalizers": finalizers}});
+    pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok()
+}
+
+/// Drop [`KUBELET_FINALIZER`] from the pod `name` with `uid` (a later pod of the same name keeps it).
+pub async fn release_pod(pods: &Api<Pod>, name: &str, uid: &str) {
+    for _ in 0..10 {
+        let Ok(pod) = pods.get(name).await else { return };
+        if pod.uid().as_deref() != Some(uid) || !pod.finalizers().iter().any(|f| f == KUBELET_FINALIZER) {
+            return;
+        }
+        let rest: Vec<&String> = pod.finalizers().iter().filter(|f| *f != KUBELET_FINALIZER).collect();
+        let patch = json!({"metadata": {"resourceVersion": pod.resource_version(), "finalizers": rest}});
+        if pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+            return;
+        }
+    }
+}
+
+/// A pod marked for deletion stops as on a node: once no PodDisruptionBudget lists it among its
+/// disrupted pods any more (the disruption controller saw it terminating; at most 30 s), its
+/// finalizer goes and the apiserver removes it. Runs in the background; repeated calls are harmless.
+pub fn finish_termination(pods: Api<Pod>, pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget>, pod: &Pod) {
+    let name = pod.name_any();
+    let uid = pod.uid().unwrap_or_default();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let listed = match pdbs.list(&Default::default()).await {
+                Ok(l) => l.items.iter().any(|p| {
+                    p.status.as_ref().and_then(|s| s.disrupted_pods.as_ref()).is_some_and(|d| d.contains_key(&name))
+                }),
+                Err(_) => true,
+            };
+            if !listed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        release_pod(&pods, &name, &uid).await;
+    });
+}
+
 /// Fixed-size lowercase suffix from the clock, for object names.
 pub fn suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -432,7 +521,8 @@ pub fn suffix() -> String {
 pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task::JoinHandle<()> {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
-    let pods: Api<Pod> = Api::namespaced(client, ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pdbs = Api::namespaced(client, ns);
     tokio::spawn(async move {
         // A watch error (the apiserver under load, an expired resource version) is retried with backoff,
         // as a kubelet would: ending here left every later pod un-Ready and failed tests by timeout.
@@ -447,9 +537,12 @@ pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task
             let name = pod.name_any();
             if deleted || pod.metadata.deletion_timestamp.is_some() {
                 fake.leave(&name);
+                if !deleted {
+                    finish_termination(pods.clone(), pdbs.clone(), &pod);
+                }
                 continue;
             }
-            if woodpecker_operator::controller::observe::pod_ready(&pod) {
+            if woodpecker_operator::controller::observe::pod_ready(&pod) || !hold_pod(&pods, &pod).await {
                 continue;
             }
             let zone = pod.labels().get("woodpecker.zilliz.io/zone").cloned().unwrap_or_default();
@@ -467,4 +560,95 @@ pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task
             }
         }
     })
+}
+
+/// A few lines per object of what the test's namespace holds: cluster status, StatefulSets, pods,
+/// PodDisruptionBudgets and the latest Events. Printed when a wait times out, so a failure in CI
+/// says where the roll or scale stood instead of only that it did not finish.
+pub async fn describe_namespace(client: &Client, ns: &str) -> String {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use std::fmt::Write;
+    let mut out = format!("--- namespace {ns} at {} ---\n", k8s_openapi::jiff::Timestamp::now());
+    let lp = kube::api::ListParams::default();
+    let clusters: Api<woodpecker_crds::WoodpeckerCluster> = Api::namespaced(client.clone(), ns);
+    match clusters.list(&lp).await {
+        Ok(l) => {
+            for c in l.items {
+                let status = serde_json::to_string(&c.status).unwrap_or_default();
+                let _ = writeln!(out, "cluster {} generation {:?}: {status}", c.name_any(), c.metadata.generation);
+            }
+        }
+        Err(e) => out.push_str(&format!("clusters: {e}\n")),
+    }
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    match sts.list(&lp).await {
+        Ok(l) => {
+            for s in l.items {
+                let st = s.status.clone().unwrap_or_default();
+                let annotations = s
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.template.metadata.as_ref())
+                    .and_then(|m| m.annotations.clone())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "statefulset {} generation {:?} observed {:?} replicas {:?} ready {:?} current {:?} update {:?} \
+                     template annotations {annotations:?}",
+                    s.name_any(),
+                    s.metadata.generation,
+                    st.observed_generation,
+                    s.spec.as_ref().and_then(|sp| sp.replicas),
+                    st.ready_replicas,
+                    st.current_revision,
+                    st.update_revision,
+                );
+            }
+        }
+        Err(e) => out.push_str(&format!("statefulsets: {e}\n")),
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    match pods.list(&lp).await {
+        Ok(l) => {
+            for p in l.items {
+                let _ = writeln!(
+                    out,
+                    "pod {} uid {} ready {} deleting {:?} revision {:?} annotations {:?}",
+                    p.name_any(),
+                    p.uid().unwrap_or_default(),
+                    woodpecker_operator::controller::observe::pod_ready(&p),
+                    p.metadata.deletion_timestamp.as_ref().map(|t| t.0.to_string()),
+                    p.labels().get("controller-revision-hash"),
+                    p.annotations(),
+                );
+            }
+        }
+        Err(e) => out.push_str(&format!("pods: {e}\n")),
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    if let Ok(l) = pdbs.list(&lp).await {
+        for p in l.items {
+            let _ = writeln!(out, "pdb {}: {}", p.name_any(), serde_json::to_string(&p.status).unwrap_or_default());
+        }
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    if let Ok(l) = events.list(&lp).await {
+        let mut items = l.items;
+        items.sort_by_key(|e| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        // The endpoints controllers refuse the test bed's loopback pod IPs on every change: noise.
+        items.retain(|e| !e.reason.as_deref().unwrap_or("").starts_with("FailedToUpdateEndpoint"));
+        for e in items.iter().rev().take(40).rev() {
+            let _ = writeln!(
+                out,
+                "event {:?} {} {}: {}",
+                e.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+                e.reason.as_deref().unwrap_or(""),
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()).unwrap_or(""),
+                e.note.as_deref().unwrap_or(""),
+            );
+        }
+    }
+    out
 }
