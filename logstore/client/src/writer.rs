@@ -426,6 +426,30 @@ type BlockDone = (i64, EntryId, Vec<Ack>, std::result::Result<(), SegmentError>)
 
 type BlockFuture = Pin<Box<dyn Future<Output = BlockDone> + Send>>;
 
+/// A segment's completion: its id and the outcome of sealing it.
+type Completion = Pin<Box<dyn Future<Output = (SegmentId, std::result::Result<(), CompletionError>)> + Send>>;
+
+/// Why sealing a segment failed.
+enum CompletionError {
+    /// Writing the footer failed (`is_not_writable`: someone fenced the segment).
+    Finalize(SegmentError),
+    /// Marking it Completed in metadata failed.
+    Meta(WoodpeckerError),
+}
+
+/// Seals `seg` after its last block: footer, then Completed in metadata.
+async fn complete_segment(
+    handle: LogHandle,
+    seg: ActiveSegment,
+) -> (SegmentId, std::result::Result<(), CompletionError>) {
+    let summary = match seg.writer.finalize(seg.acked_block).await {
+        Ok(s) => s,
+        Err(e) => return (seg.id, Err(CompletionError::Finalize(e))),
+    };
+    let r = complete_segment_meta(&handle, seg.meta, summary.last_entry_id, summary.size, true).await;
+    (seg.id, r.map_err(CompletionError::Meta))
+}
+
 struct ActiveSegment {
     id: SegmentId,
     meta: Versioned<SegmentMetadata>,
@@ -451,6 +475,10 @@ struct WriterTask {
     pending_bytes: u64,
     in_flight: FuturesOrdered<BlockFuture>,
     rolling: bool,
+    roll_started: Instant,
+    /// The rolled segment's completion (footer, then Completed in metadata), running while the next
+    /// segment fills: its data is all durable, only its seal is outstanding.
+    completing: Option<Completion>,
     flush_size: u64,
     flush_entries: usize,
     interval: Duration,
@@ -480,6 +508,8 @@ impl WriterTask {
             pending_bytes: 0,
             in_flight: FuturesOrdered::new(),
             rolling: false,
+            roll_started: Instant::now(),
+            completing: None,
             last_cut: Instant::now(),
         }
     }
@@ -523,6 +553,12 @@ impl WriterTask {
                 Some(result) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.on_block_done(result).await;
                     self.maybe_roll().await;
+                }
+                (id, result) = async { self.completing.as_mut().expect("guarded by the condition").await },
+                    if self.completing.is_some() =>
+                {
+                    self.completing = None;
+                    let _ = self.on_completed(id, result);
                 }
                 _ = tick.tick() => {
                     self.maybe_roll().await;
@@ -568,6 +604,7 @@ impl WriterTask {
 
     /// Completes the current segment and releases the lock at close.
     async fn finish(&mut self) -> Result<()> {
+        self.await_completion().await;
         let res = if self.seg.is_some() && self.health.error(self.log()).is_none() {
             self.complete_current().await
         } else {
@@ -845,12 +882,15 @@ impl WriterTask {
     async fn maybe_roll(&mut self) {
         if !self.rolling && self.should_roll() {
             self.rolling = true;
+            self.roll_started = Instant::now();
         }
         if self.rolling && self.in_flight.is_empty() {
-            if self.seg.is_some()
-                && let Err(e) = self.complete_current().await
-            {
-                tracing::warn!(log = %self.log(), error = %e, "segment completion failed");
+            // Every block of the segment is durable: the next segment may take data now, and the seal
+            // (footer, metadata) runs beside it. A reader moves on only once the seal is done.
+            tracing::debug!(log = %self.log(), drained = ?self.roll_started.elapsed(), "segment rolled");
+            self.await_completion().await;
+            if let Some(seg) = self.seg.take() {
+                self.completing = Some(Box::pin(complete_segment(self.handle.clone(), seg)));
             }
             self.rolling = false;
         }
@@ -858,25 +898,40 @@ impl WriterTask {
 
     /// Finalizes the current segment after its last block and marks it Completed.
     async fn complete_current(&mut self) -> Result<()> {
+        self.await_completion().await;
         let Some(seg) = self.seg.take() else { return Ok(()) };
-        let summary = match seg.writer.finalize(seg.acked_block).await {
-            Ok(s) => s,
-            Err(e) => {
+        let (id, result) = complete_segment(self.handle.clone(), seg).await;
+        self.on_completed(id, result)
+    }
+
+    /// Waits for the previous segment's seal, if one is still running.
+    async fn await_completion(&mut self) {
+        if let Some(c) = self.completing.take() {
+            let (id, result) = c.await;
+            let _ = self.on_completed(id, result);
+        }
+    }
+
+    /// A seal ended. A fenced footer or a metadata failure stops the writer (the next writer's recovery
+    /// seals the segment); any other footer failure leaves the segment Active for recovery and goes on.
+    fn on_completed(&mut self, id: SegmentId, result: std::result::Result<(), CompletionError>) -> Result<()> {
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(CompletionError::Finalize(e)) => {
                 if e.is_not_writable() {
                     self.health.set(WoodpeckerErrorKind::Fenced(e.to_string()));
                     self.fail_pending();
                 }
-                return Err(e.into());
+                e.into()
+            }
+            Err(CompletionError::Meta(e)) => {
+                self.health.set(WoodpeckerErrorKind::Closed(format!("cannot complete segment {id}: {e}")));
+                self.fail_pending();
+                e
             }
         };
-        match complete_segment_meta(&self.handle, seg.meta, summary.last_entry_id, summary.size, true).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.health.set(WoodpeckerErrorKind::Closed(format!("cannot complete segment {}: {e}", seg.id)));
-                self.fail_pending();
-                Err(e)
-            }
-        }
+        tracing::warn!(log = %self.log(), segment = id, error = %err, "segment completion failed");
+        Err(err)
     }
 }
 
