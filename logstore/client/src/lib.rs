@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ack;
 mod backend;
 mod client;
 mod error;

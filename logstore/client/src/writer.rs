@@ -25,7 +25,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -38,66 +37,11 @@ use woodpecker_meta::{MetaError, Versioned, WriterLock};
 use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
 use woodpecker_storage::segment::{BlockToWrite, SegmentError, SegmentWriter};
 
+pub use crate::ack::AppendFuture;
+use crate::ack::{AckChunk, AckQueue, AckRange};
 use crate::error::{Result, WoodpeckerError};
 use crate::handle::{LogHandle, now_ms};
 use crate::message::WriteMessage;
-
-type Ack = oneshot::Sender<Result<LogMessageId>>;
-
-/// Resolves when the entry is durable, with its position; or with the error that made it fail.
-#[derive(Debug)]
-pub struct AppendFuture {
-    rx: oneshot::Receiver<Result<LogMessageId>>,
-    log: Arc<str>,
-    /// The outcome was handed out already (by `try_result` or `poll`).
-    taken: bool,
-}
-
-impl AppendFuture {
-    /// The outcome if it is known already, without waiting (and without registering for a wake-up):
-    /// `None` while the entry is neither durable nor failed yet. The outcome is handed out once; asking
-    /// again (or awaiting the future afterwards) gives an error.
-    pub fn try_result(&mut self) -> Option<Result<LogMessageId>> {
-        if self.taken {
-            return Some(Err(self.spent()));
-        }
-        let r = match self.rx.try_recv() {
-            Ok(r) => r,
-            Err(oneshot::error::TryRecvError::Empty) => return None,
-            Err(oneshot::error::TryRecvError::Closed) => Err(self.stopped()),
-        };
-        self.taken = true;
-        Some(r)
-    }
-
-    fn stopped(&self) -> WoodpeckerError {
-        WoodpeckerError::WriterClosed { log: self.log.to_string(), reason: "the writer task stopped".into() }
-    }
-
-    fn spent(&self) -> WoodpeckerError {
-        WoodpeckerError::WriterClosed {
-            log: self.log.to_string(),
-            reason: "this write's outcome was already taken".into(),
-        }
-    }
-}
-
-impl Future for AppendFuture {
-    type Output = Result<LogMessageId>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.taken {
-            return Poll::Ready(Err(self.spent()));
-        }
-        let r = match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(r)) => r,
-            Poll::Ready(Err(_)) => Err(self.stopped()),
-            Poll::Pending => return Poll::Pending,
-        };
-        self.taken = true;
-        Poll::Ready(r)
-    }
-}
 
 /// Where `write_async` leaves entries for the writer task. The task is woken only when a block's worth
 /// has accumulated (or to close): it drains the inbox whole on every turn of its loop and on its timer,
@@ -106,11 +50,15 @@ impl Future for AppendFuture {
 struct Inbox {
     state: Mutex<InboxState>,
     wake: Notify,
+    /// The log's name, for the acknowledgement chunks' error messages.
+    log: Arc<str>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct InboxState {
     entries: VecDeque<Pending>,
+    /// The outcome slots of `entries`, in order.
+    chunk: Arc<AckChunk>,
     bytes: u64,
     /// The task was woken and has not drained since.
     signaled: bool,
@@ -123,9 +71,34 @@ struct InboxState {
     stopped: bool,
 }
 
+impl InboxState {
+    fn new(log: &Arc<str>) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            chunk: AckChunk::new(log.clone()),
+            bytes: 0,
+            signaled: false,
+            need_bytes: 0,
+            need_entries: 0,
+            close: None,
+            stopped: false,
+        }
+    }
+
+    /// Hands the queued entries' outcome slots over and starts a new chunk for the next ones.
+    fn take_acks(&mut self, log: &Arc<str>) -> AckRange {
+        let len = self.entries.len() as u32;
+        if len == 0 {
+            return AckRange::new(self.chunk.clone(), 0);
+        }
+        AckRange::new(std::mem::replace(&mut self.chunk, AckChunk::new(log.clone())), len)
+    }
+}
+
 /// What the writer task takes out of the inbox in one turn.
 struct Drained {
     entries: VecDeque<Pending>,
+    acks: AckRange,
     bytes: u64,
     close: Option<Option<oneshot::Sender<Result<()>>>>,
 }
@@ -135,16 +108,22 @@ impl Inbox {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues an entry; false when the writer task has stopped.
-    fn push(&self, entry: Pending) -> std::result::Result<(), Pending> {
+    fn new(log: Arc<str>) -> Self {
+        Self { state: Mutex::new(InboxState::new(&log)), wake: Notify::new(), log }
+    }
+
+    /// Queues an entry and returns the future of its outcome; gives the entry back when the writer task
+    /// has stopped.
+    fn push(&self, entry: Pending) -> std::result::Result<AppendFuture, Pending> {
         let mut st = self.lock();
         if st.stopped {
             return Err(entry);
         }
         st.bytes += entry.data.len() as u64;
+        let future = AppendFuture::new(st.chunk.clone(), st.entries.len() as u32);
         st.entries.push_back(entry);
         self.wake_if_needed(st);
-        Ok(())
+        Ok(future)
     }
 
     fn wake_if_needed(&self, mut st: std::sync::MutexGuard<'_, InboxState>) {
@@ -183,15 +162,18 @@ impl Inbox {
         let mut st = self.lock();
         st.signaled = false;
         let bytes = std::mem::take(&mut st.bytes);
-        Drained { entries: std::mem::replace(&mut st.entries, spare), bytes, close: st.close.take() }
+        let acks = st.take_acks(&self.log);
+        Drained { entries: std::mem::replace(&mut st.entries, spare), acks, bytes, close: st.close.take() }
     }
 
-    /// Stops taking entries; returns what was queued after the last drain.
-    fn stop(&self) -> VecDeque<Pending> {
+    /// Stops taking entries; returns the outcome slots of what was queued after the last drain.
+    fn stop(&self) -> AckRange {
         let mut st = self.lock();
         st.stopped = true;
         st.bytes = 0;
-        std::mem::take(&mut st.entries)
+        let acks = st.take_acks(&self.log);
+        st.entries.clear();
+        acks
     }
 }
 
@@ -244,8 +226,6 @@ fn to_error(kind: &WoodpeckerErrorKind, log: &str) -> WoodpeckerError {
 #[derive(Debug)]
 pub struct LogWriter {
     handle: LogHandle,
-    /// The log's name, shared with every [`AppendFuture`] for its error message.
-    log: Arc<str>,
     inbox: Arc<Inbox>,
     budget: Arc<Semaphore>,
     budget_bytes: u64,
@@ -271,12 +251,12 @@ impl LogWriter {
         let budget_bytes = sync.max_bytes.max(1);
         let budget = Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS as u64) as usize));
         let health = Arc::new(Health::default());
-        let inbox = Arc::new(Inbox { state: Mutex::default(), wake: Notify::new() });
+        let log: Arc<str> = Arc::from(handle.name.as_str());
+        let inbox = Arc::new(Inbox::new(log));
         let task = WriterTask::new(handle.clone(), next_segment, lock, health.clone());
         let task = tokio::spawn(task.run(inbox.clone()));
         let auditor = Some(crate::maintenance::spawn_auditor(handle.clone()));
-        let log = Arc::from(handle.name.as_str());
-        Ok(Self { handle, log, inbox, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
+        Ok(Self { handle, inbox, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
     }
 
     /// The log this writer writes to.
@@ -315,12 +295,10 @@ impl LogWriter {
                 reason: "closed".into(),
             })?;
         self.check()?;
-        let (ack, rx) = oneshot::channel();
-        self.inbox.push(Pending { data, permit, ack }).map_err(|_| WoodpeckerError::WriterClosed {
+        self.inbox.push(Pending { data, permit }).map_err(|_| WoodpeckerError::WriterClosed {
             log: self.handle.name.clone(),
             reason: "the writer task stopped".into(),
-        })?;
-        Ok(AppendFuture { rx, log: self.log.clone(), taken: false })
+        })
     }
 
     /// Writes a message and waits until it is durable; returns its position.
@@ -418,11 +396,10 @@ async fn complete_segment_meta(
 struct Pending {
     data: EntryBytes,
     permit: OwnedSemaphorePermit,
-    ack: Ack,
 }
 
 /// What a finished block upload reports: block id, first entry id, the entries' acknowledgements, result.
-type BlockDone = (i64, EntryId, Vec<Ack>, std::result::Result<(), SegmentError>);
+type BlockDone = (i64, EntryId, AckQueue, std::result::Result<(), SegmentError>);
 
 type BlockFuture = Pin<Box<dyn Future<Output = BlockDone> + Send>>;
 
@@ -470,6 +447,8 @@ struct WriterTask {
     next_segment: SegmentId,
     seg: Option<ActiveSegment>,
     pending: VecDeque<Pending>,
+    /// The outcome slots of `pending`, in the same order.
+    pending_acks: AckQueue,
     /// An empty queue with capacity, swapped with the inbox's on every drain.
     spare: VecDeque<Pending>,
     pending_bytes: u64,
@@ -504,6 +483,7 @@ impl WriterTask {
             next_segment,
             seg: None,
             pending: Default::default(),
+            pending_acks: AckQueue::default(),
             spare: Default::default(),
             pending_bytes: 0,
             in_flight: FuturesOrdered::new(),
@@ -534,7 +514,7 @@ impl WriterTask {
                     close_waiter = reply;
                 }
             }
-            self.take(drained.entries, drained.bytes);
+            self.take(drained.entries, drained.acks, drained.bytes);
             // A block is cut when full; a short one when the timer finds none cut for maxInterval, and at close.
             self.cut_blocks(closing || flush_due).await;
             flush_due = false;
@@ -589,13 +569,14 @@ impl WriterTask {
             }
         }
         // Entries queued after the last turn are not written.
-        for p in inbox.stop() {
-            let err = self.health.error(self.log()).unwrap_or_else(|| WoodpeckerError::WriterClosed {
+        let mut late = AckQueue::default();
+        late.push(inbox.stop());
+        late.fail(|| {
+            self.health.error(self.log()).unwrap_or_else(|| WoodpeckerError::WriterClosed {
                 log: self.handle.name.clone(),
                 reason: "the writer was closed".into(),
-            });
-            let _ = p.ack.send(Err(err));
-        }
+            })
+        });
         let res = self.finish().await;
         if let Some(done) = close_waiter {
             let _ = done.send(res);
@@ -626,24 +607,26 @@ impl WriterTask {
                 .error(&log)
                 .unwrap_or(WoodpeckerError::WriterClosed { log: log.clone(), reason: "failed".into() })
         };
-        while let Some(p) = self.pending.pop_front() {
-            let _ = p.ack.send(Err(err()));
-        }
+        self.pending.clear();
+        std::mem::take(&mut self.pending_acks).fail(err);
         self.pending_bytes = 0;
     }
 
     /// Moves entries from the inbox to the pending queue (or fails them once the writer cannot write).
-    fn take(&mut self, mut entries: VecDeque<Pending>, bytes: u64) {
+    fn take(&mut self, mut entries: VecDeque<Pending>, acks: AckRange, bytes: u64) {
         if entries.is_empty() {
             self.spare = entries;
             return;
         }
         if self.health.error(self.log()).is_some() {
-            for p in entries {
-                let _ = p.ack.send(Err(self.health.error(self.log()).unwrap_or(WoodpeckerError::ClientClosed)));
-            }
+            let mut failed = AckQueue::default();
+            failed.push(acks);
+            failed.fail(|| self.health.error(self.log()).unwrap_or(WoodpeckerError::ClientClosed));
+            entries.clear();
+            self.spare = entries;
             return;
         }
+        self.pending_acks.push(acks);
         if self.pending.is_empty() {
             // The emptied queue goes back to the inbox next turn, so neither side regrows its buffer.
             self.spare = std::mem::replace(&mut self.pending, entries);
@@ -679,13 +662,15 @@ impl WriterTask {
                 tracing::warn!(log = %self.log(), error = %e, "cannot start a segment");
                 let lost = matches!(&e, WoodpeckerError::WriterFenced { .. });
                 let msg = e.to_string();
-                while let Some(p) = self.pending.pop_front() {
-                    let _ = p.ack.send(Err(if lost {
-                        WoodpeckerError::WriterFenced { log: self.handle.name.clone(), reason: msg.clone() }
+                let log = self.handle.name.clone();
+                self.pending.clear();
+                std::mem::take(&mut self.pending_acks).fail(|| {
+                    if lost {
+                        WoodpeckerError::WriterFenced { log: log.clone(), reason: msg.clone() }
                     } else {
-                        WoodpeckerError::WriterClosed { log: self.handle.name.clone(), reason: msg.clone() }
-                    }));
-                }
+                        WoodpeckerError::WriterClosed { log: log.clone(), reason: msg.clone() }
+                    }
+                });
                 self.pending_bytes = 0;
                 return;
             }
@@ -698,7 +683,6 @@ impl WriterTask {
             let (cap_bytes, cap_entries) = (self.flush_size, self.flush_entries);
             let Some(seg) = self.seg.as_mut() else { return };
             let mut entries = Vec::new();
-            let mut waiters = Vec::new();
             let mut bytes = 0u64;
             // The entries' buffer budget, released in one step when the upload ends (the block's buffers
             // are gone by then) instead of entry by entry.
@@ -710,13 +694,14 @@ impl WriterTask {
                 let Some(p) = self.pending.pop_front() else { break };
                 bytes += p.data.len() as u64;
                 entries.push(p.data);
-                waiters.push(p.ack);
                 match permit.as_mut() {
                     Some(held) => held.merge(p.permit),
                     None => permit = Some(p.permit),
                 }
             }
             self.pending_bytes -= bytes;
+            let waiters = self.pending_acks.take_front(entries.len());
+            debug_assert_eq!(waiters.len(), entries.len(), "every pending entry has its outcome slot");
             tracing::trace!(block = seg.next_block, entries = entries.len(), bytes, all, "cut block");
             let block = BlockToWrite { block_id: seg.next_block, first_entry_id: seg.next_entry, entries };
             seg.next_block += 1;
@@ -791,9 +776,7 @@ impl WriterTask {
                 seg.acked_block = block_id;
                 seg.acked_entry = first + waiters.len() as i64 - 1;
                 let sid = seg.id;
-                for (i, ack) in waiters.into_iter().enumerate() {
-                    let _ = ack.send(Ok(LogMessageId::new(sid, first + i as i64)));
-                }
+                waiters.publish(|i| Ok(LogMessageId::new(sid, first + i as i64)));
             }
             Ok(()) => {
                 // Cannot happen with ordered results; treat as a failure rather than acknowledge out of order.
@@ -810,12 +793,12 @@ impl WriterTask {
     }
 
     /// A block failed: decide the fate of it and of every later in-flight block, then move on.
-    async fn fail_segment(&mut self, first: EntryId, waiters: Vec<Ack>, error: SegmentError) {
+    async fn fail_segment(&mut self, first: EntryId, waiters: AckQueue, error: SegmentError) {
         let Some(seg) = self.seg.take() else { return };
-        let mut all: Vec<(EntryId, Ack)> =
-            waiters.into_iter().enumerate().map(|(i, w)| (first + i as i64, w)).collect();
+        // Every block from the failed one on, with its first entry id.
+        let mut all: Vec<(EntryId, AckQueue)> = vec![(first, waiters)];
         while let Some((_, f, ws, _)) = self.in_flight.next().await {
-            all.extend(ws.into_iter().enumerate().map(|(i, w)| (f + i as i64, w)));
+            all.push((f, ws));
         }
         let sref = self.handle.seg_ref(seg.id);
         if error.is_not_writable() {
@@ -823,10 +806,12 @@ impl WriterTask {
             tracing::warn!(log = %self.log(), segment = seg.id, %reason, "writer fenced");
             self.health.set(WoodpeckerErrorKind::Fenced(reason));
             for (_, w) in all {
-                let _ = w.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::WriterFenced {
-                    log: self.handle.name.clone(),
-                    reason: "fenced".into(),
-                })));
+                w.fail(|| {
+                    self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::WriterFenced {
+                        log: self.handle.name.clone(),
+                        reason: "fenced".into(),
+                    })
+                });
             }
             self.fail_pending();
             return;
@@ -843,15 +828,18 @@ impl WriterTask {
         match sealed {
             Ok((last, summary)) => {
                 let err_text = error.to_string();
-                for (id, w) in all {
-                    let _ = if id <= last {
-                        w.send(Ok(LogMessageId::new(seg.id, id)))
-                    } else {
-                        w.send(Err(WoodpeckerError::Segment(SegmentError::Missing {
-                            segment: sref,
-                            what: format!("entry {id}: {err_text}"),
-                        })))
-                    };
+                for (f, w) in all {
+                    w.publish(|i| {
+                        let id = f + i as i64;
+                        if id <= last {
+                            Ok(LogMessageId::new(seg.id, id))
+                        } else {
+                            Err(WoodpeckerError::Segment(SegmentError::Missing {
+                                segment: sref,
+                                what: format!("entry {id}: {err_text}"),
+                            }))
+                        }
+                    });
                 }
                 if let Err(e) =
                     complete_segment_meta(&self.handle, seg.meta, summary.last_entry_id, summary.size, true).await
@@ -864,7 +852,7 @@ impl WriterTask {
                 let reason = format!("block upload failed ({error}) and the segment could not be sealed ({fence_err})");
                 self.health.set(WoodpeckerErrorKind::Closed(reason));
                 for (_, w) in all {
-                    let _ = w.send(Err(self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::ClientClosed)));
+                    w.fail(|| self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::ClientClosed));
                 }
                 self.fail_pending();
             }
@@ -943,12 +931,11 @@ mod tests {
 
     fn pending(budget: &Arc<Semaphore>, len: usize) -> Pending {
         let permit = budget.clone().try_acquire_many_owned(1).unwrap();
-        let (ack, _) = oneshot::channel();
-        Pending { data: EntryBytes::new(bytes::Bytes::from(vec![0u8; len])), permit, ack }
+        Pending { data: EntryBytes::new(bytes::Bytes::from(vec![0u8; len])), permit }
     }
 
     fn inbox() -> Inbox {
-        Inbox { state: Mutex::default(), wake: Notify::new() }
+        Inbox::new(Arc::from("log"))
     }
 
     fn woken(inbox: &Inbox) -> bool {
