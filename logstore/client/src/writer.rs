@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore, TryAcquireError, oneshot};
 use tokio::task::JoinHandle;
 use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
@@ -59,6 +59,8 @@ struct InboxState {
     entries: VecDeque<Pending>,
     /// The outcome slots of `entries`, in order.
     chunk: Arc<AckChunk>,
+    /// Budget permits taken for `entries`.
+    budget: usize,
     bytes: u64,
     /// The task was woken and has not drained since.
     signaled: bool,
@@ -76,6 +78,7 @@ impl InboxState {
         Self {
             entries: VecDeque::new(),
             chunk: AckChunk::new(log.clone()),
+            budget: 0,
             bytes: 0,
             signaled: false,
             need_bytes: 0,
@@ -99,6 +102,7 @@ impl InboxState {
 struct Drained {
     entries: VecDeque<Pending>,
     acks: AckRange,
+    budget: usize,
     bytes: u64,
     close: Option<Option<oneshot::Sender<Result<()>>>>,
 }
@@ -120,6 +124,7 @@ impl Inbox {
             return Err(entry);
         }
         st.bytes += entry.data.len() as u64;
+        st.budget += entry.budget as usize;
         let future = AppendFuture::new(st.chunk.clone(), st.entries.len() as u32);
         st.entries.push_back(entry);
         self.wake_if_needed(st);
@@ -163,17 +168,19 @@ impl Inbox {
         st.signaled = false;
         let bytes = std::mem::take(&mut st.bytes);
         let acks = st.take_acks(&self.log);
-        Drained { entries: std::mem::replace(&mut st.entries, spare), acks, bytes, close: st.close.take() }
+        let budget = std::mem::take(&mut st.budget);
+        Drained { entries: std::mem::replace(&mut st.entries, spare), acks, budget, bytes, close: st.close.take() }
     }
 
-    /// Stops taking entries; returns the outcome slots of what was queued after the last drain.
-    fn stop(&self) -> AckRange {
+    /// Stops taking entries; returns the outcome slots and budget permits of what was queued after the
+    /// last drain.
+    fn stop(&self) -> (AckRange, usize) {
         let mut st = self.lock();
         st.stopped = true;
         st.bytes = 0;
         let acks = st.take_acks(&self.log);
         st.entries.clear();
-        acks
+        (acks, std::mem::take(&mut st.budget))
     }
 }
 
@@ -253,7 +260,7 @@ impl LogWriter {
         let health = Arc::new(Health::default());
         let log: Arc<str> = Arc::from(handle.name.as_str());
         let inbox = Arc::new(Inbox::new(log));
-        let task = WriterTask::new(handle.clone(), next_segment, lock, health.clone());
+        let task = WriterTask::new(handle.clone(), next_segment, lock, health.clone(), budget.clone());
         let task = tokio::spawn(task.run(inbox.clone()));
         let auditor = Some(crate::maintenance::spawn_auditor(handle.clone()));
         Ok(Self { handle, inbox, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
@@ -289,15 +296,23 @@ impl LogWriter {
         }
         // An entry larger than the whole budget still goes through alone (it takes the whole budget).
         let want = size.max(1).min(self.budget_bytes).min(Semaphore::MAX_PERMITS as u64) as u32;
-        let permit =
-            self.budget.clone().acquire_many_owned(want).await.map_err(|_| WoodpeckerError::WriterClosed {
-                log: self.handle.name.clone(),
-                reason: "closed".into(),
-            })?;
-        self.check()?;
-        self.inbox.push(Pending { data, permit }).map_err(|_| WoodpeckerError::WriterClosed {
-            log: self.handle.name.clone(),
-            reason: "the writer task stopped".into(),
+        let closed = || WoodpeckerError::WriterClosed { log: self.handle.name.clone(), reason: "closed".into() };
+        // The permits are forgotten here and owned by the writer task from the inbox on ([`BudgetHeld`]):
+        // no reference-counted permit object per entry.
+        // A closed budget means the writer was closed or lost: say which.
+        let refused = || self.check().err().unwrap_or_else(closed);
+        match self.budget.try_acquire_many(want) {
+            Ok(p) => p.forget(),
+            Err(TryAcquireError::Closed) => return Err(refused()),
+            Err(TryAcquireError::NoPermits) => self.budget.acquire_many(want).await.map_err(|_| refused())?.forget(),
+        }
+        if let Err(e) = self.check() {
+            self.budget.add_permits(want as usize);
+            return Err(e);
+        }
+        self.inbox.push(Pending { data, budget: want }).map_err(|_| {
+            self.budget.add_permits(want as usize);
+            WoodpeckerError::WriterClosed { log: self.handle.name.clone(), reason: "the writer task stopped".into() }
         })
     }
 
@@ -395,7 +410,42 @@ async fn complete_segment_meta(
 #[derive(Debug)]
 struct Pending {
     data: EntryBytes,
-    permit: OwnedSemaphorePermit,
+    /// Buffer budget taken for it (permits of the writer's semaphore, forgotten by `write_async`).
+    budget: u32,
+}
+
+/// Buffer budget the writer task holds for entries it has not written yet; given back to the
+/// semaphore when dropped (a block's part when its upload ends, the rest when entries fail).
+#[derive(Debug)]
+struct BudgetHeld {
+    semaphore: Arc<Semaphore>,
+    permits: usize,
+}
+
+impl BudgetHeld {
+    fn new(semaphore: Arc<Semaphore>, permits: usize) -> Self {
+        Self { semaphore, permits }
+    }
+
+    /// Takes over what `other` holds.
+    fn absorb(&mut self, mut other: BudgetHeld) {
+        self.permits += std::mem::take(&mut other.permits);
+    }
+
+    /// Splits off `permits` of what is held.
+    fn split(&mut self, permits: usize) -> Self {
+        let permits = permits.min(self.permits);
+        self.permits -= permits;
+        Self { semaphore: self.semaphore.clone(), permits }
+    }
+}
+
+impl Drop for BudgetHeld {
+    fn drop(&mut self) {
+        if self.permits > 0 {
+            self.semaphore.add_permits(self.permits);
+        }
+    }
 }
 
 /// What a finished block upload reports: block id, first entry id, the entries' acknowledgements, result.
@@ -449,6 +499,10 @@ struct WriterTask {
     pending: VecDeque<Pending>,
     /// The outcome slots of `pending`, in the same order.
     pending_acks: AckQueue,
+    /// The buffer budget of `pending`.
+    pending_budget: BudgetHeld,
+    /// The writer's buffer budget (`segmentSyncPolicy.maxBytes`).
+    budget: Arc<Semaphore>,
     /// An empty queue with capacity, swapped with the inbox's on every drain.
     spare: VecDeque<Pending>,
     pending_bytes: u64,
@@ -465,7 +519,20 @@ struct WriterTask {
 }
 
 impl WriterTask {
-    fn new(handle: LogHandle, next_segment: SegmentId, lock: Option<WriterLock>, health: Arc<Health>) -> Self {
+    /// The writer can no longer write: every later write fails with `kind`, and callers waiting for
+    /// buffer room are woken to be told so (no release they wait for may ever come).
+    fn lose(&self, kind: WoodpeckerErrorKind) {
+        self.health.set(kind);
+        self.budget.close();
+    }
+
+    fn new(
+        handle: LogHandle,
+        next_segment: SegmentId,
+        lock: Option<WriterLock>,
+        health: Arc<Health>,
+        budget: Arc<Semaphore>,
+    ) -> Self {
         let cfg = &handle.shared.cfg.woodpecker;
         let sync = &cfg.logstore.segment_sync_policy;
         let interval = if cfg.storage.storage_type == woodpecker_core::config::StorageType::Local {
@@ -484,6 +551,8 @@ impl WriterTask {
             seg: None,
             pending: Default::default(),
             pending_acks: AckQueue::default(),
+            pending_budget: BudgetHeld::new(budget.clone(), 0),
+            budget,
             spare: Default::default(),
             pending_bytes: 0,
             in_flight: FuturesOrdered::new(),
@@ -514,7 +583,8 @@ impl WriterTask {
                     close_waiter = reply;
                 }
             }
-            self.take(drained.entries, drained.acks, drained.bytes);
+            let budget = BudgetHeld::new(self.budget.clone(), drained.budget);
+            self.take(drained.entries, drained.acks, budget, drained.bytes);
             // A block is cut when full; a short one when the timer finds none cut for maxInterval, and at close.
             self.cut_blocks(closing || flush_due).await;
             flush_due = false;
@@ -556,13 +626,13 @@ impl WriterTask {
                 } => {
                     if lost {
                         tracing::warn!(log = %self.log(), "writer lock lost; failing queued entries");
-                        self.health.set(WoodpeckerErrorKind::LockLost);
+                        self.lose(WoodpeckerErrorKind::LockLost);
                         self.fail_pending();
                         lock_watch = None;
                     }
                 }
                 _ = shutdown.cancelled(), if !closing => {
-                    self.health.set(WoodpeckerErrorKind::Closed("the client was closed".into()));
+                    self.lose(WoodpeckerErrorKind::Closed("the client was closed".into()));
                     self.fail_pending();
                     closing = true;
                 }
@@ -570,7 +640,9 @@ impl WriterTask {
         }
         // Entries queued after the last turn are not written.
         let mut late = AckQueue::default();
-        late.push(inbox.stop());
+        let (acks, budget) = inbox.stop();
+        drop(BudgetHeld::new(self.budget.clone(), budget));
+        late.push(acks);
         late.fail(|| {
             self.health.error(self.log()).unwrap_or_else(|| WoodpeckerError::WriterClosed {
                 log: self.handle.name.clone(),
@@ -608,12 +680,14 @@ impl WriterTask {
                 .unwrap_or(WoodpeckerError::WriterClosed { log: log.clone(), reason: "failed".into() })
         };
         self.pending.clear();
+        let all = self.pending_budget.permits;
+        drop(self.pending_budget.split(all));
         std::mem::take(&mut self.pending_acks).fail(err);
         self.pending_bytes = 0;
     }
 
     /// Moves entries from the inbox to the pending queue (or fails them once the writer cannot write).
-    fn take(&mut self, mut entries: VecDeque<Pending>, acks: AckRange, bytes: u64) {
+    fn take(&mut self, mut entries: VecDeque<Pending>, acks: AckRange, budget: BudgetHeld, bytes: u64) {
         if entries.is_empty() {
             self.spare = entries;
             return;
@@ -627,6 +701,7 @@ impl WriterTask {
             return;
         }
         self.pending_acks.push(acks);
+        self.pending_budget.absorb(budget);
         if self.pending.is_empty() {
             // The emptied queue goes back to the inbox next turn, so neither side regrows its buffer.
             self.spare = std::mem::replace(&mut self.pending, entries);
@@ -664,6 +739,8 @@ impl WriterTask {
                 let msg = e.to_string();
                 let log = self.handle.name.clone();
                 self.pending.clear();
+                let all = self.pending_budget.permits;
+                drop(self.pending_budget.split(all));
                 std::mem::take(&mut self.pending_acks).fail(|| {
                     if lost {
                         WoodpeckerError::WriterFenced { log: log.clone(), reason: msg.clone() }
@@ -686,7 +763,7 @@ impl WriterTask {
             let mut bytes = 0u64;
             // The entries' buffer budget, released in one step when the upload ends (the block's buffers
             // are gone by then) instead of entry by entry.
-            let mut permit: Option<OwnedSemaphorePermit> = None;
+            let mut permits = 0usize;
             while !self.pending.is_empty() {
                 if !entries.is_empty() && (bytes >= cap_bytes || entries.len() >= cap_entries) {
                     break;
@@ -694,13 +771,11 @@ impl WriterTask {
                 let Some(p) = self.pending.pop_front() else { break };
                 bytes += p.data.len() as u64;
                 entries.push(p.data);
-                match permit.as_mut() {
-                    Some(held) => held.merge(p.permit),
-                    None => permit = Some(p.permit),
-                }
+                permits += p.budget as usize;
             }
             self.pending_bytes -= bytes;
             let waiters = self.pending_acks.take_front(entries.len());
+            let permit = self.pending_budget.split(permits);
             debug_assert_eq!(waiters.len(), entries.len(), "every pending entry has its outcome slot");
             tracing::trace!(block = seg.next_block, entries = entries.len(), bytes, all, "cut block");
             let block = BlockToWrite { block_id: seg.next_block, first_entry_id: seg.next_entry, entries };
@@ -722,7 +797,7 @@ impl WriterTask {
         if let Some(lock) = &self.lock
             && !lock.is_valid()
         {
-            self.health.set(WoodpeckerErrorKind::LockLost);
+            self.lose(WoodpeckerErrorKind::LockLost);
             return Err(WoodpeckerError::LockLost { log: self.log().to_owned() });
         }
         let id = self.next_segment;
@@ -745,7 +820,7 @@ impl WriterTask {
             Ok(v) => v,
             Err(MetaError::SegmentAlreadyExists { .. }) => {
                 let reason = format!("segment {id} was created by another writer");
-                self.health.set(WoodpeckerErrorKind::Fenced(reason.clone()));
+                self.lose(WoodpeckerErrorKind::Fenced(reason.clone()));
                 return Err(WoodpeckerError::WriterFenced { log: self.log().to_owned(), reason });
             }
             Err(e) => return Err(e.into()),
@@ -804,7 +879,7 @@ impl WriterTask {
         if error.is_not_writable() {
             let reason = error.to_string();
             tracing::warn!(log = %self.log(), segment = seg.id, %reason, "writer fenced");
-            self.health.set(WoodpeckerErrorKind::Fenced(reason));
+            self.lose(WoodpeckerErrorKind::Fenced(reason));
             for (_, w) in all {
                 w.fail(|| {
                     self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::WriterFenced {
@@ -844,13 +919,13 @@ impl WriterTask {
                 if let Err(e) =
                     complete_segment_meta(&self.handle, seg.meta, summary.last_entry_id, summary.size, true).await
                 {
-                    self.health.set(WoodpeckerErrorKind::Closed(format!("cannot complete segment {}: {e}", seg.id)));
+                    self.lose(WoodpeckerErrorKind::Closed(format!("cannot complete segment {}: {e}", seg.id)));
                     self.fail_pending();
                 }
             }
             Err(fence_err) => {
                 let reason = format!("block upload failed ({error}) and the segment could not be sealed ({fence_err})");
-                self.health.set(WoodpeckerErrorKind::Closed(reason));
+                self.lose(WoodpeckerErrorKind::Closed(reason));
                 for (_, w) in all {
                     w.fail(|| self.health.error(&self.handle.name).unwrap_or(WoodpeckerError::ClientClosed));
                 }
@@ -907,13 +982,13 @@ impl WriterTask {
             Ok(()) => return Ok(()),
             Err(CompletionError::Finalize(e)) => {
                 if e.is_not_writable() {
-                    self.health.set(WoodpeckerErrorKind::Fenced(e.to_string()));
+                    self.lose(WoodpeckerErrorKind::Fenced(e.to_string()));
                     self.fail_pending();
                 }
                 e.into()
             }
             Err(CompletionError::Meta(e)) => {
-                self.health.set(WoodpeckerErrorKind::Closed(format!("cannot complete segment {id}: {e}")));
+                self.lose(WoodpeckerErrorKind::Closed(format!("cannot complete segment {id}: {e}")));
                 self.fail_pending();
                 e
             }
@@ -930,8 +1005,8 @@ mod tests {
     use super::*;
 
     fn pending(budget: &Arc<Semaphore>, len: usize) -> Pending {
-        let permit = budget.clone().try_acquire_many_owned(1).unwrap();
-        Pending { data: EntryBytes::new(bytes::Bytes::from(vec![0u8; len])), permit }
+        budget.try_acquire_many(1).unwrap().forget();
+        Pending { data: EntryBytes::new(bytes::Bytes::from(vec![0u8; len])), budget: 1 }
     }
 
     fn inbox() -> Inbox {
@@ -974,7 +1049,7 @@ mod tests {
         let inbox = inbox();
         inbox.rearm(1_000_000, 1_000_000);
         inbox.push(pending(&budget, 1)).unwrap();
-        assert_eq!(inbox.stop().len(), 1);
+        assert_eq!(inbox.stop().0.len(), 1);
         assert!(inbox.push(pending(&budget, 1)).is_err());
         assert!(!inbox.close(None), "closing a stopped inbox reports that the task is gone");
     }

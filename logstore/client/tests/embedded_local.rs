@@ -240,3 +240,57 @@ async fn try_result_hands_out_the_outcome_once_and_a_lone_write_is_flushed_by_th
     let msgs = read_n(&mut reader, 1, Duration::from_secs(10)).await;
     assert_eq!(&msgs[0].payload[..], b"only");
 }
+
+/// The write buffer (`maxBytes`) is taken per entry and given back per block, and on every failure
+/// path: sixty times the buffer goes through, and a fenced writer's callers get errors, never a wait
+/// for buffer room that would not come.
+#[tokio::test]
+async fn the_write_buffer_is_given_back_on_success_and_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "woodpecker:\n  client:\n    maxEntrySize: 4K\n  logstore:\n    segmentSyncPolicy:\n      maxFlushSize: 4K\n      maxBytes: 16K\n";
+    let client = Client::open(local_config(dir.path(), cfg)).await.unwrap();
+    client.create_log("budget").await.unwrap();
+    let log = client.open_log("budget").await.unwrap();
+    let first = log.open_writer().await.unwrap();
+    let payload = vec![b'x'; 1000];
+    let mut futures = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..1000 {
+            futures.push(first.write_async(WriteMessage::new(payload.clone())).await.unwrap());
+        }
+        for f in futures.drain(..) {
+            f.await.unwrap();
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "1 MB through a 16 KB buffer did not finish: buffer room was lost");
+
+    // Entries queued behind the fence fail, and their buffer room comes back: more writes than the
+    // buffer holds all return (with errors) instead of waiting.
+    let queued: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(first.write_async(WriteMessage::new(payload.clone())).await.unwrap());
+        }
+        v
+    };
+    let second = log.open_writer().await.unwrap();
+    let outcomes = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut errors = 0;
+        for f in queued {
+            errors += usize::from(f.await.is_err());
+        }
+        for _ in 0..100 {
+            match first.write_async(WriteMessage::new(payload.clone())).await {
+                Ok(f) => errors += usize::from(f.await.is_err()),
+                Err(_) => errors += 1,
+            }
+        }
+        errors
+    })
+    .await
+    .expect("a fenced writer's callers waited for buffer room");
+    assert!(outcomes >= 100, "writes after the fence fail: {outcomes} errors");
+    second.close().await.unwrap();
+    client.close().await;
+}
