@@ -328,6 +328,9 @@ pub async fn run(
             }
         }
     }
+    // Nothing more comes: write the last short block now instead of after maxInterval (whether it
+    // worked is told by each entry's outcome below).
+    let _ = writer.flush().await;
     // Every submitted entry's outcome, in order (also after a failure, so that every outcome is known).
     while let Some(mut inflight) = queue.pop_front() {
         let outcome = (&mut inflight.ack).await;

@@ -39,6 +39,8 @@ struct ChunkState {
     slots: Vec<Slot>,
     /// Futures polled before their outcome was known.
     wakers: Vec<(u32, Waker)>,
+    /// [`AckWatch`]es waiting for a slot to be resolved.
+    watchers: Vec<(u32, Waker)>,
 }
 
 #[derive(Debug)]
@@ -93,7 +95,8 @@ impl AckRange {
         let (start, end) = (self.start as usize, self.end as usize);
         // Nothing is left for Drop to fail.
         self.start = self.end;
-        let mut st = self.chunk.lock();
+        let mut guard = self.chunk.lock();
+        let st = &mut *guard;
         if st.slots.len() < end {
             st.slots.resize_with(end, || Slot::Waiting);
         }
@@ -101,16 +104,18 @@ impl AckRange {
             *slot = Slot::Ready(outcome(i));
         }
         let mut wake = Vec::new();
-        if !st.wakers.is_empty() {
-            st.wakers.retain_mut(|(idx, w)| {
-                let due = (start..end).contains(&(*idx as usize));
-                if due {
-                    wake.push(std::mem::replace(w, Waker::noop().clone()));
-                }
-                !due
-            });
+        for list in [&mut st.wakers, &mut st.watchers] {
+            if !list.is_empty() {
+                list.retain_mut(|(idx, w)| {
+                    let due = (start..end).contains(&(*idx as usize));
+                    if due {
+                        wake.push(std::mem::replace(w, Waker::noop().clone()));
+                    }
+                    !due
+                });
+            }
         }
-        drop(st);
+        drop(guard);
         for w in wake {
             w.wake();
         }
@@ -190,6 +195,36 @@ impl AckQueue {
     /// Fails every entry with `error()`.
     pub(crate) fn fail(self, mut error: impl FnMut() -> WoodpeckerError) {
         self.publish(|_| Err(error()));
+    }
+}
+
+/// Resolves once a slot's outcome is published, without taking it (the entry's own future still
+/// gets it). Outcomes are published in entry order, so this also means every earlier entry's is.
+#[derive(Debug)]
+pub(crate) struct AckWatch {
+    chunk: Arc<AckChunk>,
+    slot: u32,
+}
+
+impl AckWatch {
+    pub(crate) fn new(chunk: Arc<AckChunk>, slot: u32) -> Self {
+        Self { chunk, slot }
+    }
+}
+
+impl Future for AckWatch {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.chunk.lock();
+        if st.slots.get(self.slot as usize).is_some_and(|s| !matches!(s, Slot::Waiting)) {
+            return Poll::Ready(());
+        }
+        let slot = self.slot;
+        if !st.watchers.iter().any(|(i, w)| *i == slot && w.will_wake(cx.waker())) {
+            st.watchers.push((slot, cx.waker().clone()));
+        }
+        Poll::Pending
     }
 }
 
@@ -355,6 +390,21 @@ mod tests {
         assert!(matches!(b.lock().slots[0], Slot::Ready(_)));
         assert_eq!(b.lock().slots.len(), 1, "b's entries 1..4 are still pending");
         queue.fail(|| WoodpeckerError::ClientClosed);
+    }
+
+    #[test]
+    fn a_watch_resolves_with_its_slot_and_leaves_the_outcome_to_the_entry() {
+        let (chunk, mut futures, range) = chunk_of(2);
+        let mut watch = AckWatch::new(chunk.clone(), 1);
+        assert!((&mut watch).now_or_never().is_none());
+        let mut queue = AckQueue::default();
+        queue.push(range);
+        queue.take_front(1).publish(|_| Ok(id(0)));
+        assert!((&mut watch).now_or_never().is_none(), "only entry 0 is published");
+        queue.publish(|_| Ok(id(1)));
+        assert!(watch.now_or_never().is_some());
+        assert_eq!(futures[1].try_result().unwrap().unwrap(), id(1), "the watch took nothing");
+        assert!(AckWatch::new(chunk, 1).now_or_never().is_some(), "a taken outcome still counts as published");
     }
 
     struct Counter(Arc<std::sync::atomic::AtomicUsize>);

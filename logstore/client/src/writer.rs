@@ -38,7 +38,7 @@ use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
 use woodpecker_storage::segment::{BlockToWrite, SegmentError, SegmentWriter};
 
 pub use crate::ack::AppendFuture;
-use crate::ack::{AckChunk, AckQueue, AckRange};
+use crate::ack::{AckChunk, AckQueue, AckRange, AckWatch};
 use crate::error::{Result, WoodpeckerError};
 use crate::handle::{LogHandle, now_ms};
 use crate::message::WriteMessage;
@@ -61,6 +61,10 @@ struct InboxState {
     chunk: Arc<AckChunk>,
     /// Budget permits taken for `entries`.
     budget: usize,
+    /// The slot of the last entry handed to the task, once one was.
+    last_taken: Option<(Arc<AckChunk>, u32)>,
+    /// `flush` asked the task to cut everything pending now.
+    flush: bool,
     bytes: u64,
     /// The task was woken and has not drained since.
     signaled: bool,
@@ -79,6 +83,8 @@ impl InboxState {
             entries: VecDeque::new(),
             chunk: AckChunk::new(log.clone()),
             budget: 0,
+            last_taken: None,
+            flush: false,
             bytes: 0,
             signaled: false,
             need_bytes: 0,
@@ -94,7 +100,9 @@ impl InboxState {
         if len == 0 {
             return AckRange::new(self.chunk.clone(), 0);
         }
-        AckRange::new(std::mem::replace(&mut self.chunk, AckChunk::new(log.clone())), len)
+        let chunk = std::mem::replace(&mut self.chunk, AckChunk::new(log.clone()));
+        self.last_taken = Some((chunk.clone(), len - 1));
+        AckRange::new(chunk, len)
     }
 }
 
@@ -103,6 +111,7 @@ struct Drained {
     entries: VecDeque<Pending>,
     acks: AckRange,
     budget: usize,
+    flush: bool,
     bytes: u64,
     close: Option<Option<oneshot::Sender<Result<()>>>>,
 }
@@ -148,6 +157,20 @@ impl Inbox {
         self.wake_if_needed(st);
     }
 
+    /// Asks the task to cut everything queued into blocks now; returns a watch on the last entry queued
+    /// so far (`None` when there never was one).
+    fn flush(&self) -> Option<AckWatch> {
+        let mut st = self.lock();
+        let (chunk, slot) = match st.entries.len() {
+            0 => st.last_taken.clone()?,
+            n => (st.chunk.clone(), n as u32 - 1),
+        };
+        st.flush = true;
+        drop(st);
+        self.wake.notify_one();
+        Some(AckWatch::new(chunk, slot))
+    }
+
     /// Asks the task to flush and stop; false when it has stopped already.
     fn close(&self, reply: Option<oneshot::Sender<Result<()>>>) -> bool {
         let mut st = self.lock();
@@ -169,7 +192,9 @@ impl Inbox {
         let bytes = std::mem::take(&mut st.bytes);
         let acks = st.take_acks(&self.log);
         let budget = std::mem::take(&mut st.budget);
-        Drained { entries: std::mem::replace(&mut st.entries, spare), acks, budget, bytes, close: st.close.take() }
+        let flush = std::mem::take(&mut st.flush);
+        let entries = std::mem::replace(&mut st.entries, spare);
+        Drained { entries, acks, budget, flush, bytes, close: st.close.take() }
     }
 
     /// Stops taking entries; returns the outcome slots and budget permits of what was queued after the
@@ -314,6 +339,17 @@ impl LogWriter {
             self.budget.add_permits(want as usize);
             WoodpeckerError::WriterClosed { log: self.handle.name.clone(), reason: "the writer task stopped".into() }
         })
+    }
+
+    /// Writes what is buffered now instead of waiting for a full block or `maxInterval`, and resolves
+    /// once every entry written before the call is durable or has failed (each entry's own future says
+    /// which). Fails when the writer can no longer write.
+    pub async fn flush(&self) -> Result<()> {
+        self.check()?;
+        if let Some(last) = self.inbox.flush() {
+            last.await;
+        }
+        self.check()
     }
 
     /// Writes a message and waits until it is durable; returns its position.
@@ -574,6 +610,7 @@ impl WriterTask {
         let shutdown = self.handle.shared.shutdown.clone();
         let mut closing = false;
         let mut flush_due = false;
+        let mut flushing = false;
         let mut close_waiter: Option<oneshot::Sender<Result<()>>> = None;
         loop {
             let drained = inbox.drain(std::mem::take(&mut self.spare));
@@ -585,9 +622,12 @@ impl WriterTask {
             }
             let budget = BudgetHeld::new(self.budget.clone(), drained.budget);
             self.take(drained.entries, drained.acks, budget, drained.bytes);
-            // A block is cut when full; a short one when the timer finds none cut for maxInterval, and at close.
-            self.cut_blocks(closing || flush_due).await;
+            flushing |= drained.flush;
+            // A block is cut when full; a short one when the timer finds none cut for maxInterval, at a
+            // flush (until what was pending then is cut) and at close.
+            self.cut_blocks(closing || flush_due || flushing).await;
             flush_due = false;
+            flushing &= !self.pending.is_empty();
             if closing && self.pending.is_empty() && self.in_flight.is_empty() {
                 break;
             }

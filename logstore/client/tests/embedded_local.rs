@@ -294,3 +294,36 @@ async fn the_write_buffer_is_given_back_on_success_and_on_failure() {
     second.close().await.unwrap();
     client.close().await;
 }
+
+/// `flush` writes a short block at once instead of after `maxInterval`, and resolves when everything
+/// written before it is durable.
+#[tokio::test]
+async fn flush_writes_the_short_block_now() {
+    let dir = tempfile::tempdir().unwrap();
+    // A block would otherwise wait a minute for more entries.
+    let cfg = "woodpecker:\n  logstore:\n    segmentSyncPolicy:\n      maxIntervalForLocalStorage: 60000\n";
+    let client = Client::open(local_config(dir.path(), cfg)).await.unwrap();
+    client.create_log("flush").await.unwrap();
+    let log = client.open_log("flush").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), writer.flush())
+        .await
+        .expect("a flush with nothing written returns at once")
+        .unwrap();
+    let mut futures = Vec::new();
+    for i in 0..10 {
+        futures.push(writer.write_async(WriteMessage::new(payload(i))).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(futures.iter_mut().all(|f| f.try_result().is_none()), "the short block waits for maxInterval");
+    tokio::time::timeout(Duration::from_secs(10), writer.flush()).await.expect("flush took maxInterval").unwrap();
+    for (i, f) in futures.iter_mut().enumerate() {
+        let id = f.try_result().expect("durable once flush returned").unwrap();
+        assert_eq!(id.entry_id, i as i64);
+    }
+    // Twice in a row, and with entries already durable: nothing to wait for.
+    tokio::time::timeout(Duration::from_secs(5), writer.flush()).await.unwrap().unwrap();
+    writer.close().await.unwrap();
+    assert!(writer.flush().await.is_err(), "a closed writer cannot flush");
+    client.close().await;
+}
