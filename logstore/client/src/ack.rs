@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -30,6 +31,8 @@ use crate::error::{Result, WoodpeckerError};
 pub(crate) struct AckChunk {
     /// The log's name, for error messages.
     log: Arc<str>,
+    /// No slot at or past this was published yet: lets `try_result` answer "not yet" without the lock.
+    published_end: AtomicU32,
     state: Mutex<ChunkState>,
 }
 
@@ -52,7 +55,7 @@ enum Slot {
 
 impl AckChunk {
     pub(crate) fn new(log: Arc<str>) -> Arc<Self> {
-        Arc::new(Self { log, state: Mutex::default() })
+        Arc::new(Self { log, published_end: AtomicU32::new(0), state: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, ChunkState> {
@@ -115,6 +118,7 @@ impl AckRange {
                 });
             }
         }
+        self.chunk.published_end.fetch_max(end as u32, Ordering::Release);
         drop(guard);
         for w in wake {
             w.wake();
@@ -248,6 +252,9 @@ impl AppendFuture {
     pub fn try_result(&mut self) -> Option<Result<LogMessageId>> {
         if self.taken {
             return Some(Err(self.spent()));
+        }
+        if self.slot >= self.chunk.published_end.load(Ordering::Acquire) {
+            return None;
         }
         let r = take(&mut self.chunk.lock(), self.slot)?;
         self.taken = true;
