@@ -286,8 +286,25 @@ pub fn encode_block_header(out: &mut Vec<u8>, b: &BlockHeaderRecord) {
     put_record(out, RecordType::BlockHeader, &p);
 }
 
-/// Records up to this long are hashed a second time for the block CRC; longer ones are combined.
+/// Records up to this long are folded into the block CRC by hashing them a second time, or by table
+/// shifts when many in a row have the same length; longer ones are combined.
 const REHASH_MAX: usize = 4096;
+
+/// Records of one length in a row before the shift tables for that length are built (about 50 us,
+/// kept per thread, so a stream of same-sized entries builds them once).
+const SHIFT_STREAK: usize = 16;
+
+thread_local! {
+    /// Shift tables for the record length seen last in a row: past a whole record, and past a record
+    /// without its CRC field.
+    static SHIFTS: std::cell::RefCell<Option<RecordShifts>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Shifts for records of one length (the length without the CRC field is `rest.len()`).
+struct RecordShifts {
+    whole: crate::crc_shift::Shift,
+    rest: crate::crc_shift::Shift,
+}
 
 /// Encodes one block: `BlockHeader` followed by a `Data` record per entry. Returns the block header.
 ///
@@ -305,9 +322,14 @@ pub fn encode_block<E: EntryData>(
     out.reserve(BLOCK_HEADER_RECORD_LEN + data_len);
     out.resize(header_at + BLOCK_HEADER_RECORD_LEN, 0);
     // The block CRC covers every data record including its CRC field, so it cannot be taken in the same
-    // pass as the record CRCs. A record still in L1 is hashed again when that is cheaper than combining
-    // its CRC into the block's (combination costs about as much as hashing 3-4 KB; measured).
-    let mut block_crc = crc32fast::Hasher::new();
+    // pass as the record CRCs. Each record's CRC is folded in: for a run of same-sized records by two
+    // table shifts (`crc(R) = shift(crc(crc field), rest) ^ crc(rest)`, then the block's CRC shifted past
+    // R), otherwise a record still in L1 is hashed again (cheaper than a general combination up to 3-4
+    // KB; measured), and a longer one is combined.
+    let mut shifts = SHIFTS.with(|s| s.borrow_mut().take());
+    let mut built = false;
+    let mut streak = (0usize, 0usize);
+    let mut block_crc = 0u32;
     for e in entries {
         let start = out.len();
         out.extend_from_slice(&[0, 0, 0, 0, RecordType::Data as u8]);
@@ -315,20 +337,42 @@ pub fn encode_block<E: EntryData>(
         e.append_data(out);
         let record_crc = crc32fast::hash(&out[start + 4..]);
         out[start..start + 4].copy_from_slice(&record_crc.to_le_bytes());
-        if out.len() - start <= REHASH_MAX {
-            block_crc.update(&out[start..]);
-        } else {
-            block_crc.update(&record_crc.to_le_bytes());
-            block_crc.combine(&crc32fast::Hasher::new_with_initial_len(record_crc, (out.len() - start - 4) as u64));
+        let len = out.len() - start;
+        if len > REHASH_MAX {
+            let mut h = crc32fast::Hasher::new_with_initial(block_crc);
+            h.update(&record_crc.to_le_bytes());
+            h.combine(&crc32fast::Hasher::new_with_initial_len(record_crc, (len - 4) as u64));
+            block_crc = h.finalize();
+            continue;
+        }
+        streak = if streak.0 == len { (len, streak.1 + 1) } else { (len, 1) };
+        if streak.1 >= SHIFT_STREAK && !built && shifts.as_ref().is_none_or(|s| s.whole.len() != len) {
+            shifts = Some(RecordShifts {
+                whole: crate::crc_shift::Shift::new(len),
+                rest: crate::crc_shift::Shift::new(len - 4),
+            });
+            built = true;
+        }
+        match &shifts {
+            Some(s) if s.whole.len() == len => {
+                let crc_field = crc32fast::hash(&record_crc.to_le_bytes());
+                block_crc = s.whole.apply(block_crc) ^ s.rest.apply(crc_field) ^ record_crc;
+            }
+            _ => {
+                let mut h = crc32fast::Hasher::new_with_initial(block_crc);
+                h.update(&out[start..]);
+                block_crc = h.finalize();
+            }
         }
     }
+    SHIFTS.with(|s| *s.borrow_mut() = shifts);
     let data_start = header_at + BLOCK_HEADER_RECORD_LEN;
     let header = BlockHeaderRecord {
         block_number,
         first_entry_id,
         last_entry_id: first_entry_id + entries.len() as i64 - 1,
         block_length: (out.len() - data_start) as u32,
-        block_crc: block_crc.finalize(),
+        block_crc,
     };
     let mut record = Vec::with_capacity(BLOCK_HEADER_RECORD_LEN);
     encode_block_header(&mut record, &header);
@@ -713,6 +757,30 @@ mod tests {
             let mut out = Vec::new();
             let h = encode_block(&mut out, 0, 5, &entries);
             assert_eq!(h.block_crc, crc32fast::hash(&out[BLOCK_HEADER_RECORD_LEN..]), "{n} entries");
+        }
+    }
+
+    #[test]
+    fn runs_of_same_sized_records_fold_in_by_shifts_and_agree_with_a_plain_crc() {
+        // Runs shorter and longer than SHIFT_STREAK, lengths changing mid-block and between blocks (the
+        // tables are kept per thread), mixed with records past REHASH_MAX and empty entries.
+        let runs: [&[(usize, usize)]; 4] = [
+            &[(1024, 40)],
+            &[(1024, 5), (100, 30), (5000, 2), (100, 20), (0, 17), (1024, 40)],
+            &[(100, 10), (1024, 15), (100, 3), (7, 64)],
+            &[(4087, 20), (4088, 20), (1024, 1)],
+        ];
+        for (b, run) in runs.iter().enumerate() {
+            let mut entries = Vec::new();
+            for &(size, count) in run.iter() {
+                for i in 0..count {
+                    entries.push((0..size).map(|k| (k * 31 + i * 7 + b) as u8).collect::<Vec<u8>>());
+                }
+            }
+            let mut out = Vec::new();
+            let h = encode_block(&mut out, b as i32, 0, &entries);
+            assert_eq!(h.block_crc, crc32fast::hash(&out[BLOCK_HEADER_RECORD_LEN..]), "block {b}");
+            assert_eq!(decode_block(&Bytes::from(out), 0).expect("decodes").entries.len(), entries.len());
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod crc_shift;
 pub mod entry;
 pub mod ids;
 pub mod keys;
