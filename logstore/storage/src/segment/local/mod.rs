@@ -39,7 +39,7 @@ use woodpecker_core::keys;
 use self::format::ScanError;
 pub use self::reader::LocalSegmentReader;
 pub use self::writer::{LocalSegmentWriter, PIPELINE_DEPTH, release_cache_behind};
-use super::{SegmentBackend, SegmentError, SegmentReader, SegmentRef, SegmentSummary, SegmentWriter};
+use super::{BufferPool, SegmentBackend, SegmentError, SegmentReader, SegmentRef, SegmentSummary, SegmentWriter};
 
 /// Name of the segment file.
 pub const DATA_FILE: &str = "data.log";
@@ -53,12 +53,14 @@ pub const FENCE_FILE: &str = "write.fence";
 pub struct LocalSegmentBackend {
     base_dir: PathBuf,
     root_path: String,
+    /// Block buffers shared by this backend's writers, so a segment roll keeps them.
+    pool: Arc<BufferPool>,
 }
 
 impl LocalSegmentBackend {
     /// A backend storing segment `s` of log `l` in `base_dir/<root_path>/<l>/<s>/`.
     pub fn new(base_dir: PathBuf, root_path: String) -> Self {
-        Self { base_dir, root_path }
+        Self { base_dir, root_path, pool: BufferPool::new(PIPELINE_DEPTH + 1) }
     }
 
     fn paths(&self, segment: SegmentRef) -> Arc<SegmentPaths> {
@@ -270,7 +272,8 @@ impl SegmentBackend for LocalSegmentBackend {
 
     async fn create_writer(&self, segment: SegmentRef) -> Result<Box<dyn SegmentWriter>, SegmentError> {
         let paths = self.paths(segment);
-        let w = blocking(segment, move || LocalSegmentWriter::create_blocking(paths)).await?;
+        let pool = self.pool.lease();
+        let w = blocking(segment, move || LocalSegmentWriter::create_blocking(paths, pool)).await?;
         Ok(Box::new(w))
     }
 

@@ -13,7 +13,7 @@ use woodpecker_core::ids::EntryId;
 
 use super::format;
 use super::{Flock, SegmentPaths, blocking, create_dir_durable, fsync_dir};
-use crate::segment::{BlockToWrite, SegmentError, SegmentSummary, SegmentWriter, SpareBuffers};
+use crate::segment::{BlockToWrite, PoolLease, SegmentError, SegmentSummary, SegmentWriter};
 
 /// Writes one local segment. Blocks are appended strictly in order, each followed by an fsync.
 ///
@@ -42,8 +42,8 @@ struct Shared {
     state: Mutex<WriterState>,
     /// Woken whenever the file is released (an appender or a finalize stops holding it).
     released: tokio::sync::Notify,
-    /// Buffers of appended blocks, encoded into again.
-    spare: Mutex<SpareBuffers<{ PIPELINE_DEPTH + 1 }>>,
+    /// Buffers of appended blocks, encoded into again (the backend's pool, shared across segments).
+    spare: PoolLease,
 }
 
 #[derive(Debug)]
@@ -163,10 +163,6 @@ impl Shared {
         }
     }
 
-    fn spare(&self) -> MutexGuard<'_, SpareBuffers<{ PIPELINE_DEPTH + 1 }>> {
-        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Releases the durable part of `data.log` more than [`CACHED_TAIL`] behind its end from the page
     /// cache, if the last call did not already (blocking).
     fn release_cache(&self) {
@@ -259,7 +255,7 @@ impl Shared {
             // writer task and the encoding threads take this lock too.
             drop(st);
             held = Some((block.reply, outcome));
-            self.spare().put(block.bytes);
+            self.spare.put(block.bytes);
             st = self.state();
         }
         st.busy = false;
@@ -321,7 +317,7 @@ impl Drop for EncodingGuard {
 
 impl LocalSegmentWriter {
     /// Creates the segment directory and an empty `data.log` (blocking). Fails when the file exists.
-    pub(super) fn create_blocking(paths: Arc<SegmentPaths>) -> Result<Self, SegmentError> {
+    pub(super) fn create_blocking(paths: Arc<SegmentPaths>, spare: PoolLease) -> Result<Self, SegmentError> {
         create_dir_durable(&paths.dir).map_err(paths.io("create directory", &paths.dir))?;
         if paths.is_fenced()? {
             return Err(SegmentError::Fenced { segment: paths.segment });
@@ -355,14 +351,8 @@ impl LocalSegmentWriter {
             appending: false,
             released: 0,
         };
-        let shared = Shared {
-            paths,
-            data,
-            lock,
-            state: Mutex::new(state),
-            released: tokio::sync::Notify::new(),
-            spare: Mutex::default(),
-        };
+        let shared =
+            Shared { paths, data, lock, state: Mutex::new(state), released: tokio::sync::Notify::new(), spare };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -507,7 +497,7 @@ impl SegmentWriter for LocalSegmentWriter {
         }
         let (reply, outcome) = oneshot::channel();
         // A spare buffer, or one allocated on this thread rather than in the pool thread's own malloc arena.
-        let mut bytes = shared.spare().take(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
+        let mut bytes = shared.spare.take(HEADER_RECORD_LEN + codec::BLOCK_HEADER_RECORD_LEN + data_len as usize);
         let guard = EncodingGuard { shared: shared.clone(), block_id, queued: false };
         // Encoding is the CPU half that overlaps the previous block's append; the thread that encodes the
         // next block to append goes on to append it (and whatever is queued behind it).
@@ -643,7 +633,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = super::super::LocalSegmentBackend::new(dir.path().to_path_buf(), "files".into());
         let paths = backend.paths(SegmentRef { log_id: 1, segment_id: 0 });
-        let w = blocking(paths.segment, move || LocalSegmentWriter::create_blocking(paths)).await.unwrap();
+        let pool = backend.pool.lease();
+        let w = blocking(paths.segment, move || LocalSegmentWriter::create_blocking(paths, pool)).await.unwrap();
         for b in 0..6i64 {
             let entries = (0..3).map(|i| bytes::Bytes::from(vec![b as u8; 100 + i]).into()).collect();
             w.write_block(BlockToWrite { block_id: b, first_entry_id: b * 3, entries }).await.unwrap();
