@@ -866,6 +866,7 @@ impl WriterTask {
             Err(e) => return Err(e.into()),
         };
         let writer = self.handle.shared.backend.create_writer(self.handle.seg_ref(id)).await?;
+        tracing::debug!(log = %self.log(), segment = id, since_roll = ?self.roll_started.elapsed(), "segment started");
         self.next_segment = id + 1;
         self.seg = Some(ActiveSegment {
             id,

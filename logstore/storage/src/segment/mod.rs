@@ -37,9 +37,11 @@ use crate::object::ObjectError;
 /// already, so encoding takes no page faults and zeroing (measured 7-10% of the client's CPU with a fresh
 /// 2 MB buffer per block), and it may still be in cache.
 ///
-/// A pool may outlive one segment: a backend's writers share one, so a segment roll does not start over
-/// with fresh buffers (it used to, for the first `maxFlushThreads` blocks of every segment). It keeps at
-/// most `keep` buffers, and lets them all go once no [`PoolLease`] is left, so an idle client holds none.
+/// A backend's writers share one pool, so a segment roll does not start over with fresh buffers (it
+/// used to, for the first `maxFlushThreads` blocks of every segment). It keeps at most `keep` buffers:
+/// blocks in flight come back in bursts, so fewer than the blocks in flight measured barely better than
+/// none. Buffers unused for [`BufferPool::IDLE`] are freed (checked every `IDLE` while a writer is open),
+/// and all of them once no [`PoolLease`] is left, so an idle client holds none.
 #[derive(Debug)]
 pub(crate) struct BufferPool {
     keep: usize,
@@ -48,8 +50,11 @@ pub(crate) struct BufferPool {
 
 #[derive(Debug, Default)]
 struct PoolState {
-    buffers: Vec<Vec<u8>>,
+    /// Oldest returned first; each with the time it came back.
+    buffers: Vec<(Vec<u8>, tokio::time::Instant)>,
     leases: usize,
+    /// A trimming task is running.
+    trimming: bool,
 }
 
 /// Keeps a [`BufferPool`]'s buffers while it lives (held by each open writer).
@@ -78,20 +83,51 @@ impl BufferPool {
     /// Largest buffer kept (an oversized entry's block is let go).
     const MAX_CAPACITY: usize = 16 << 20;
 
+    /// How long a buffer may sit unused before it is freed.
+    pub(crate) const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
     /// A pool keeping up to `keep` buffers.
     pub(crate) fn new(keep: usize) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self { keep, state: std::sync::Mutex::default() })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        // Every critical section is a push or a pop; a poisoned lock still holds a consistent list.
+        // Every critical section is a push, a pop or a drain; a poisoned lock still holds a consistent list.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Keeps the pool's buffers until the lease is dropped.
+    /// Keeps the pool's buffers until the lease is dropped. Starts the idle trimming unless it runs (on the
+    /// current Tokio runtime; without one, buffers are only freed with the last lease).
     pub(crate) fn lease(self: &std::sync::Arc<Self>) -> PoolLease {
-        self.state().leases += 1;
+        let mut st = self.state();
+        st.leases += 1;
+        if !st.trimming
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            st.trimming = true;
+            let pool = std::sync::Arc::downgrade(self);
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(Self::IDLE).await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    if !pool.trim(tokio::time::Instant::now()) {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(st);
         PoolLease(std::sync::Arc::clone(self))
+    }
+
+    /// Frees the buffers unused for [`Self::IDLE`] at `now`; false once no lease is left: trimming stops
+    /// (the next lease starts it again).
+    fn trim(&self, now: tokio::time::Instant) -> bool {
+        let mut st = self.state();
+        let idle = st.buffers.iter().take_while(|(_, at)| now.saturating_duration_since(*at) >= Self::IDLE).count();
+        st.buffers.drain(..idle);
+        st.trimming = st.leases > 0;
+        st.trimming
     }
 
     /// An empty buffer with room for `len` bytes: a spare one when there is one large enough.
@@ -99,9 +135,10 @@ impl BufferPool {
     /// A new buffer gets 1/8 more room than asked, so the next blocks (cut at the same flush size, but
     /// each a few entries longer or shorter) fit in it without growing it, which would copy it.
     pub(crate) fn take(&self, len: usize) -> Vec<u8> {
+        // The most recently returned one: the likeliest to be in cache.
         let spare = self.state().buffers.pop();
         match spare {
-            Some(mut buf) if buf.capacity() >= len => {
+            Some((mut buf, _)) if buf.capacity() >= len => {
                 buf.clear();
                 buf
             }
@@ -117,7 +154,7 @@ impl BufferPool {
         }
         let mut st = self.state();
         if st.leases > 0 && st.buffers.len() < self.keep {
-            st.buffers.push(buf);
+            st.buffers.push((buf, tokio::time::Instant::now()));
         }
     }
 
@@ -381,5 +418,33 @@ mod tests {
         drop(late);
         pool.put(fresh);
         assert_eq!(pool.len(), 0, "nothing is kept without a writer");
+    }
+
+    #[test]
+    fn buffers_unused_for_a_while_are_freed() {
+        let pool = BufferPool::new(4);
+        let lease = pool.lease();
+        lease.put(vec![0; 8]);
+        let later = tokio::time::Instant::now() + BufferPool::IDLE / 2;
+        lease.put(vec![0; 8]);
+        assert!(pool.trim(later));
+        assert_eq!(pool.len(), 2, "nothing is idle yet");
+        assert!(pool.trim(tokio::time::Instant::now() + BufferPool::IDLE));
+        assert_eq!(pool.len(), 0, "both sat unused for IDLE");
+        lease.put(vec![0; 8]);
+        drop(lease);
+        assert!(!pool.trim(tokio::time::Instant::now()), "no writer left: trimming stops");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_idle_writer_lets_its_buffers_go() {
+        let pool = BufferPool::new(4);
+        let lease = pool.lease();
+        lease.put(vec![0; 8]);
+        tokio::time::sleep(BufferPool::IDLE / 2).await;
+        assert_eq!(pool.len(), 1);
+        tokio::time::sleep(BufferPool::IDLE * 2).await;
+        assert_eq!(pool.len(), 0, "freed by the trimming task while the lease is held");
+        drop(lease);
     }
 }

@@ -107,9 +107,9 @@ struct Inner {
     pool: Arc<BufferPool>,
 }
 
-/// Uploaded blocks' buffers a backend keeps for reuse (the rest are freed). Blocks are taken and given
-/// back all the time while a writer streams, so a few cover the uploads in flight.
-const SPARE_BUFFERS: usize = 8;
+/// Uploaded blocks' buffers a backend keeps for reuse beyond the `maxFlushThreads` blocks in flight
+/// (one being encoded, one cut behind it).
+const SPARE_BUFFERS: usize = 2;
 
 impl fmt::Debug for ObjectSegmentBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,7 +134,14 @@ impl ObjectSegmentBackend {
             compaction_max_bytes: opts.compaction_max_bytes.max(1),
             ..opts
         };
-        Self { inner: Arc::new(Inner { store, root: root_path, opts, pool: BufferPool::new(SPARE_BUFFERS) }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                root: root_path,
+                opts,
+                pool: BufferPool::new(opts.max_flush_threads + SPARE_BUFFERS),
+            }),
+        }
     }
 }
 
