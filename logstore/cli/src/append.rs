@@ -171,6 +171,27 @@ pub fn latency_histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| anyhow!("cannot create a latency histogram: {e}"))
 }
 
+/// How a wait of the write loop ended.
+enum Waited<T> {
+    Done(T),
+    Interrupted,
+    Deadline,
+}
+
+/// Waits for `fut` unless Ctrl-C or the deadline comes first (checked in that order).
+async fn wait_unless_stopped<T>(
+    ctrl_c: std::pin::Pin<&mut impl std::future::Future>,
+    deadline: std::pin::Pin<&mut impl std::future::Future>,
+    fut: impl std::future::Future<Output = T>,
+) -> Waited<T> {
+    tokio::select! {
+        biased;
+        _ = ctrl_c => Waited::Interrupted,
+        _ = deadline => Waited::Deadline,
+        r = fut => Waited::Done(r),
+    }
+}
+
 /// Submissions per clock reading (see `run`).
 const CLOCK_EVERY: u32 = 32;
 
@@ -282,19 +303,17 @@ pub async fn run(
             // Only here, and when the writer's buffer is full, does the loop wait: Ctrl-C and the deadline
             // are watched there (a loop that never waits is bounded by the window and the buffer).
             let Some(front) = queue.front_mut() else { break };
-            tokio::select! {
-                biased;
-                _ = &mut ctrl_c => {
+            let outcome = match wait_unless_stopped(ctrl_c.as_mut(), deadline.as_mut(), &mut front.ack).await {
+                Waited::Done(outcome) => outcome,
+                Waited::Interrupted => {
                     interrupted = true;
                     break;
                 }
-                _ = &mut deadline => break,
-                outcome = &mut front.ack => {
-                    if let Some(inflight) = queue.pop_front() {
-                        acked.record(&inflight, outcome, Instant::now());
-                        progress.inc(1);
-                    }
-                }
+                Waited::Deadline => break,
+            };
+            if let Some(inflight) = queue.pop_front() {
+                acked.record(&inflight, outcome, Instant::now());
+                progress.inc(1);
             }
             since_clock = 0;
             continue;
@@ -323,14 +342,13 @@ pub async fn run(
             std::task::Poll::Ready(r) => r,
             std::task::Poll::Pending => {
                 since_clock = 0;
-                tokio::select! {
-                    biased;
-                    _ = &mut ctrl_c => {
+                match wait_unless_stopped(ctrl_c.as_mut(), deadline.as_mut(), &mut submit).await {
+                    Waited::Done(r) => r,
+                    Waited::Interrupted => {
                         interrupted = true;
                         break;
                     }
-                    _ = &mut deadline => break,
-                    r = &mut submit => r,
+                    Waited::Deadline => break,
                 }
             }
         };
