@@ -21,7 +21,7 @@ use crate::append::{self, AppendReport, Limits, MessageSource, Payload};
 use crate::args::BenchArgs;
 use crate::ceiling::{self, Budget, CeilingReport};
 use crate::log_cmd::human_bytes;
-use crate::{peak_rss, progress, setup};
+use crate::{cpu, peak_rss, progress, setup};
 
 /// Default length of each write run.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -56,12 +56,19 @@ struct SizeResult {
     ceiling: CeilingReport,
     peak_rss: Option<u64>,
     peak_rss_reset: bool,
+    /// CPU time this process used during the WAL run (client, writer and uploads together).
+    wal_cpu: Option<Duration>,
 }
 
 impl SizeResult {
     fn ratio(&self) -> f64 {
         let c = append::mb_per_sec(self.ceiling.bytes, self.ceiling.elapsed);
         if c > 0.0 { self.wal.mb_per_sec() / c } else { 0.0 }
+    }
+
+    /// This process's CPU milliseconds per MB written: (WAL run, ceiling).
+    fn cpu_ms_per_mb(&self) -> (Option<f64>, Option<f64>) {
+        (cpu::ms_per_mb(self.wal_cpu, self.wal.payload_bytes), cpu::ms_per_mb(self.ceiling.cpu, self.ceiling.bytes))
     }
 }
 
@@ -155,7 +162,9 @@ async fn run_size(client: &Client, cfg: &Config, setup: &Setup, args: &BenchArgs
         let mut source = MessageSource::generated(u64::MAX, Payload::Fixed(static_payload(len)), BTreeMap::new());
         let pb = if args.json { progress::hidden() } else { progress::spinner(&format!("WAL {}", human_size(size))) };
         let reset = peak_rss::reset();
+        let cpu_before = cpu::process_time();
         let wal = append::run(&writer, &mut source, Some(window), limits, &pb).await;
+        let wal_cpu = cpu::used_since(cpu_before);
         pb.finish_and_clear();
         let closed = writer.close().await;
         let peak = peak_rss::read();
@@ -164,7 +173,7 @@ async fn run_size(client: &Client, cfg: &Config, setup: &Setup, args: &BenchArgs
         if wal.interrupted {
             bail!("interrupted");
         }
-        anyhow::Ok((wal, peak, reset))
+        anyhow::Ok((wal, peak, reset, wal_cpu))
     }
     .await;
     if !args.keep_logs {
@@ -173,11 +182,11 @@ async fn run_size(client: &Client, cfg: &Config, setup: &Setup, args: &BenchArgs
             deleted?;
         }
     }
-    let (wal, peak_rss, peak_rss_reset) = outcome?;
+    let (wal, peak_rss, peak_rss_reset, wal_cpu) = outcome?;
 
     let second = measure_ceiling(cfg, setup, after).await.context("ceiling measurement failed")?;
     ceiling.absorb(second)?;
-    Ok(SizeResult { entry_size: size, window, wal, ceiling, peak_rss, peak_rss_reset })
+    Ok(SizeResult { entry_size: size, window, wal, ceiling, peak_rss, peak_rss_reset, wal_cpu })
 }
 
 /// A payload of `len` bytes whose copies share no reference count: every entry of a run is a copy of it,
@@ -267,13 +276,24 @@ fn print_table(target: &str, setup: &Setup, results: &[SizeResult]) {
     }
     println!();
     println!(
-        "  {:>7}  {:>10}  {:>9}  {:>9}  {:>6}  {:>16}  {:>16}  {:>10}  {:>7}",
-        "ENTRY", "ENTRIES", "WAL MB/s", "CEIL MB/s", "RATIO", "WAL p50/p99 ms", "CEIL p50/p99 ms", "PEAK RSS", "WINDOW"
+        "  {:>7}  {:>10}  {:>9}  {:>9}  {:>6}  {:>16}  {:>16}  {:>13}  {:>10}  {:>7}",
+        "ENTRY",
+        "ENTRIES",
+        "WAL MB/s",
+        "CEIL MB/s",
+        "RATIO",
+        "WAL p50/p99 ms",
+        "CEIL p50/p99 ms",
+        "CPU ms/MB W/C",
+        "PEAK RSS",
+        "WINDOW"
     );
     for r in results {
         let c = &r.ceiling;
+        let (cpu_wal, cpu_ceiling) = r.cpu_ms_per_mb();
+        let cpu_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
         println!(
-            "  {:>7}  {:>10}  {:>9.1}  {:>9.1}  {:>6.2}  {:>16}  {:>16}  {:>10}  {:>7}",
+            "  {:>7}  {:>10}  {:>9.1}  {:>9.1}  {:>6.2}  {:>16}  {:>16}  {:>13}  {:>10}  {:>7}",
             human_size(r.entry_size),
             r.wal.entries,
             r.wal.mb_per_sec(),
@@ -285,6 +305,7 @@ fn print_table(target: &str, setup: &Setup, results: &[SizeResult]) {
                 ms(r.wal.latency_us.value_at_quantile(0.99))
             ),
             format!("{:.2} / {:.2}", ms(c.latency_us.value_at_quantile(0.5)), ms(c.latency_us.value_at_quantile(0.99))),
+            format!("{} / {}", cpu_ms(cpu_wal), cpu_ms(cpu_ceiling)),
             r.peak_rss.map(human_bytes).unwrap_or_else(|| "n/a".to_owned()),
             r.window,
         );
@@ -305,6 +326,7 @@ fn print_table(target: &str, setup: &Setup, results: &[SizeResult]) {
     };
     println!("  {reset_note}; configured write buffer maxBytes = {}", human_bytes(setup.max_bytes));
     println!("  latency: submit to durable acknowledgement per entry; ceiling latency: per write+fsync / PUT");
+    println!("  CPU ms/MB: this process's CPU time (all threads) per MB written, WAL run / ceiling");
 }
 
 fn to_json(target: &str, setup: &Setup, results: &[SizeResult]) -> serde_json::Value {
@@ -312,6 +334,7 @@ fn to_json(target: &str, setup: &Setup, results: &[SizeResult]) -> serde_json::V
         .iter()
         .map(|r| {
             let c = &r.ceiling;
+            let (cpu_wal, cpu_ceiling) = r.cpu_ms_per_mb();
             json!({
                 "entry_size": r.entry_size,
                 "window": r.window,
@@ -339,6 +362,7 @@ fn to_json(target: &str, setup: &Setup, results: &[SizeResult]) -> serde_json::V
                 "goal_met": r.ratio() >= GOAL_RATIO,
                 "peak_rss_bytes": r.peak_rss,
                 "peak_rss_per_run": r.peak_rss_reset,
+                "cpu_ms_per_mb": { "wal": cpu_wal, "ceiling": cpu_ceiling },
             })
         })
         .collect();

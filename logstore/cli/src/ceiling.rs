@@ -51,6 +51,8 @@ pub struct CeilingReport {
     pub elapsed: Duration,
     /// Latency of one operation, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// CPU time this process used meanwhile (`None` when the kernel did not say).
+    pub cpu: Option<Duration>,
 }
 
 impl CeilingReport {
@@ -59,6 +61,7 @@ impl CeilingReport {
         self.bytes += other.bytes;
         self.ops += other.ops;
         self.elapsed += other.elapsed;
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
         self.latency_us.add(&other.latency_us).map_err(|e| anyhow!("cannot merge latency histograms: {e}"))
     }
 }
@@ -102,6 +105,7 @@ fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> R
     let mut latency_us = latency_histogram()?;
     let tag = format!("{}-{}", std::process::id(), crate::log_cmd::now_ms());
     let mut written: Vec<PathBuf> = Vec::new();
+    let cpu_before = crate::cpu::process_time();
     let start = Instant::now();
     let (mut bytes, mut ops) = (0u64, 0u64);
     let mut current: Option<(std::fs::File, u64)> = None;
@@ -134,12 +138,13 @@ fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> R
         ops += 1;
     };
     let elapsed = start.elapsed();
+    let cpu = crate::cpu::used_since(cpu_before);
     drop(current);
     for path in written {
         let _ = std::fs::remove_file(path);
     }
     result?;
-    Ok(CeilingReport { bytes, ops, elapsed, latency_us })
+    Ok(CeilingReport { bytes, ops, elapsed, latency_us, cpu })
 }
 
 /// `S3Options` for `cfg.minio`, as the client builds them, with plain (unconditional) PUTs.
@@ -160,6 +165,7 @@ pub async fn object(cfg: &Config, op_size: u64, threads: usize, budget: Budget) 
     let pool = Arc::new(buffer_pool(len));
     let claimed = Arc::new(AtomicU64::new(0));
     let seq = Arc::new(AtomicU64::new(0));
+    let cpu_before = crate::cpu::process_time();
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..threads.max(1) {
@@ -202,13 +208,14 @@ pub async fn object(cfg: &Config, op_size: u64, threads: usize, budget: Budget) 
         }
     }
     let elapsed = start.elapsed();
+    let cpu = crate::cpu::used_since(cpu_before);
     if let Err(e) = store.remove_prefix(&prefix).await {
         tracing::warn!(%prefix, error = %e, "cannot remove the ceiling measurement's objects");
     }
     if let Some(e) = first_error {
         return Err(e.context(format!("object storage ceiling measurement on {}", store.describe())));
     }
-    Ok(CeilingReport { bytes: ops * op_size, ops, elapsed, latency_us })
+    Ok(CeilingReport { bytes: ops * op_size, ops, elapsed, latency_us, cpu })
 }
 
 fn micros(d: Duration) -> u64 {

@@ -5,6 +5,7 @@ mod append;
 mod args;
 mod bench;
 mod ceiling;
+mod cpu;
 mod entry_format;
 mod log_cmd;
 mod peak_rss;

@@ -206,6 +206,7 @@ fn bench_on_local_storage_reports_a_ratio_against_the_ceiling() {
     let r = ok(d, &["bench", "--duration", "2"]);
     let out = &r.stdout;
     assert!(out.contains("RATIO") && out.contains("CEIL MB/s") && out.contains("PEAK RSS"), "{out}");
+    assert!(out.contains("CPU ms/MB"), "{out}");
     assert!(out.contains("1 KiB") && out.contains("64 KiB"), "{out}");
     assert!(out.contains("ratio ") && out.contains("goal >= 0.90"), "{out}");
 
@@ -220,6 +221,9 @@ fn bench_on_local_storage_reports_a_ratio_against_the_ceiling() {
     assert!(run["ceiling"]["mb_per_s"].as_f64().unwrap() > 0.0, "{run}");
     assert!(run["latency_ms"]["p99"].as_f64().unwrap() >= run["latency_ms"]["p50"].as_f64().unwrap());
     assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0);
+    // Writing costs this process some CPU on both sides.
+    assert!(run["cpu_ms_per_mb"]["wal"].as_f64().unwrap() > 0.0, "{run}");
+    assert!(run["cpu_ms_per_mb"]["ceiling"].as_f64().unwrap() > 0.0, "{run}");
     // The bench cleans up after itself: no logs, no scratch files.
     assert_eq!(ok(d, &["log", "list"]).stdout, "");
     let leftovers: Vec<_> = std::fs::read_dir(d.join("woodpecker-data/files"))
