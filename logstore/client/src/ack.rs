@@ -46,11 +46,24 @@ struct ChunkState {
     watchers: Vec<(u32, Waker)>,
 }
 
+/// One entry's outcome, kept small (24 bytes): a chunk holds one per entry, written when its block is
+/// done and read once by its future. An inline error would make every slot as large as the error type
+/// (over 100 bytes) for the rare entry that fails.
 #[derive(Debug)]
 enum Slot {
     Waiting,
-    Ready(Result<LogMessageId>),
+    Durable(LogMessageId),
+    Failed(Box<WoodpeckerError>),
     Taken,
+}
+
+impl Slot {
+    fn ready(outcome: Result<LogMessageId>) -> Self {
+        match outcome {
+            Ok(id) => Slot::Durable(id),
+            Err(e) => Slot::Failed(Box::new(e)),
+        }
+    }
 }
 
 impl AckChunk {
@@ -100,11 +113,16 @@ impl AckRange {
         self.start = self.end;
         let mut guard = self.chunk.lock();
         let st = &mut *guard;
-        if st.slots.len() < end {
-            st.slots.resize_with(end, || Slot::Waiting);
-        }
-        for (i, slot) in st.slots[start..end].iter_mut().enumerate() {
-            *slot = Slot::Ready(outcome(i));
+        if st.slots.len() == start {
+            // The usual case: blocks are published in order, each right after the one before.
+            st.slots.extend((0..end - start).map(|i| Slot::ready(outcome(i))));
+        } else {
+            if st.slots.len() < end {
+                st.slots.resize_with(end, || Slot::Waiting);
+            }
+            for (i, slot) in st.slots[start..end].iter_mut().enumerate() {
+                *slot = Slot::ready(outcome(i));
+            }
         }
         let mut wake = Vec::new();
         for list in [&mut st.wakers, &mut st.watchers] {
@@ -273,7 +291,8 @@ impl AppendFuture {
 fn take(st: &mut ChunkState, slot: u32) -> Option<Result<LogMessageId>> {
     let s = st.slots.get_mut(slot as usize)?;
     match std::mem::replace(s, Slot::Taken) {
-        Slot::Ready(r) => Some(r),
+        Slot::Durable(id) => Some(Ok(id)),
+        Slot::Failed(e) => Some(Err(*e)),
         other => {
             *s = other;
             None
@@ -377,6 +396,22 @@ mod tests {
     }
 
     #[test]
+    fn a_later_range_published_first_leaves_the_earlier_waiting() {
+        let (_, mut futures, range) = chunk_of(4);
+        let mut queue = AckQueue::default();
+        queue.push(range);
+        let early = queue.take_front(2);
+        let late = queue.take_front(2);
+        late.fail(|| WoodpeckerError::ClientClosed);
+        assert!(futures[0].try_result().is_none() && futures[1].try_result().is_none());
+        assert!(matches!(futures[3].try_result(), Some(Err(WoodpeckerError::ClientClosed))));
+        early.publish(|i| Ok(id(i as i64)));
+        assert_eq!(futures[1].try_result().map(|r| r.ok()), Some(Some(id(1))));
+        assert!(matches!(futures[2].try_result(), Some(Err(WoodpeckerError::ClientClosed))));
+        assert_eq!(futures[0].try_result().map(|r| r.ok()), Some(Some(id(0))));
+    }
+
+    #[test]
     fn ranges_of_one_chunk_merge_and_split_across_chunks() {
         let (a, _fa, _) = chunk_of(0);
         let (b, _fb, _) = chunk_of(0);
@@ -393,8 +428,8 @@ mod tests {
             Ok(id(i as i64))
         });
         assert_eq!(seen, (0..6).collect::<Vec<_>>());
-        assert!(matches!(a.lock().slots[4], Slot::Ready(_)));
-        assert!(matches!(b.lock().slots[0], Slot::Ready(_)));
+        assert!(matches!(a.lock().slots[4], Slot::Durable(_)));
+        assert!(matches!(b.lock().slots[0], Slot::Durable(_)));
         assert_eq!(b.lock().slots.len(), 1, "b's entries 1..4 are still pending");
         queue.fail(|| WoodpeckerError::ClientClosed);
     }
