@@ -799,20 +799,23 @@ impl WriterTask {
             // out of the CPU cache between encoding and the write, and the sync it saves is cheap.
             let (cap_bytes, cap_entries) = (self.flush_size, self.flush_entries);
             let Some(seg) = self.seg.as_mut() else { return };
-            let mut entries = Vec::new();
+            // The block's entries are counted first, so that they move into a vector of the exact size (a
+            // growing one was reallocated a dozen times per block, and its last size is above glibc's mmap
+            // threshold: fresh pages for every block).
             let mut bytes = 0u64;
             // The entries' buffer budget, released in one step when the upload ends (the block's buffers
             // are gone by then) instead of entry by entry.
             let mut permits = 0usize;
-            while !self.pending.is_empty() {
-                if !entries.is_empty() && (bytes >= cap_bytes || entries.len() >= cap_entries) {
+            let mut count = 0usize;
+            for p in &self.pending {
+                if count > 0 && (bytes >= cap_bytes || count >= cap_entries) {
                     break;
                 }
-                let Some(p) = self.pending.pop_front() else { break };
                 bytes += p.data.len() as u64;
-                entries.push(p.data);
                 permits += p.budget as usize;
+                count += 1;
             }
+            let entries: Vec<EntryBytes> = self.pending.drain(..count).map(|p| p.data).collect();
             self.pending_bytes -= bytes;
             let waiters = self.pending_acks.take_front(entries.len());
             let permit = self.pending_budget.split(permits);
