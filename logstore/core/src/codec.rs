@@ -300,10 +300,28 @@ thread_local! {
     static SHIFTS: std::cell::RefCell<Option<RecordShifts>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Shifts for records of one length (the length without the CRC field is `rest.len()`).
+/// What folding records of one length into the block CRC needs.
+///
+/// A record `R` is its CRC field `F` (4 bytes, the value `v = crc(D)`) then `D`. With `S_n` the shift past
+/// `n` bytes, `crc(R) = S_len(D)(crc(F)) ^ v`, and for four bytes `crc(F) = S_4(!v) ^ !0`. Shifts are
+/// linear and compose (`S_a(S_b(x)) = S_(a+b)(x)`), so the block CRC after `R` is
+/// `S_len(R)(block ^ !v) ^ S_len(D)(!0) ^ v`: one shift per record and a constant.
 struct RecordShifts {
     whole: crate::crc_shift::Shift,
-    rest: crate::crc_shift::Shift,
+    /// `S_len(D)(!0)`.
+    field_term: u32,
+}
+
+impl RecordShifts {
+    fn new(len: usize) -> Self {
+        let rest = crate::crc_shift::Shift::new(len - 4);
+        Self { whole: crate::crc_shift::Shift::new(len), field_term: rest.apply(!0) }
+    }
+
+    /// The block CRC `block` extended by a record of this length whose CRC field holds `record_crc`.
+    fn fold(&self, block: u32, record_crc: u32) -> u32 {
+        self.whole.apply(block ^ !record_crc) ^ self.field_term ^ record_crc
+    }
 }
 
 /// Encodes one block: `BlockHeader` followed by a `Data` record per entry. Returns the block header.
@@ -322,20 +340,23 @@ pub fn encode_block<E: EntryData>(
     out.reserve(BLOCK_HEADER_RECORD_LEN + data_len);
     out.resize(header_at + BLOCK_HEADER_RECORD_LEN, 0);
     // The block CRC covers every data record including its CRC field, so it cannot be taken in the same
-    // pass as the record CRCs. Each record's CRC is folded in: for a run of same-sized records by two
-    // table shifts (`crc(R) = shift(crc(crc field), rest) ^ crc(rest)`, then the block's CRC shifted past
-    // R), otherwise a record still in L1 is hashed again (cheaper than a general combination up to 3-4
-    // KB; measured), and a longer one is combined.
+    // pass as the record CRCs. Each record's CRC is folded in: for a run of same-sized records by one
+    // table shift ([`RecordShifts::fold`]), otherwise a record still in L1 is hashed again (cheaper than a
+    // general combination up to 3-4 KB; measured), and a longer one is combined.
     let mut shifts = SHIFTS.with(|s| s.borrow_mut().take());
     let mut built = false;
     let mut streak = (0usize, 0usize);
     let mut block_crc = 0u32;
+    // Cloned per record: `Hasher::new` (and `crc32fast::hash`) detect the CPU's features on every call.
+    let fresh = crc32fast::Hasher::new();
     for e in entries {
         let start = out.len();
         out.extend_from_slice(&[0, 0, 0, 0, RecordType::Data as u8]);
         out.extend_from_slice(&(e.data_len() as u32).to_le_bytes());
         e.append_data(out);
-        let record_crc = crc32fast::hash(&out[start + 4..]);
+        let mut hasher = fresh.clone();
+        hasher.update(&out[start + 4..]);
+        let record_crc = hasher.finalize();
         out[start..start + 4].copy_from_slice(&record_crc.to_le_bytes());
         let len = out.len() - start;
         if len > REHASH_MAX {
@@ -347,17 +368,11 @@ pub fn encode_block<E: EntryData>(
         }
         streak = if streak.0 == len { (len, streak.1 + 1) } else { (len, 1) };
         if streak.1 >= SHIFT_STREAK && !built && shifts.as_ref().is_none_or(|s| s.whole.len() != len) {
-            shifts = Some(RecordShifts {
-                whole: crate::crc_shift::Shift::new(len),
-                rest: crate::crc_shift::Shift::new(len - 4),
-            });
+            shifts = Some(RecordShifts::new(len));
             built = true;
         }
         match &shifts {
-            Some(s) if s.whole.len() == len => {
-                let crc_field = crc32fast::hash(&record_crc.to_le_bytes());
-                block_crc = s.whole.apply(block_crc) ^ s.rest.apply(crc_field) ^ record_crc;
-            }
+            Some(s) if s.whole.len() == len => block_crc = s.fold(block_crc, record_crc),
             _ => {
                 let mut h = crc32fast::Hasher::new_with_initial(block_crc);
                 h.update(&out[start..]);
