@@ -443,6 +443,85 @@ async fn complete_segment_meta(
     }))
 }
 
+/// Entries the writer task took from the inbox and has not cut into blocks yet, kept as the batches the
+/// inbox handed over instead of being copied into one queue. A backlog is a few batches of about a block
+/// each, and emptied batches go back to the inbox as its next queue (started from the beginning of their
+/// buffer), so the same few hundred KB are written and read again, not a ring as large as the largest
+/// backlog ever seen (megabytes, cycled through out of cache, entry by entry).
+#[derive(Default)]
+struct PendingQueue {
+    batches: VecDeque<VecDeque<Pending>>,
+    len: usize,
+    /// Emptied batches, for the inbox.
+    spares: Vec<VecDeque<Pending>>,
+}
+
+/// Emptied batches kept for reuse.
+const SPARE_BATCHES: usize = 4;
+
+impl PendingQueue {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, batch: VecDeque<Pending>) {
+        if batch.is_empty() {
+            self.recycle(batch);
+            return;
+        }
+        self.len += batch.len();
+        self.batches.push_back(batch);
+    }
+
+    /// An empty queue for the inbox: an emptied batch when there is one.
+    fn spare(&mut self) -> VecDeque<Pending> {
+        self.spares.pop().unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut batch: VecDeque<Pending>) {
+        // `clear` also moves the queue's start back to the beginning of its buffer.
+        batch.clear();
+        if self.spares.len() < SPARE_BATCHES {
+            self.spares.push(batch);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Pending> {
+        self.batches.iter().flatten()
+    }
+
+    /// Removes the first `n` entries (at most all of them) and returns their data.
+    fn take_front(&mut self, n: usize) -> Vec<EntryBytes> {
+        let n = n.min(self.len);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(front) = self.batches.front_mut() else { break };
+            let want = n - out.len();
+            if front.len() <= want {
+                out.extend(front.drain(..).map(|p| p.data));
+                if let Some(batch) = self.batches.pop_front() {
+                    self.recycle(batch);
+                }
+            } else {
+                out.extend(front.drain(..want).map(|p| p.data));
+            }
+        }
+        self.len -= out.len();
+        out
+    }
+
+    fn clear(&mut self) {
+        while let Some(batch) = self.batches.pop_front() {
+            self.recycle(batch);
+        }
+        self.len = 0;
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     data: EntryBytes,
@@ -532,15 +611,13 @@ struct WriterTask {
     lock: Option<WriterLock>,
     next_segment: SegmentId,
     seg: Option<ActiveSegment>,
-    pending: VecDeque<Pending>,
+    pending: PendingQueue,
     /// The outcome slots of `pending`, in the same order.
     pending_acks: AckQueue,
     /// The buffer budget of `pending`.
     pending_budget: BudgetHeld,
     /// The writer's buffer budget (`segmentSyncPolicy.maxBytes`).
     budget: Arc<Semaphore>,
-    /// An empty queue with capacity, swapped with the inbox's on every drain.
-    spare: VecDeque<Pending>,
     pending_bytes: u64,
     in_flight: FuturesOrdered<BlockFuture>,
     rolling: bool,
@@ -589,7 +666,6 @@ impl WriterTask {
             pending_acks: AckQueue::default(),
             pending_budget: BudgetHeld::new(budget.clone(), 0),
             budget,
-            spare: Default::default(),
             pending_bytes: 0,
             in_flight: FuturesOrdered::new(),
             rolling: false,
@@ -613,7 +689,7 @@ impl WriterTask {
         let mut flushing = false;
         let mut close_waiter: Option<oneshot::Sender<Result<()>>> = None;
         loop {
-            let drained = inbox.drain(std::mem::take(&mut self.spare));
+            let drained = inbox.drain(self.pending.spare());
             if let Some(reply) = drained.close {
                 closing = true;
                 if close_waiter.is_none() {
@@ -727,28 +803,21 @@ impl WriterTask {
     }
 
     /// Moves entries from the inbox to the pending queue (or fails them once the writer cannot write).
-    fn take(&mut self, mut entries: VecDeque<Pending>, acks: AckRange, budget: BudgetHeld, bytes: u64) {
+    fn take(&mut self, entries: VecDeque<Pending>, acks: AckRange, budget: BudgetHeld, bytes: u64) {
         if entries.is_empty() {
-            self.spare = entries;
+            self.pending.recycle(entries);
             return;
         }
         if self.health.error(self.log()).is_some() {
             let mut failed = AckQueue::default();
             failed.push(acks);
             failed.fail(|| self.health.error(self.log()).unwrap_or(WoodpeckerError::ClientClosed));
-            entries.clear();
-            self.spare = entries;
+            self.pending.recycle(entries);
             return;
         }
         self.pending_acks.push(acks);
         self.pending_budget.absorb(budget);
-        if self.pending.is_empty() {
-            // The emptied queue goes back to the inbox next turn, so neither side regrows its buffer.
-            self.spare = std::mem::replace(&mut self.pending, entries);
-        } else {
-            self.pending.extend(entries.drain(..));
-            self.spare = entries;
-        }
+        self.pending.push(entries);
         self.pending_bytes += bytes;
     }
 
@@ -807,7 +876,7 @@ impl WriterTask {
             // are gone by then) instead of entry by entry.
             let mut permits = 0usize;
             let mut count = 0usize;
-            for p in &self.pending {
+            for p in self.pending.iter() {
                 if count > 0 && (bytes >= cap_bytes || count >= cap_entries) {
                     break;
                 }
@@ -815,7 +884,7 @@ impl WriterTask {
                 permits += p.budget as usize;
                 count += 1;
             }
-            let entries: Vec<EntryBytes> = self.pending.drain(..count).map(|p| p.data).collect();
+            let entries = self.pending.take_front(count);
             self.pending_bytes -= bytes;
             let waiters = self.pending_acks.take_front(entries.len());
             let permit = self.pending_budget.split(permits);
@@ -1059,6 +1128,31 @@ mod tests {
 
     fn woken(inbox: &Inbox) -> bool {
         inbox.wake.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn pending_batches_are_taken_in_order_across_batches_and_reused() {
+        let budget = Arc::new(Semaphore::new(1000));
+        let batch = |sizes: &[usize]| sizes.iter().map(|&n| pending(&budget, n)).collect::<VecDeque<_>>();
+        let mut q = PendingQueue::default();
+        q.push(batch(&[1, 2, 3]));
+        q.push(VecDeque::new());
+        q.push(batch(&[4, 5]));
+        assert_eq!(q.len(), 5);
+        assert_eq!(q.iter().map(|p| p.data.len()).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        let first = q.take_front(2);
+        assert_eq!(first.iter().map(EntryBytes::len).collect::<Vec<_>>(), [1, 2]);
+        // Across the batch boundary; the emptied batch is kept for the inbox, started from its beginning.
+        let next = q.take_front(2);
+        assert_eq!(next.iter().map(EntryBytes::len).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(q.len(), 1);
+        let spare = q.spare();
+        assert!(spare.is_empty() && spare.capacity() >= 3, "a used batch comes back: {}", spare.capacity());
+        assert_eq!(q.take_front(10).len(), 1, "at most what is there");
+        assert!(q.is_empty());
+        q.push(batch(&[6]));
+        q.clear();
+        assert!(q.is_empty() && q.iter().next().is_none());
     }
 
     #[test]
