@@ -329,11 +329,16 @@ impl LogWriter {
         match self.budget.try_acquire_many(want) {
             Ok(p) => p.forget(),
             Err(TryAcquireError::Closed) => return Err(refused()),
-            Err(TryAcquireError::NoPermits) => self.budget.acquire_many(want).await.map_err(|_| refused())?.forget(),
-        }
-        if let Err(e) = self.check() {
-            self.budget.add_permits(want as usize);
-            return Err(e);
+            Err(TryAcquireError::NoPermits) => {
+                self.budget.acquire_many(want).await.map_err(|_| refused())?.forget();
+                // The wait may have been long: refuse here what the writer can no longer take. (Without a
+                // wait, the check above is as fresh; an entry that still slips past a writer lost meanwhile
+                // is failed by the writer task through its future.)
+                if let Err(e) = self.check() {
+                    self.budget.add_permits(want as usize);
+                    return Err(e);
+                }
+            }
         }
         self.inbox.push(Pending { data, budget: want }).map_err(|_| {
             self.budget.add_permits(want as usize);
