@@ -208,6 +208,9 @@ struct Acked {
     first: Option<LogMessageId>,
     last: Option<LogMessageId>,
     latency_us: Histogram<u64>,
+    /// A run of equal latencies not recorded yet: (microseconds, count). Entries acknowledged together
+    /// and submitted between two clock readings have the same latency, so most runs are long.
+    latency_run: (u64, u64),
     error: Option<woodpecker_client::WoodpeckerError>,
     done: Instant,
 }
@@ -216,9 +219,10 @@ impl Acked {
     fn record(&mut self, inflight: &InFlight, outcome: woodpecker_client::Result<LogMessageId>, now: Instant) {
         match outcome {
             Ok(id) => {
-                let us =
-                    u64::try_from(now.saturating_duration_since(inflight.submitted).as_micros()).unwrap_or(u64::MAX);
-                self.latency_us.saturating_record(us.max(1));
+                let us = u64::try_from(now.saturating_duration_since(inflight.submitted).as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                self.note_latency(us);
                 if self.error.is_none() {
                     self.entries += 1;
                     self.bytes += inflight.bytes;
@@ -231,6 +235,23 @@ impl Acked {
             }
         }
         self.done = now;
+    }
+
+    fn note_latency(&mut self, us: u64) {
+        if self.latency_run.0 == us {
+            self.latency_run.1 += 1;
+        } else {
+            self.flush_latencies();
+            self.latency_run = (us, 1);
+        }
+    }
+
+    /// Records the pending run of equal latencies.
+    fn flush_latencies(&mut self) {
+        let (us, n) = std::mem::take(&mut self.latency_run);
+        if n > 0 {
+            self.latency_us.saturating_record_n(us, n);
+        }
     }
 
     /// Takes every outcome already known at the front of `queue` (one clock reading for all of them).
@@ -272,6 +293,7 @@ pub async fn run(
         first: None,
         last: None,
         latency_us: latency_histogram()?,
+        latency_run: (0, 0),
         error: None,
         done: Instant::now(),
     };
@@ -372,6 +394,7 @@ pub async fn run(
         acked.record(&inflight, outcome, Instant::now());
         progress.inc(1);
     }
+    acked.flush_latencies();
     let elapsed = acked.done.saturating_duration_since(start);
     let durable = match acked.last {
         Some(last) => format!("{} entries are durable, the last at {last}", acked.entries),
@@ -411,6 +434,27 @@ mod tests {
         assert!(s.next().await.unwrap().is_some());
         assert!(s.next().await.unwrap().is_some());
         assert!(s.next().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn runs_of_equal_latencies_are_all_recorded() {
+        let mut acked = Acked {
+            entries: 0,
+            bytes: 0,
+            first: None,
+            last: None,
+            latency_us: latency_histogram().unwrap(),
+            latency_run: (0, 0),
+            error: None,
+            done: Instant::now(),
+        };
+        for us in [5, 5, 5, 9, 5, 5] {
+            acked.note_latency(us);
+        }
+        acked.flush_latencies();
+        acked.flush_latencies();
+        let h = &acked.latency_us;
+        assert_eq!((h.len(), h.count_at(5), h.count_at(9)), (6, 5, 1));
     }
 
     #[test]
