@@ -75,6 +75,14 @@ impl AckChunk {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Makes room for the outcomes of all `len` entries the chunk ended up with, so that publishing block
+    /// after block does not regrow the slots.
+    pub(crate) fn reserve(&self, len: usize) {
+        let mut st = self.lock();
+        let more = len.saturating_sub(st.slots.len());
+        st.slots.reserve_exact(more);
+    }
+
     fn stopped(&self) -> WoodpeckerError {
         WoodpeckerError::WriterClosed { log: self.log.to_string(), reason: "the writer task stopped".into() }
     }

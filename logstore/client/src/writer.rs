@@ -101,6 +101,7 @@ impl InboxState {
             return AckRange::new(self.chunk.clone(), 0);
         }
         let chunk = std::mem::replace(&mut self.chunk, AckChunk::new(log.clone()));
+        chunk.reserve(len as usize);
         self.last_taken = Some((chunk.clone(), len - 1));
         AckRange::new(chunk, len)
     }
