@@ -344,15 +344,21 @@ mod tests {
         (chunk, futures, range)
     }
 
+    /// `n` futures of one chunk, their entries queued as the writer task holds them.
+    fn queued(n: u32) -> (Vec<AppendFuture>, AckQueue) {
+        let (_, futures, range) = chunk_of(n);
+        let mut queue = AckQueue::default();
+        queue.push(range);
+        (futures, queue)
+    }
+
     fn id(e: i64) -> LogMessageId {
         LogMessageId::new(7, e)
     }
 
     #[test]
     fn blocks_publish_their_own_entries_in_order() {
-        let (_, mut futures, range) = chunk_of(5);
-        let mut queue = AckQueue::default();
-        queue.push(range);
+        let (mut futures, mut queue) = queued(5);
         let first = queue.take_front(2);
         assert_eq!((first.len(), queue.len()), (2, 3));
         assert!(futures[0].try_result().is_none(), "nothing is published yet");
@@ -387,9 +393,7 @@ mod tests {
 
     #[test]
     fn entries_never_published_fail_when_the_writer_lets_go() {
-        let (_, futures, range) = chunk_of(4);
-        let mut queue = AckQueue::default();
-        queue.push(range);
+        let (futures, mut queue) = queued(4);
         let block = queue.take_front(1);
         block.publish(|_| Ok(id(0)));
         drop(queue);
@@ -405,9 +409,7 @@ mod tests {
 
     #[test]
     fn a_later_range_published_first_leaves_the_earlier_waiting() {
-        let (_, mut futures, range) = chunk_of(4);
-        let mut queue = AckQueue::default();
-        queue.push(range);
+        let (mut futures, mut queue) = queued(4);
         let early = queue.take_front(2);
         let late = queue.take_front(2);
         late.fail(|| WoodpeckerError::ClientClosed);
