@@ -216,6 +216,19 @@ struct Acked {
 }
 
 impl Acked {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            entries: 0,
+            bytes: 0,
+            first: None,
+            last: None,
+            latency_us: latency_histogram()?,
+            latency_run: (0, 0),
+            error: None,
+            done: Instant::now(),
+        })
+    }
+
     fn record(&mut self, inflight: &InFlight, outcome: woodpecker_client::Result<LogMessageId>, now: Instant) {
         match outcome {
             Ok(id) => {
@@ -287,16 +300,7 @@ pub async fn run(
 ) -> Result<AppendReport> {
     let window = window.unwrap_or(usize::MAX).max(1);
     let mut queue: VecDeque<InFlight> = VecDeque::new();
-    let mut acked = Acked {
-        entries: 0,
-        bytes: 0,
-        first: None,
-        last: None,
-        latency_us: latency_histogram()?,
-        latency_run: (0, 0),
-        error: None,
-        done: Instant::now(),
-    };
+    let mut acked = Acked::new()?;
     let start = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -438,16 +442,7 @@ mod tests {
 
     #[test]
     fn runs_of_equal_latencies_are_all_recorded() {
-        let mut acked = Acked {
-            entries: 0,
-            bytes: 0,
-            first: None,
-            last: None,
-            latency_us: latency_histogram().unwrap(),
-            latency_run: (0, 0),
-            error: None,
-            done: Instant::now(),
-        };
+        let mut acked = Acked::new().unwrap();
         for us in [5, 5, 5, 9, 5, 5] {
             acked.note_latency(us);
         }
