@@ -27,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "install test bed: etcd, protoc, MinIO, upstream interop client"
+step "install test bed: etcd, MinIO, upstream interop client"
 scripts/testbed.sh install
 step "install kube test bed: kube-apiserver, kube-controller-manager, helm"
 scripts/kube-testbed.sh install
@@ -46,3 +46,6 @@ eval "$(scripts/kube-testbed.sh env)"
 
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
+
+step "README command 1 on a fresh build: no protoc, no Go, fresh target dir"
+scripts/check-fresh-build.sh

@@ -21,7 +21,7 @@ set -euo pipefail
 
 MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"
 WOODPECKER_VERSION="v0.1.35"
-APT_PACKAGES=(etcd-server etcd-client protobuf-compiler)
+APT_PACKAGES=(etcd-server etcd-client)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${WP_TESTBED_CACHE:-${HOME:-/root}/.cache/woodpecker-testbed}"

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Without --config every command uses the zero-setup default: local segment files and an embedded
 /// metadata store, both under ./woodpecker-data (or --data-dir). Try `woodpecker quickstart`.
 #[derive(Debug, Parser)]
-#[command(name = "woodpecker", version, propagate_version = true, after_help = EXAMPLES)]
+#[command(name = "woodpecker", version = VERSION, propagate_version = true, after_help = EXAMPLES)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -18,6 +18,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `woodpecker --version`: the workspace version and the git commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WOODPECKER_GIT_COMMIT"), ")");
 
 const EXAMPLES: &str = "Examples:
   woodpecker quickstart
