@@ -25,6 +25,7 @@ mod handle;
 mod maintenance;
 mod message;
 mod reader;
+mod segment_meta;
 mod writer;
 
 pub use backend::s3_options;

@@ -33,7 +33,7 @@ use tokio::sync::{Notify, Semaphore, TryAcquireError, oneshot};
 use tokio::task::JoinHandle;
 use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
-use woodpecker_meta::{MetaError, Versioned, WriterLock};
+use woodpecker_meta::{MetaError, Versioned, WriterEpoch, WriterLock};
 use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
 use woodpecker_storage::segment::{BlockToWrite, SegmentError, SegmentWriter};
 
@@ -42,6 +42,7 @@ use crate::ack::{AckChunk, AckQueue, AckRange, AckWatch};
 use crate::error::{Result, WoodpeckerError};
 use crate::handle::{LogHandle, now_ms};
 use crate::message::WriteMessage;
+use crate::segment_meta;
 
 /// Where `write_async` leaves entries for the writer task. The task is woken only when a block's worth
 /// has accumulated (or to close): it drains the inbox whole on every turn of its loop and on its timer,
@@ -279,6 +280,10 @@ impl LogWriter {
                 Err(e) => return Err(e.into()),
             }
         };
+        // The epoch is opened before the segments are listed: any segment an earlier writer can still
+        // create is created before this put, so the listing below sees it and fences it.
+        let holder = format!("pid {} at {} ms", std::process::id(), now_ms());
+        let epoch = shared.meta.open_writer_epoch(&handle.name, handle.log_id, &holder).await?;
         let next_segment = recover_active_segments(&handle).await?;
         let sync = &shared.cfg.woodpecker.logstore.segment_sync_policy;
         let budget_bytes = sync.max_bytes.max(1);
@@ -286,7 +291,7 @@ impl LogWriter {
         let health = Arc::new(Health::default());
         let log: Arc<str> = Arc::from(handle.name.as_str());
         let inbox = Arc::new(Inbox::new(log));
-        let task = WriterTask::new(handle.clone(), next_segment, lock, health.clone(), budget.clone());
+        let task = WriterTask::new(handle.clone(), next_segment, epoch, lock, health.clone(), budget.clone());
         let task = tokio::spawn(task.run(inbox.clone()));
         let auditor = Some(crate::maintenance::spawn_auditor(handle.clone()));
         Ok(Self { handle, inbox, budget, budget_bytes, health, task: Mutex::new(Some(task)), auditor })
@@ -405,48 +410,10 @@ async fn recover_active_segments(handle: &LogHandle) -> Result<SegmentId> {
         let last = shared.backend.fence(sref).await?;
         let summary = shared.backend.finalize(sref).await?;
         debug_assert_eq!(last, summary.last_entry_id);
-        complete_segment_meta(handle, seg, summary.last_entry_id, summary.size, false).await?;
+        segment_meta::complete_segment(handle, seg, summary.last_entry_id, summary.size, false).await?;
         tracing::info!(log = %handle.name, segment = sref.segment_id, last_entry = last, "recovered active segment");
     }
     Ok(next)
-}
-
-/// Marks a segment Completed at `last_entry_id` (compare-and-swap; a concurrent completion by another
-/// writer with the same result is accepted).
-async fn complete_segment_meta(
-    handle: &LogHandle,
-    mut seg: Versioned<SegmentMetadata>,
-    last_entry_id: EntryId,
-    size: u64,
-    owner: bool,
-) -> Result<()> {
-    for _ in 0..5 {
-        if seg.value.state() != SegmentState::Active {
-            if owner {
-                // Someone else completed the segment we were writing: they fenced us.
-                return Err(WoodpeckerError::WriterFenced {
-                    log: handle.name.clone(),
-                    reason: format!("segment {} was completed by another writer", seg.value.seg_no),
-                });
-            }
-            return Ok(());
-        }
-        let mut m = seg.value.clone();
-        m.set_state(SegmentState::Completed);
-        m.last_entry_id = last_entry_id;
-        m.size = size as i64;
-        m.completion_time = now_ms();
-        match handle.shared.meta.update_segment(&handle.name, &m, seg.revision).await {
-            Ok(_) => return Ok(()),
-            Err(MetaError::RevisionConflict { .. }) => {
-                seg = handle.shared.meta.get_segment(&handle.name, m.seg_no).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(WoodpeckerError::Meta(MetaError::RevisionConflict {
-        key: format!("logs/{}/segments/{}", handle.name, seg.value.seg_no),
-    }))
 }
 
 /// Entries the writer task took from the inbox and has not cut into blocks yet, kept as the batches the
@@ -594,7 +561,7 @@ async fn complete_segment(
         Ok(s) => s,
         Err(e) => return (seg.id, Err(CompletionError::Finalize(e))),
     };
-    let r = complete_segment_meta(&handle, seg.meta, summary.last_entry_id, summary.size, true).await;
+    let r = segment_meta::complete_segment(&handle, seg.meta, summary.last_entry_id, summary.size, true).await;
     (seg.id, r.map_err(CompletionError::Meta))
 }
 
@@ -614,6 +581,8 @@ struct ActiveSegment {
 struct WriterTask {
     handle: LogHandle,
     health: Arc<Health>,
+    /// This writer's epoch: every segment it creates is created in it.
+    epoch: WriterEpoch,
     lock: Option<WriterLock>,
     next_segment: SegmentId,
     seg: Option<ActiveSegment>,
@@ -648,6 +617,7 @@ impl WriterTask {
     fn new(
         handle: LogHandle,
         next_segment: SegmentId,
+        epoch: WriterEpoch,
         lock: Option<WriterLock>,
         health: Arc<Health>,
         budget: Arc<Semaphore>,
@@ -665,6 +635,7 @@ impl WriterTask {
             interval: interval.max(Duration::from_millis(1)),
             handle,
             health,
+            epoch,
             lock,
             next_segment,
             seg: None,
@@ -919,29 +890,16 @@ impl WriterTask {
             return Err(WoodpeckerError::LockLost { log: self.log().to_owned() });
         }
         let id = self.next_segment;
-        let meta = SegmentMetadata {
-            seg_no: id,
-            create_time: now_ms(),
-            state: SegmentState::Active as i32,
-            last_entry_id: -1,
-            quorum: Some(woodpecker_proto::meta::QuorumInfo {
-                id: -1,
-                es: 1,
-                wq: 1,
-                aq: 1,
-                nodes: vec!["127.0.0.1:59456".to_owned()],
-                replicas: vec![],
-            }),
-            ..Default::default()
-        };
-        let created = match self.handle.shared.meta.create_segment(&self.handle.name, &meta).await {
+        let meta = segment_meta::new_segment(id);
+        let created = match segment_meta::create_segment(&self.handle, &meta, &self.epoch).await {
             Ok(v) => v,
-            Err(MetaError::SegmentAlreadyExists { .. }) => {
-                let reason = format!("segment {id} was created by another writer");
-                self.lose(WoodpeckerErrorKind::Fenced(reason.clone()));
-                return Err(WoodpeckerError::WriterFenced { log: self.log().to_owned(), reason });
+            Err(e @ WoodpeckerError::WriterFenced { .. }) => {
+                if let WoodpeckerError::WriterFenced { reason, .. } = &e {
+                    self.lose(WoodpeckerErrorKind::Fenced(reason.clone()));
+                }
+                return Err(e);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let writer = self.handle.shared.backend.create_writer(self.handle.seg_ref(id)).await?;
         tracing::debug!(log = %self.log(), segment = id, since_roll = ?self.roll_started.elapsed(), "segment started");
@@ -1036,7 +994,8 @@ impl WriterTask {
                     });
                 }
                 if let Err(e) =
-                    complete_segment_meta(&self.handle, seg.meta, summary.last_entry_id, summary.size, true).await
+                    segment_meta::complete_segment(&self.handle, seg.meta, summary.last_entry_id, summary.size, true)
+                        .await
                 {
                     self.lose(WoodpeckerErrorKind::Closed(format!("cannot complete segment {}: {e}", seg.id)));
                     self.fail_pending();

@@ -39,6 +39,16 @@ pub enum MetaError {
         /// Segment id.
         segment: i64,
     },
+    /// A later writer opened the log: this writer's epoch no longer allows it to create segments.
+    #[error("a later writer opened log {log:?} (epoch {current} after this writer's {mine})")]
+    EpochSuperseded {
+        /// Log name.
+        log: String,
+        /// This writer's epoch.
+        mine: i64,
+        /// The epoch in force (0 when the epoch key was removed with the log).
+        current: i64,
+    },
     /// A compare-and-swap found a different revision (or value) than the caller expected.
     #[error("revision conflict on key {key:?}: re-read it and try again")]
     RevisionConflict {

@@ -6,6 +6,7 @@
 //! P/logs/<log>/segments/<segId>      SegmentMetadata
 //! P/logs/<log>/lock/<leaseHex>       writer mutex key (lease-bound)
 //! P/readers/<logId>/<reader>         ReaderTempInfo (lease-bound)
+//! P/writer-epoch/<logId>             who opened the last writer; its mod revision is the epoch (ours only)
 //! P/cleaning/<logId>/<segId>         SegmentCleanupStatus
 //! P/marking/<logId>/<segId>          SegmentCompactedNotifyStatus
 //! P/logs-deleted/<log>-<unixNanos>[/segments/<segId>]   parked copies
@@ -138,6 +139,10 @@ impl KeyLayout {
     /// `P/logs/<log>/lock/<leaseHex>`: the mutex key of one session, as etcd's `concurrency.Mutex` names it.
     pub fn lock_key(&self, log: &str, lease: i64) -> String {
         format!("{}/logs/{log}/lock/{lease:x}", self.prefix)
+    }
+    /// `P/writer-epoch/<logId>`: the log's writer epoch (see [`crate::WriterEpoch`]).
+    pub fn writer_epoch(&self, log_id: i64) -> String {
+        format!("{}/writer-epoch/{log_id}", self.prefix)
     }
     /// `P/readers/<logId>/`.
     pub fn readers_prefix(&self, log_id: i64) -> String {

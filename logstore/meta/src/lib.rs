@@ -45,6 +45,7 @@ mod kv;
 mod reader;
 mod session;
 mod store;
+mod writer_epoch;
 mod writer_lock;
 
 pub use embedded_kv::{COMPACT_JOURNAL_BYTES, EmbeddedKv};
@@ -60,4 +61,5 @@ pub use store::{
     DEFAULT_COMPACTION_BUFFER_SIZE_BYTES, DEFAULT_MAX_COMPACTION_FILE_COUNT, DEFAULT_MAX_SEGMENT_ROLL_SIZE_BYTES,
     DEFAULT_MAX_SEGMENT_ROLL_TIME_SECONDS, META_VERSION, MetadataStore, StoreOptions, Versioned,
 };
+pub use writer_epoch::WriterEpoch;
 pub use writer_lock::WriterLock;

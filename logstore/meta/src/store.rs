@@ -17,6 +17,7 @@ use crate::keys::{self, KeyLayout, LEGACY_PREFIX, validate_name};
 use crate::kv::{Compare, KeyValue, KvBackend, Txn, TxnOp};
 use crate::reader::ReaderRegistration;
 use crate::session::KeepAlivePolicy;
+use crate::writer_epoch::WriterEpoch;
 use crate::writer_lock::WriterLock;
 
 /// Metadata schema version written by `init_if_necessary`.
@@ -278,7 +279,7 @@ impl MetadataStore {
 
     /// Deletes a log: parks copies of its `LogMeta` and segments under `logs-deleted/<name>-<nanos>`,
     /// then removes in one transaction (guarded by the log key's revision) the log key, its lock
-    /// keys, its segments, and its `readers/`, `cleaning/` and `marking/` records.
+    /// keys, its segments, its `readers/`, `cleaning/` and `marking/` records and its writer epoch.
     pub async fn delete_log(&self, name: &str) -> MetaResult<()> {
         validate_name("log", name)?;
         let key = self.keys.log(name);
@@ -310,6 +311,7 @@ impl MetadataStore {
                 TxnOp::delete_prefix(self.keys.readers_prefix(meta.log_id)),
                 TxnOp::delete_prefix(self.keys.cleaning_prefix(meta.log_id)),
                 TxnOp::delete_prefix(self.keys.marking_prefix(meta.log_id)),
+                TxnOp::delete(self.keys.writer_epoch(meta.log_id)),
             ]);
             if self.kv.txn(txn).await?.succeeded {
                 tracing::info!(log = name, log_id = meta.log_id, deleted_at, "log deleted");
@@ -339,6 +341,59 @@ impl MetadataStore {
         } else {
             Err(MetaError::SegmentAlreadyExists { log: log.to_owned(), segment: meta.seg_no })
         }
+    }
+
+    /// Opens a new writer epoch on the log (see [`WriterEpoch`]): from now on no writer with an earlier
+    /// epoch can create a segment. `holder` says who opened it (stored for people, never compared).
+    pub async fn open_writer_epoch(&self, log: &str, log_id: i64, holder: &str) -> MetaResult<WriterEpoch> {
+        validate_name("log", log)?;
+        let log_key = self.keys.log(log);
+        let key = self.keys.writer_epoch(log_id);
+        let txn = Txn::new()
+            .when(vec![Compare::present(&log_key)])
+            .and_then(vec![TxnOp::put(&key, holder.as_bytes().to_vec())]);
+        // A put that applied but whose reply was lost is harmless to repeat: the later revision wins.
+        let resp = self.kv.txn(txn).await?;
+        if !resp.succeeded {
+            return Err(log_not_found(log));
+        }
+        Ok(WriterEpoch { log: log.to_owned(), key, revision: resp.revision })
+    }
+
+    /// Creates a segment for the writer holding `epoch`, if the log exists, the segment does not, and no
+    /// later writer opened the log (`EpochSuperseded` otherwise).
+    ///
+    /// Idempotent for its own creator: when the segment exists with exactly the bytes given here (an
+    /// earlier call of this writer applied, and its reply was lost), it is returned as created.
+    pub async fn create_segment_in_epoch(
+        &self,
+        log: &str,
+        meta: &SegmentMetadata,
+        epoch: &WriterEpoch,
+    ) -> MetaResult<Versioned<SegmentMetadata>> {
+        validate_name("log", log)?;
+        let log_key = self.keys.log(log);
+        let key = self.keys.segment(log, meta.seg_no);
+        let bytes = meta.encode_to_vec();
+        let txn = Txn::new()
+            .when(vec![Compare::present(&log_key), Compare::absent(&key), epoch.still_current()])
+            .and_then(vec![TxnOp::put(&key, bytes.clone())])
+            .or_else(vec![TxnOp::get(&log_key), TxnOp::get(&key), TxnOp::get(&epoch.key)]);
+        let resp = self.kv.txn(txn).await?;
+        if resp.succeeded {
+            return Ok(Versioned { value: meta.clone(), revision: resp.revision, create_revision: resp.revision });
+        }
+        if resp.get_result(0).is_empty() {
+            return Err(log_not_found(log));
+        }
+        if let Some(existing) = resp.get_result(1).first() {
+            if existing.value == bytes {
+                return versioned(existing);
+            }
+            return Err(MetaError::SegmentAlreadyExists { log: log.to_owned(), segment: meta.seg_no });
+        }
+        let current = resp.get_result(2).first().map(|kv| kv.mod_revision).unwrap_or(0);
+        Err(MetaError::EpochSuperseded { log: log.to_owned(), mine: epoch.revision, current })
     }
 
     /// Reads one segment's metadata.
@@ -374,20 +429,26 @@ impl MetadataStore {
 
     /// Replaces a segment's metadata if its key still has `expected_revision`; returns the new
     /// revision, which the caller must use for its next update (fixes upstream §14.7).
+    ///
+    /// When the key already holds exactly `meta` (this caller's earlier attempt applied and its reply
+    /// was lost, or another party made the same change), the update has happened: its revision is
+    /// returned instead of a conflict, so a retry never mistakes its own write for someone else's.
     pub async fn update_segment(&self, log: &str, meta: &SegmentMetadata, expected_revision: i64) -> MetaResult<i64> {
         validate_name("log", log)?;
         let key = self.keys.segment(log, meta.seg_no);
+        let bytes = meta.encode_to_vec();
         let txn = Txn::new()
             .when(vec![Compare::mod_revision_eq(&key, expected_revision)])
-            .and_then(vec![TxnOp::put(&key, meta.encode_to_vec())])
+            .and_then(vec![TxnOp::put(&key, bytes.clone())])
             .or_else(vec![TxnOp::get(&key)]);
         let resp = self.kv.txn(txn).await?;
         if resp.succeeded {
-            Ok(resp.revision)
-        } else if resp.get_result(0).is_empty() {
-            Err(MetaError::SegmentNotFound { log: log.to_owned(), segment: meta.seg_no })
-        } else {
-            Err(MetaError::RevisionConflict { key })
+            return Ok(resp.revision);
+        }
+        match resp.get_result(0).first() {
+            None => Err(MetaError::SegmentNotFound { log: log.to_owned(), segment: meta.seg_no }),
+            Some(stored) if stored.value == bytes => Ok(stored.mod_revision),
+            Some(_) => Err(MetaError::RevisionConflict { key }),
         }
     }
 

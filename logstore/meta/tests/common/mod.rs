@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tempfile::TempDir;
 use woodpecker_meta::{
-    Compare, EmbeddedKv, EtcdKv, EtcdOptions, KeyValue, KvBackend, LeaseId, LeaseKeeper, MetaResult, MetadataStore,
-    StoreOptions, Txn, TxnOp, TxnOpResult, TxnResponse,
+    Compare, EmbeddedKv, EtcdKv, EtcdOptions, KeyValue, KvBackend, LeaseId, LeaseKeeper, MetaError, MetaResult,
+    MetadataStore, StoreOptions, Txn, TxnOp, TxnOpResult, TxnResponse,
 };
 
 /// One backend plus a root path no other test uses.
@@ -161,6 +161,56 @@ impl KvBackend for NamespacedKv {
     }
 }
 
+/// A backend whose next transaction, once armed, is applied and then reported as failed with a
+/// transient error: the reply lost after the write applied.
+#[derive(Debug)]
+pub struct ReplyLosingKv {
+    pub inner: Arc<dyn KvBackend>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl ReplyLosingKv {
+    pub fn new(inner: Arc<dyn KvBackend>) -> Self {
+        Self { inner, armed: std::sync::atomic::AtomicBool::new(false) }
+    }
+    /// The next transaction applies, and its caller is told it failed.
+    pub fn lose_next_reply(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl KvBackend for ReplyLosingKv {
+    fn describe(&self) -> String {
+        format!("{} (losing replies)", self.inner.describe())
+    }
+    async fn get(&self, key: &str) -> MetaResult<Option<KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn range(&self, prefix: &str) -> MetaResult<Vec<KeyValue>> {
+        self.inner.range(prefix).await
+    }
+    async fn txn(&self, txn: Txn) -> MetaResult<TxnResponse> {
+        let resp = self.inner.txn(txn).await?;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(MetaError::Unreachable {
+                endpoints: vec![self.inner.describe()],
+                source: "the reply was lost after the transaction applied (injected)".into(),
+            });
+        }
+        Ok(resp)
+    }
+    async fn grant_lease(&self, ttl: Duration) -> MetaResult<LeaseId> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> MetaResult<()> {
+        self.inner.revoke_lease(lease).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> MetaResult<Box<dyn LeaseKeeper>> {
+        self.inner.keep_alive(lease).await
+    }
+}
+
 /// Generates one `#[tokio::test]` per shared scenario for the fixture constructor `$make`.
 #[macro_export]
 macro_rules! backend_suite {
@@ -203,6 +253,8 @@ macro_rules! all_scenarios {
             kv_revisions_follow_etcd_semantics,
             kv_txn_compares_choose_the_branch,
             kv_leases_bind_keys,
+            a_later_writer_epoch_stops_segment_creation_by_earlier_writers,
+            writes_whose_reply_was_lost_are_recognised_by_their_writer_on_retry,
         );
     };
 }

@@ -13,7 +13,7 @@ use woodpecker_proto::meta::{
     Version,
 };
 
-use super::{Fixture, NamespacedKv, fast_options, keys_under, wait_until};
+use super::{Fixture, NamespacedKv, ReplyLosingKv, fast_options, keys_under, wait_until};
 
 fn segment(seg_no: i64) -> SegmentMetadata {
     SegmentMetadata {
@@ -183,10 +183,14 @@ pub async fn cas_updates_return_new_revision_and_detect_conflicts(f: &Fixture) {
     completed.last_entry_id = 41;
     let rev1 = store.update_segment("l", &completed, seg.revision).await.expect("update");
     assert!(rev1 > seg.revision);
-    // The stale revision now conflicts...
-    let err = store.update_segment("l", &completed, seg.revision).await.expect_err("stale");
+    // The stale revision now conflicts for any other change...
+    let mut other = completed.clone();
+    other.last_entry_id = 40;
+    let err = store.update_segment("l", &other, seg.revision).await.expect_err("stale");
     assert!(matches!(&err, MetaError::RevisionConflict { key } if key.ends_with("/logs/l/segments/0")), "{err}");
     assert!(!err.is_retryable());
+    // ...while repeating the change that was applied is recognised as done (a retry after a lost reply).
+    assert_eq!(store.update_segment("l", &completed, seg.revision).await.expect("same change again"), rev1);
     // ...and the returned one works without a re-read (upstream §14.7).
     completed.state = SegmentState::Sealed as i32;
     let rev2 = store.update_segment("l", &completed, rev1).await.expect("update with returned revision");
@@ -586,4 +590,63 @@ pub async fn marking_records_use_revision_cas(f: &Fixture) {
     store.delete_marking_status(9, 4).await.expect("delete");
     assert!(matches!(store.update_marking_status(&status, rev).await, Err(MetaError::KeyNotFound { .. })));
     assert!(store.get_marking_status(9, 4).await.expect("get").is_none());
+}
+
+pub async fn a_later_writer_epoch_stops_segment_creation_by_earlier_writers(f: &Fixture) {
+    let store = f.store().await;
+    let log = store.create_log("l").await.expect("create");
+    let id = log.value.log_id;
+    let first = store.open_writer_epoch("l", id, "first").await.expect("epoch");
+    store.create_segment_in_epoch("l", &segment(0), &first).await.expect("segment 0 by the first writer");
+    let second = store.open_writer_epoch("l", id, "second").await.expect("epoch");
+    assert!(second.number() > first.number(), "{second:?} after {first:?}");
+    let err = store.create_segment_in_epoch("l", &segment(1), &first).await.expect_err("stale epoch");
+    assert!(
+        matches!(&err, MetaError::EpochSuperseded { log, mine, current }
+            if log == "l" && *mine == first.number() && *current == second.number()),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(matches!(store.get_segment("l", 1).await, Err(MetaError::SegmentNotFound { .. })), "nothing was created");
+    store.create_segment_in_epoch("l", &segment(1), &second).await.expect("segment 1 by the second writer");
+    // A segment that exists with other bytes is another writer's, whatever the epoch says.
+    let mut theirs = segment(2);
+    theirs.create_time += 1;
+    store.create_segment("l", &theirs).await.expect("segment 2 by a writer outside the epoch scheme");
+    let err = store.create_segment_in_epoch("l", &segment(2), &second).await.expect_err("taken");
+    assert!(matches!(err, MetaError::SegmentAlreadyExists { segment: 2, .. }), "{err}");
+    let err = store.open_writer_epoch("ghost", 99, "x").await.expect_err("no log");
+    assert!(matches!(err, MetaError::LogNotFound { .. }), "{err}");
+    // Deleting the log removes its epoch key.
+    let epoch_key = store.keys().writer_epoch(id);
+    store.delete_log("l").await.expect("delete");
+    assert!(f.kv.get(&epoch_key).await.expect("get").is_none(), "{epoch_key} outlived its log");
+}
+
+pub async fn writes_whose_reply_was_lost_are_recognised_by_their_writer_on_retry(f: &Fixture) {
+    let lossy = Arc::new(ReplyLosingKv::new(f.kv.clone()));
+    let store = MetadataStore::with_backend(lossy.clone(), &f.root, "woodpecker")
+        .await
+        .expect("open store")
+        .with_options(fast_options());
+    store.init_if_necessary().await.expect("init");
+    let log = store.create_log("l").await.expect("create");
+    let epoch = store.open_writer_epoch("l", log.value.log_id, "me").await.expect("epoch");
+
+    lossy.lose_next_reply();
+    let err = store.create_segment_in_epoch("l", &segment(0), &epoch).await.expect_err("reply lost");
+    assert!(err.is_retryable(), "a lost reply reads as a transient failure: {err}");
+    let created =
+        store.create_segment_in_epoch("l", &segment(0), &epoch).await.expect("the retry finds its own segment");
+    assert_eq!(created.value, segment(0));
+    assert_eq!(created.revision, store.get_segment("l", 0).await.expect("get").revision);
+
+    let mut completed = segment(0);
+    completed.state = SegmentState::Completed as i32;
+    completed.last_entry_id = 7;
+    lossy.lose_next_reply();
+    store.update_segment("l", &completed, created.revision).await.expect_err("reply lost");
+    let rev = store.update_segment("l", &completed, created.revision).await.expect("the retry finds its own update");
+    let read = store.get_segment("l", 0).await.expect("get");
+    assert_eq!((read.revision, read.value), (rev, completed));
 }
