@@ -16,8 +16,11 @@
 //! checked on every acknowledgement and on a timer (idle segments roll too).
 //!
 //! When a block upload fails for a reason other than being fenced, the writer fences its own segment to
-//! learn exactly which entries are durable: those are reported successful, the rest fail, and writing
-//! continues in a new segment (upstream invalidates the whole writer instead).
+//! learn exactly which entries are durable: those are reported successful, every later entry fails, and
+//! the writer is lost (`WriterClosed`, naming the failure). Acknowledgements therefore always form a
+//! prefix of what was written: an application that retries the failed entries with a new writer puts
+//! them after the last acknowledged one, never after later entries. (Upstream fails the whole writer
+//! without telling which entries were durable.)
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -284,7 +287,12 @@ impl LogWriter {
         // create is created before this put, so the listing below sees it and fences it.
         let holder = format!("pid {} at {} ms", std::process::id(), now_ms());
         let epoch = shared.meta.open_writer_epoch(&handle.name, handle.log_id, &holder).await?;
-        let next_segment = recover_active_segments(&handle).await?;
+        // Lock mode: the previous holder may have acted as the holder until the lock's TTL after we took it,
+        // and its uploads end at most lockUploadTimeout after that. A segment it left Active is fenced only
+        // then, so that no upload of the old writer can land after the fence.
+        let upload_timeout = shared.cfg.woodpecker.logstore.fence_policy.lock_upload_timeout;
+        let takeover = lock.as_ref().map(|l| l.acquired_at() + l.session_ttl() + upload_timeout);
+        let next_segment = recover_active_segments(&handle, takeover).await?;
         let sync = &shared.cfg.woodpecker.logstore.segment_sync_policy;
         let budget_bytes = sync.max_bytes.max(1);
         let budget = Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS as u64) as usize));
@@ -401,11 +409,19 @@ impl Drop for LogWriter {
 }
 
 /// Fences and completes every segment still marked active; returns the id the new writer starts at.
-async fn recover_active_segments(handle: &LogHandle) -> Result<SegmentId> {
+///
+/// With `takeover` (lock mode), an Active segment is fenced no earlier than that instant.
+async fn recover_active_segments(handle: &LogHandle, takeover: Option<tokio::time::Instant>) -> Result<SegmentId> {
     let shared = &handle.shared;
     let segments = shared.meta.list_segments(&handle.name).await?;
     let next = segments.last().map(|s| s.value.seg_no + 1).unwrap_or(0);
-    for seg in segments.into_iter().filter(|s| s.value.state() == SegmentState::Active) {
+    let active: Vec<_> = segments.into_iter().filter(|s| s.value.state() == SegmentState::Active).collect();
+    if let (Some(at), false) = (takeover, active.is_empty()) {
+        let wait = at.saturating_duration_since(tokio::time::Instant::now());
+        tracing::info!(log = %handle.name, ?wait, "waiting out the previous lock holder's uploads before fencing");
+        tokio::time::sleep_until(at).await;
+    }
+    for seg in active {
         let sref = handle.seg_ref(seg.value.seg_no);
         let last = shared.backend.fence(sref).await?;
         let summary = shared.backend.finalize(sref).await?;
@@ -583,7 +599,10 @@ struct WriterTask {
     health: Arc<Health>,
     /// This writer's epoch: every segment it creates is created in it.
     epoch: WriterEpoch,
+    /// The etcd writer lock, in lock mode (conditional writes off); `None` when storage fences by itself.
     lock: Option<WriterLock>,
+    /// Lock mode: how long one block upload may take, retries included (`fencePolicy.lockUploadTimeout`).
+    lock_upload_timeout: Duration,
     next_segment: SegmentId,
     seg: Option<ActiveSegment>,
     pending: PendingQueue,
@@ -633,6 +652,7 @@ impl WriterTask {
             flush_size: sync.max_flush_size.max(1),
             flush_entries: sync.max_entries.max(1) as usize,
             interval: interval.max(Duration::from_millis(1)),
+            lock_upload_timeout: cfg.logstore.fence_policy.lock_upload_timeout,
             handle,
             health,
             epoch,
@@ -654,6 +674,32 @@ impl WriterTask {
 
     fn log(&self) -> &str {
         &self.handle.name
+    }
+
+    /// Lock mode: whether this writer may still act as the lock holder now (before the lock's local
+    /// deadline). Always true when storage fences by itself.
+    fn holds_lock_now(&self) -> bool {
+        self.lock.as_ref().is_none_or(|l| l.holds_at(tokio::time::Instant::now()))
+    }
+
+    /// The lock is (or may be) lost: nothing more is acknowledged or cut. Every entry this writer holds
+    /// fails with `LockLost`; the segment is left for the next writer, which fences it after waiting out
+    /// this writer's uploads.
+    async fn lose_lock(&mut self, waiters: Option<AckQueue>) {
+        tracing::warn!(log = %self.log(), "writer lock lost or past its deadline; failing every entry not acknowledged");
+        self.lose(WoodpeckerErrorKind::LockLost);
+        let log = self.handle.name.clone();
+        let err = || WoodpeckerError::LockLost { log: log.clone() };
+        if let Some(w) = waiters {
+            w.fail(err);
+        }
+        while let Some((_, _, w, _)) = self.in_flight.next().await {
+            w.fail(err);
+        }
+        self.fail_pending();
+        if let Some(seg) = self.seg.take() {
+            let _ = seg.writer.close().await;
+        }
     }
 
     async fn run(mut self, inbox: Arc<Inbox>) {
@@ -718,9 +764,7 @@ impl WriterTask {
                     }
                 } => {
                     if lost {
-                        tracing::warn!(log = %self.log(), "writer lock lost; failing queued entries");
-                        self.lose(WoodpeckerErrorKind::LockLost);
-                        self.fail_pending();
+                        self.lose_lock(None).await;
                         lock_watch = None;
                     }
                 }
@@ -840,6 +884,11 @@ impl WriterTask {
             if self.in_flight.len() >= self.max_parallel() {
                 return;
             }
+            // Lock mode: no block is cut at or after the lock's local deadline.
+            if !self.holds_lock_now() {
+                self.lose_lock(None).await;
+                return;
+            }
             // Blocks are cut at maxFlushSize on every backend. Grouping everything queued behind a sync into
             // one larger block (up to 8x) was measured slower on local files: a multi-megabyte block falls
             // out of the CPU cache between encoding and the write, and the sync it saves is cheap.
@@ -873,8 +922,17 @@ impl WriterTask {
             seg.bytes += bytes;
             let writer = seg.writer.clone();
             let (block_id, first) = (block.block_id, block.first_entry_id);
+            // Lock mode: an upload is abandoned after lockUploadTimeout, which bounds how late it can land.
+            let limit = self.lock.as_ref().map(|_| (self.lock_upload_timeout, self.handle.seg_ref(seg.id)));
             self.in_flight.push_back(Box::pin(async move {
-                let r = writer.write_block(block).await;
+                let r = match limit {
+                    None => writer.write_block(block).await,
+                    Some((after, segment)) => {
+                        tokio::time::timeout(after, writer.write_block(block)).await.unwrap_or_else(|_| {
+                            Err(SegmentError::TimedOut { segment, what: format!("upload of block {block_id}"), after })
+                        })
+                    }
+                };
                 drop(permit);
                 (block_id, first, waiters, r)
             }));
@@ -919,10 +977,17 @@ impl WriterTask {
     }
 
     async fn on_block_done(&mut self, (block_id, first, waiters, result): BlockDone) {
-        let Some(seg) = self.seg.as_mut() else {
+        if self.seg.is_none() {
             // The segment was abandoned after an earlier failure; these results were already decided.
             return;
-        };
+        }
+        // Lock mode: no acknowledgement at or after the lock's local deadline; a later writer may own the
+        // segment by now.
+        if !self.holds_lock_now() {
+            self.lose_lock(Some(waiters)).await;
+            return;
+        }
+        let Some(seg) = self.seg.as_mut() else { return };
         match result {
             Ok(()) if block_id == seg.acked_block + 1 => {
                 seg.acked_block = block_id;
@@ -952,6 +1017,15 @@ impl WriterTask {
         while let Some((_, f, ws, _)) = self.in_flight.next().await {
             all.push((f, ws));
         }
+        if !self.holds_lock_now() {
+            // Lock mode, past the deadline: the segment is the next writer's to seal.
+            self.seg = Some(seg);
+            for (_, w) in all {
+                w.fail(|| WoodpeckerError::LockLost { log: self.handle.name.clone() });
+            }
+            self.lose_lock(None).await;
+            return;
+        }
         let sref = self.handle.seg_ref(seg.id);
         if error.is_not_writable() {
             let reason = error.to_string();
@@ -979,26 +1053,32 @@ impl WriterTask {
         .await;
         match sealed {
             Ok((last, summary)) => {
-                let err_text = error.to_string();
+                // Acknowledgements form a prefix: what is durable up to the seal succeeds, everything after
+                // it fails (in the failed blocks, queued behind them, or still to come), and the writer is
+                // lost, so that no later entry can succeed ahead of one that failed. A new writer goes on
+                // after the sealed end.
+                let reason = format!(
+                    "a block upload failed ({error}); segment {} was sealed at entry {last}, and no entry after                      it is written by this writer",
+                    seg.id
+                );
+                self.lose(WoodpeckerErrorKind::Closed(reason.clone()));
+                let log = self.handle.name.clone();
                 for (f, w) in all {
                     w.publish(|i| {
                         let id = f + i as i64;
                         if id <= last {
                             Ok(LogMessageId::new(seg.id, id))
                         } else {
-                            Err(WoodpeckerError::Segment(SegmentError::Missing {
-                                segment: sref,
-                                what: format!("entry {id}: {err_text}"),
-                            }))
+                            Err(WoodpeckerError::WriterClosed { log: log.clone(), reason: reason.clone() })
                         }
                     });
                 }
+                self.fail_pending();
                 if let Err(e) =
                     segment_meta::complete_segment(&self.handle, seg.meta, summary.last_entry_id, summary.size, true)
                         .await
                 {
-                    self.lose(WoodpeckerErrorKind::Closed(format!("cannot complete segment {}: {e}", seg.id)));
-                    self.fail_pending();
+                    tracing::warn!(log = %self.log(), segment = seg.id, error = %e, "cannot complete the sealed segment; the next writer will");
                 }
             }
             Err(fence_err) => {

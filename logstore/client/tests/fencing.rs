@@ -89,3 +89,74 @@ async fn second_writer_fences_first_after_a_roll_on_minio_with_condition_write()
     )
     .await;
 }
+
+/// Lock mode (conditional writes off), the worst interleaving: writer A's PUT of block 1 is held in the
+/// network while A's lease is revoked and writer B takes over, and it lands after B fenced the segment.
+/// B must not fence before A's uploads are over, A must not acknowledge the held entry, and readers get
+/// exactly the acknowledged entries.
+#[tokio::test]
+async fn lock_mode_takeover_while_a_put_is_held_loses_no_acknowledged_entry() {
+    use common::fault_proxy::{Action, FaultProxy, Hold, Rule};
+    let root = unique("lock-late");
+    let proxy = FaultProxy::start(&common::bed_minio_hostport()).await;
+    // A 3 s session and a 1.5 s upload bound keep the takeover wait (TTL + bound) short.
+    let cfg = format!(
+        "{LOCK_MODE}      lockUploadTimeout: 1500\n  client:\n    sessionMonitor:\n      sessionTtl: 3\n      checkInterval: 1\n"
+    );
+    let client_a = Client::open(common::bed_config_via(&root, &cfg, &proxy.addr.to_string())).await.unwrap();
+    assert!(!client_a.uses_condition_write());
+    client_a.create_log("l").await.unwrap();
+    let log_a = client_a.open_log("l").await.unwrap();
+    let a = log_a.open_writer().await.unwrap();
+    let a0 = a.write(WriteMessage::new("a0")).await.unwrap();
+
+    let hold = Hold::new();
+    proxy.add_rule(Rule {
+        method: "PUT",
+        path_contains: format!("{root}/{}/0/1.blk", log_a.id()),
+        min_body: 16,
+        times: 1,
+        action: Action::Hold(hold.clone()),
+    });
+    let a1 = a.write_async(WriteMessage::new("a1")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hold.held() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "block 1 never reached the proxy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Revoke A's session lease, as an expired session would end it: B can take the lock at once.
+    let endpoints = std::env::var("WP_ETCD_ENDPOINTS").unwrap();
+    let mut etcd = etcd_client::Client::connect([endpoints.as_str()], None).await.unwrap();
+    let prefix = format!("{root}/woodpecker/logs/l/lock/");
+    let keys = etcd.get(prefix.as_str(), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    etcd.lease_revoke(keys.kvs().first().expect("A holds the lock").lease()).await.unwrap();
+
+    let client_b = Client::open(bed_config(&root, &cfg)).await.unwrap();
+    let log_b = client_b.open_log("l").await.unwrap();
+    let opened = std::time::Instant::now();
+    let b = log_b.open_writer().await.unwrap();
+    let waited = opened.elapsed();
+    // B fenced segment 0; now A's held PUT of block 1 lands, late, on top of whatever B put there.
+    hold.release();
+    while hold.landed() == 0 {
+        assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(20), "the held PUT never landed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = a1.await.expect_err("the held entry must not be acknowledged: B may have fenced before it landed");
+    assert!(err.is_writer_lost(), "{err}");
+    assert!(waited >= Duration::from_millis(4000), "B fenced after {waited:?}, before A's uploads could be over");
+
+    let b0 = b.write(WriteMessage::new("b0")).await.unwrap();
+    b.close().await.unwrap();
+    assert_eq!(payloads_from_the_start(&log_b, 2).await, [(a0, "a0".to_owned()), (b0, "b0".to_owned())]);
+    // Nothing else is readable: the late block is not part of the log.
+    let mut r = log_b.open_reader(LogMessageId::EARLIEST, "after").await.unwrap();
+    let got = read_n(&mut r, 2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    assert!(tokio::time::timeout(Duration::from_millis(500), r.read_next()).await.is_err(), "an entry beyond b0");
+    r.close().await.unwrap();
+    drop(a);
+    client_a.close().await;
+    client_b.close().await;
+}

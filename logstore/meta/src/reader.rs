@@ -59,6 +59,7 @@ impl ReaderRegistration {
             guard_key: None,
             policy: self.policy,
             what: format!("reader:{}", self.key),
+            deadline: None,
         }
         .spawn(cancel.clone(), tx);
         Ok(Session { lease, valid: rx, cancel, task })

@@ -37,6 +37,8 @@ pub(crate) struct KeepAlive {
     pub policy: KeepAlivePolicy,
     /// Task name for logs.
     pub what: String,
+    /// Where to publish until when the lease certainly lives (`last keep-alive sent + TTL`), if anywhere.
+    pub deadline: Option<watch::Sender<Instant>>,
 }
 
 enum Refresh {
@@ -54,7 +56,7 @@ impl KeepAlive {
     /// without waiting for the TTL.
     pub(crate) fn spawn(self, cancel: CancellationToken, valid: watch::Sender<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let KeepAlive { kv, lease, granted_at, guard_key, policy, what } = self;
+            let KeepAlive { kv, lease, granted_at, guard_key, policy, what, deadline: published } = self;
             let mut keeper: Option<Box<dyn LeaseKeeper>> = None;
             let mut failures: u32 = 0;
             // When the last successful keep-alive was *sent*: the server refreshed the lease no
@@ -105,6 +107,9 @@ impl KeepAlive {
                     Ok(Refresh::Alive) => {
                         failures = 0;
                         refreshed = sent;
+                        if let Some(p) = &published {
+                            p.send_replace(refreshed + policy.ttl);
+                        }
                         None
                     }
                     Ok(Refresh::Lost(reason)) => Some(reason),

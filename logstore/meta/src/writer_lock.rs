@@ -30,6 +30,11 @@ pub struct WriterLock {
     lease: LeaseId,
     kv: Arc<dyn KvBackend>,
     valid: watch::Receiver<bool>,
+    /// Until when the lease certainly lives, as far as this process knows (last keep-alive sent + TTL).
+    deadline: watch::Receiver<tokio::time::Instant>,
+    /// When the lock was taken: an earlier holder's lease had ended by then.
+    acquired_at: tokio::time::Instant,
+    ttl: std::time::Duration,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -47,6 +52,7 @@ impl WriterLock {
         match Self::try_lock(&kv, keys, log, lease).await {
             Ok(key) => {
                 let (tx, rx) = watch::channel(true);
+                let (deadline_tx, deadline) = watch::channel(granted_at + policy.ttl);
                 let cancel = CancellationToken::new();
                 let task = KeepAlive {
                     kv: kv.clone(),
@@ -55,9 +61,21 @@ impl WriterLock {
                     guard_key: Some(key.clone()),
                     policy,
                     what: format!("writer-lock:{log}"),
+                    deadline: Some(deadline_tx),
                 }
                 .spawn(cancel.clone(), tx);
-                Ok(WriterLock { log: log.to_owned(), key, lease, kv, valid: rx, cancel, task: Some(task) })
+                Ok(WriterLock {
+                    log: log.to_owned(),
+                    key,
+                    lease,
+                    kv,
+                    valid: rx,
+                    deadline,
+                    acquired_at: tokio::time::Instant::now(),
+                    ttl: policy.ttl,
+                    cancel,
+                    task: Some(task),
+                })
             }
             Err(e) => {
                 if let Err(revoke) = kv.revoke_lease(lease).await {
@@ -108,6 +126,30 @@ impl WriterLock {
     /// Whether the lock is still held as far as this process can tell.
     pub fn is_valid(&self) -> bool {
         *self.valid.borrow()
+    }
+
+    /// Until when this process may act as the holder: the last keep-alive that succeeded was sent at
+    /// `t`, so the server cannot have expired the lease before `t + TTL`. After it, the lease may be
+    /// gone and another writer may hold the lock, even if no keep-alive has failed yet. (A revoked lease
+    /// is only noticed at the next keep-alive; this bound still holds then.)
+    pub fn valid_until(&self) -> tokio::time::Instant {
+        *self.deadline.borrow()
+    }
+
+    /// Whether the lock is valid and `now` is before [`Self::valid_until`].
+    pub fn holds_at(&self, now: tokio::time::Instant) -> bool {
+        self.is_valid() && now < self.valid_until()
+    }
+
+    /// When this lock was taken; any earlier holder's lease had ended by then.
+    pub fn acquired_at(&self) -> tokio::time::Instant {
+        self.acquired_at
+    }
+
+    /// The session TTL: an earlier holder may have acted as the holder until this long after
+    /// [`Self::acquired_at`] (its own [`Self::valid_until`] bound).
+    pub fn session_ttl(&self) -> std::time::Duration {
+        self.ttl
     }
 
     /// `Ok` while valid, `LockLost` once lost.

@@ -1,6 +1,8 @@
 //! Shared set-up for the client's integration tests.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use woodpecker_client::{Config, LogMessage, LogReader};
@@ -30,12 +32,21 @@ fn env(name: &str) -> String {
     })
 }
 
+/// The test bed's MinIO as `host:port`.
+pub fn bed_minio_hostport() -> String {
+    let endpoint = env("WP_MINIO_ENDPOINT");
+    endpoint.trim_start_matches("http://").trim_start_matches("https://").to_owned()
+}
+
 /// Config for the real etcd + MinIO test bed, isolated under a fresh etcd root and object prefix.
 pub fn bed_config(root: &str, extra: &str) -> Config {
+    bed_config_via(root, extra, &bed_minio_hostport())
+}
+
+/// Like [`bed_config`], with object storage reached at `hostport` (a proxy in front of the bed's MinIO).
+pub fn bed_config_via(root: &str, extra: &str, hostport: &str) -> Config {
     let etcd = env("WP_ETCD_ENDPOINTS");
-    let endpoint = env("WP_MINIO_ENDPOINT");
-    let hostport = endpoint.trim_start_matches("http://").trim_start_matches("https://");
-    let (host, port) = hostport.rsplit_once(':').expect("WP_MINIO_ENDPOINT has host:port");
+    let (host, port) = hostport.rsplit_once(':').expect("host:port");
     let main = format!(
         "woodpecker:\n  meta:\n    type: etcd\n    prefix: woodpecker\n  storage:\n    type: minio\n    rootPath: /tmp/wp-test\n\
          etcd:\n  endpoints: [{etcd}]\n  rootPath: {root}\n\

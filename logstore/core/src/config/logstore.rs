@@ -137,6 +137,11 @@ config_section! {
         /// Conditional writes for embedded mode: auto, enable or disable.
         #[key = "conditionWrite"]
         pub condition_write: ConditionWrite = ConditionWrite::Auto,
+        /// Writer-lock mode (conditional writes off): a block upload, retries included, is abandoned after
+        /// this long, and a new writer taking over a segment left Active waits the lock's session TTL plus
+        /// this before it fences it, so no upload of the old writer can land after the fence (ours).
+        #[key = "lockUploadTimeout", with = "crate::config::units::millis"]
+        pub lock_upload_timeout: Duration = Duration::from_millis(10_000),
     }
 }
 

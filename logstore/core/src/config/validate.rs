@@ -394,6 +394,10 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
             return Err(out_of_range("minio.port", 0, "a port in [1, 65535]"));
         }
         positive_duration("minio.requestTimeoutMs", minio.request_timeout)?;
+        positive_duration(
+            "woodpecker.logstore.fencePolicy.lockUploadTimeout",
+            cfg.woodpecker.logstore.fence_policy.lock_upload_timeout,
+        )?;
         one_of(
             "minio.cloudProvider",
             &minio.cloud_provider,

@@ -289,6 +289,16 @@ pub enum SegmentError {
         #[source]
         source: ObjectError,
     },
+    /// An operation did not finish in the time it is allowed (and was abandoned).
+    #[error("{segment}: {what} did not finish within {after:?}")]
+    TimedOut {
+        /// The segment.
+        segment: SegmentRef,
+        /// What was abandoned.
+        what: String,
+        /// The time it was allowed.
+        after: Duration,
+    },
     /// A local file operation failed.
     #[error("{segment}: {op} {path}: {source}")]
     Io {
