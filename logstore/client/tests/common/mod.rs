@@ -32,6 +32,18 @@ fn env(name: &str) -> String {
     })
 }
 
+/// Local segment files under `dir` with metadata in the test bed's etcd under `root`: several clients
+/// (processes) can share the log, which the embedded store does not allow.
+pub fn local_files_etcd_config(dir: &std::path::Path, root: &str, extra: &str) -> Config {
+    let etcd = env("WP_ETCD_ENDPOINTS");
+    let main = format!(
+        "woodpecker:\n  meta:\n    type: etcd\n    prefix: woodpecker\n  storage:\n    type: local\n    rootPath: {}\n\
+         etcd:\n  endpoints: [{etcd}]\n  rootPath: {root}\n",
+        dir.display()
+    );
+    Config::from_yaml_with_overlay(&main, extra).expect("local files + etcd config")
+}
+
 /// The test bed's MinIO as `host:port`.
 pub fn bed_minio_hostport() -> String {
     let endpoint = env("WP_MINIO_ENDPOINT");
