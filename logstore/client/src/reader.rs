@@ -83,13 +83,16 @@ impl LogReader {
         let poll = self.handle.shared.cfg.woodpecker.client.reader.poll_interval;
         loop {
             self.handle.shared.check_open()?;
-            if let Some((entry_id, bytes)) = self.buffer.pop_front() {
-                let id = LogMessageId::new(self.buffered_segment, entry_id);
-                let (payload, properties) = decode_entry(bytes).map_err(|e| WoodpeckerError::BadEntry {
+            if let Some((entry_id, bytes)) = self.buffer.front() {
+                let id = LogMessageId::new(self.buffered_segment, *entry_id);
+                // Decoded before it is taken: an undecodable entry stays next, so every later call reports
+                // it again instead of skipping it.
+                let (payload, properties) = decode_entry(bytes.clone()).map_err(|e| WoodpeckerError::BadEntry {
                     log: self.handle.name.clone(),
                     position: id,
                     reason: e.to_string(),
                 })?;
+                self.buffer.pop_front();
                 self.next = LogMessageId::new(id.segment_id, id.entry_id + 1);
                 self.note_progress(id).await;
                 return Ok(LogMessage { id, payload, properties });
@@ -107,7 +110,8 @@ impl LogReader {
         let meta = match shared.meta.get_segment(&self.handle.name, seg_id).await {
             Ok(m) => m.value,
             Err(MetaError::SegmentNotFound { .. }) => {
-                // Segments are dense: a later one existing means this one was removed by truncation cleanup.
+                // Segments are dense: a later one existing means this one was removed, which only cleanup
+                // does, and only below the truncation point. Anything else is lost data, never skipped.
                 let later = shared
                     .meta
                     .list_segments(&self.handle.name)
@@ -115,13 +119,20 @@ impl LogReader {
                     .into_iter()
                     .map(|s| s.value.seg_no)
                     .find(|id| *id > seg_id);
-                return Ok(match later {
-                    Some(id) => {
-                        self.move_to(LogMessageId::new(id, 0));
-                        true
-                    }
-                    None => false,
-                });
+                let Some(later) = later else { return Ok(false) };
+                let log = shared.meta.get_log(&self.handle.name).await?.value;
+                if seg_id >= log.truncated_segment_id {
+                    return Err(WoodpeckerError::Segment(SegmentError::Missing {
+                        segment: self.handle.seg_ref(seg_id),
+                        what: format!(
+                            "the segment's metadata (segment {later} exists, and the log is truncated only up to \
+                             segment {})",
+                            log.truncated_segment_id
+                        ),
+                    }));
+                }
+                self.move_to(LogMessageId::new(later, 0));
+                return Ok(true);
             }
             Err(e) => return Err(e.into()),
         };

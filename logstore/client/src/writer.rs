@@ -226,6 +226,8 @@ enum WoodpeckerErrorKind {
     Fenced(String),
     LockLost,
     Closed(String),
+    /// `close` was called: not a loss.
+    ClosedByApplication,
 }
 
 impl Health {
@@ -245,6 +247,15 @@ impl Health {
         let g = self.lost.lock().ok()?;
         g.as_ref().map(|k| to_error(k, log))
     }
+
+    /// Why the writer was lost, unless it was simply closed by the application (or is still healthy).
+    fn loss(&self, log: &str) -> Option<WoodpeckerError> {
+        if !self.is_lost.load(Ordering::Acquire) {
+            return None;
+        }
+        let g = self.lost.lock().ok()?;
+        g.as_ref().filter(|k| !matches!(k, WoodpeckerErrorKind::ClosedByApplication)).map(|k| to_error(k, log))
+    }
 }
 
 fn to_error(kind: &WoodpeckerErrorKind, log: &str) -> WoodpeckerError {
@@ -255,6 +266,9 @@ fn to_error(kind: &WoodpeckerErrorKind, log: &str) -> WoodpeckerError {
         WoodpeckerErrorKind::LockLost => WoodpeckerError::LockLost { log: log.to_owned() },
         WoodpeckerErrorKind::Closed(reason) => {
             WoodpeckerError::WriterClosed { log: log.to_owned(), reason: reason.clone() }
+        }
+        WoodpeckerErrorKind::ClosedByApplication => {
+            WoodpeckerError::WriterClosed { log: log.to_owned(), reason: "closed by the application".into() }
         }
     }
 }
@@ -379,22 +393,39 @@ impl LogWriter {
     /// Flushes what is buffered, completes the current segment and releases the writer.
     ///
     /// Entries already queued are written (or fail) before this returns; later writes fail.
+    ///
+    /// Fails when the writer was lost before (fenced, lock lost, a failed upload: the error says which),
+    /// or when its task ended without reporting; `Ok` when the segment was completed (or there was none)
+    /// and every queued entry was decided, and for a writer closed already.
     pub async fn close(&self) -> Result<()> {
         let (done, rx) = oneshot::channel();
-        if !self.inbox.close(Some(done)) {
-            return Ok(());
-        }
-        let res = rx.await.unwrap_or(Ok(()));
-        self.health.set(WoodpeckerErrorKind::Closed("closed by the application".into()));
+        let res = if self.inbox.close(Some(done)) {
+            rx.await.unwrap_or_else(|_| {
+                Err(WoodpeckerError::WriterClosed {
+                    log: self.handle.name.clone(),
+                    reason: "the writer task ended without completing the segment".into(),
+                })
+            })
+        } else {
+            self.health.loss(&self.handle.name).map_or(Ok(()), Err)
+        };
+        self.health.set(WoodpeckerErrorKind::ClosedByApplication);
         self.budget.close();
         let task = self.task.lock().ok().and_then(|mut g| g.take());
-        if let Some(t) = task {
-            let _ = t.await;
-        }
+        let joined = match task {
+            Some(t) => t.await,
+            None => Ok(()),
+        };
         if let Some(a) = &self.auditor {
             a.abort();
         }
-        res
+        match joined {
+            Err(e) => Err(WoodpeckerError::WriterClosed {
+                log: self.handle.name.clone(),
+                reason: format!("the writer task failed: {e}"),
+            }),
+            Ok(()) => res,
+        }
     }
 }
 
@@ -801,7 +832,8 @@ impl WriterTask {
             if let Some(seg) = self.seg.take() {
                 let _ = seg.writer.close().await;
             }
-            Ok(())
+            // A lost writer says why at close: its segment was not completed by it.
+            self.health.loss(self.log()).map_or(Ok(()), Err)
         };
         if let Some(lock) = self.lock.take() {
             let _ = lock.release().await;
