@@ -25,6 +25,7 @@ mod handle;
 mod maintenance;
 mod message;
 mod reader;
+mod seal;
 mod segment_meta;
 mod writer;
 

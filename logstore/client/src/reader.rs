@@ -22,6 +22,8 @@ pub struct LogReader {
     current: Option<(SegmentId, Box<dyn SegmentReader>)>,
     buffer: VecDeque<(EntryId, Bytes)>,
     buffered_segment: SegmentId,
+    /// The position at which the last read of an Active segment found nothing.
+    empty_at: Option<LogMessageId>,
     registration: Option<ReaderRegistration>,
     info: ReaderTempInfo,
     last_info_update: Instant,
@@ -57,6 +59,7 @@ impl LogReader {
             current: None,
             buffer: VecDeque::new(),
             buffered_segment: -1,
+            empty_at: None,
             registration,
             info,
             last_info_update: Instant::now(),
@@ -138,6 +141,11 @@ impl LogReader {
         };
         let state = meta.state();
         let done = state != SegmentState::Active;
+        // An Active segment whose successor exists is final: its writer created the successor only once
+        // every block of this one was durable (its seal may still be running, or failing). Checked before
+        // reading, so that "nothing more here" below really is the segment's end.
+        // Only asked once a read of this segment came back empty (the reader is at its end so far).
+        let superseded = !done && self.empty_at == Some(self.next) && self.successor_exists(seg_id).await?;
         if done && self.next.entry_id > meta.last_entry_id {
             self.move_to(LogMessageId::new(seg_id + 1, 0));
             return Ok(true);
@@ -182,9 +190,11 @@ impl LogReader {
         }
         self.buffered_segment = seg_id;
         if !self.buffer.is_empty() {
+            self.empty_at = None;
             return Ok(true);
         }
-        if batch.end_of_segment {
+        self.empty_at = Some(self.next);
+        if batch.end_of_segment || superseded {
             if done && meta.last_entry_id >= from {
                 return Err(WoodpeckerError::Segment(SegmentError::Missing {
                     segment: self.handle.seg_ref(seg_id),
@@ -195,6 +205,15 @@ impl LogReader {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Whether segment `seg_id + 1` exists in the metadata.
+    async fn successor_exists(&self, seg_id: SegmentId) -> Result<bool> {
+        match self.handle.shared.meta.get_segment(&self.handle.name, seg_id + 1).await {
+            Ok(_) => Ok(true),
+            Err(MetaError::SegmentNotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn move_to(&mut self, pos: LogMessageId) {

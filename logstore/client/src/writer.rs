@@ -34,10 +34,11 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::{Notify, Semaphore, TryAcquireError, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
 use woodpecker_meta::{MetaError, Versioned, WriterEpoch, WriterLock};
-use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
+use woodpecker_proto::meta::SegmentMetadata;
 use woodpecker_storage::segment::{BlockToWrite, SegmentError, SegmentWriter};
 
 pub use crate::ack::AppendFuture;
@@ -45,6 +46,7 @@ use crate::ack::{AckChunk, AckQueue, AckRange, AckWatch};
 use crate::error::{Result, WoodpeckerError};
 use crate::handle::{LogHandle, now_ms};
 use crate::message::WriteMessage;
+use crate::seal::{self, SealError};
 use crate::segment_meta;
 
 /// Where `write_async` leaves entries for the writer task. The task is woken only when a block's worth
@@ -306,7 +308,7 @@ impl LogWriter {
         // then, so that no upload of the old writer can land after the fence.
         let upload_timeout = shared.cfg.woodpecker.logstore.fence_policy.lock_upload_timeout;
         let takeover = lock.as_ref().map(|l| l.acquired_at() + l.session_ttl() + upload_timeout);
-        let next_segment = recover_active_segments(&handle, takeover).await?;
+        let next_segment = seal::recover_active_segments(&handle, takeover).await?;
         let sync = &shared.cfg.woodpecker.logstore.segment_sync_policy;
         let budget_bytes = sync.max_bytes.max(1);
         let budget = Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS as u64) as usize));
@@ -439,30 +441,6 @@ impl Drop for LogWriter {
     }
 }
 
-/// Fences and completes every segment still marked active; returns the id the new writer starts at.
-///
-/// With `takeover` (lock mode), an Active segment is fenced no earlier than that instant.
-async fn recover_active_segments(handle: &LogHandle, takeover: Option<tokio::time::Instant>) -> Result<SegmentId> {
-    let shared = &handle.shared;
-    let segments = shared.meta.list_segments(&handle.name).await?;
-    let next = segments.last().map(|s| s.value.seg_no + 1).unwrap_or(0);
-    let active: Vec<_> = segments.into_iter().filter(|s| s.value.state() == SegmentState::Active).collect();
-    if let (Some(at), false) = (takeover, active.is_empty()) {
-        let wait = at.saturating_duration_since(tokio::time::Instant::now());
-        tracing::info!(log = %handle.name, ?wait, "waiting out the previous lock holder's uploads before fencing");
-        tokio::time::sleep_until(at).await;
-    }
-    for seg in active {
-        let sref = handle.seg_ref(seg.value.seg_no);
-        let last = shared.backend.fence(sref).await?;
-        let summary = shared.backend.finalize(sref).await?;
-        debug_assert_eq!(last, summary.last_entry_id);
-        segment_meta::complete_segment(handle, seg, summary.last_entry_id, summary.size, false).await?;
-        tracing::info!(log = %handle.name, segment = sref.segment_id, last_entry = last, "recovered active segment");
-    }
-    Ok(next)
-}
-
 /// Entries the writer task took from the inbox and has not cut into blocks yet, kept as the batches the
 /// inbox handed over instead of being copied into one queue. A backlog is a few batches of about a block
 /// each, and emptied batches go back to the inbox as its next queue (started from the beginning of their
@@ -588,28 +566,14 @@ type BlockDone = (i64, EntryId, AckQueue, std::result::Result<(), SegmentError>)
 
 type BlockFuture = Pin<Box<dyn Future<Output = BlockDone> + Send>>;
 
-/// A segment's completion: its id and the outcome of sealing it.
-type Completion = Pin<Box<dyn Future<Output = (SegmentId, std::result::Result<(), CompletionError>)> + Send>>;
+/// A segment's seal running beside the next segment: its id and the outcome.
+type Completion = Pin<Box<dyn Future<Output = (SegmentId, std::result::Result<(), SealError>)> + Send>>;
 
-/// Why sealing a segment failed.
-enum CompletionError {
-    /// Writing the footer failed (`is_not_writable`: someone fenced the segment).
-    Finalize(SegmentError),
-    /// Marking it Completed in metadata failed.
-    Meta(WoodpeckerError),
-}
-
-/// Seals `seg` after its last block: footer, then Completed in metadata.
-async fn complete_segment(
-    handle: LogHandle,
-    seg: ActiveSegment,
-) -> (SegmentId, std::result::Result<(), CompletionError>) {
-    let summary = match seg.writer.finalize(seg.acked_block).await {
-        Ok(s) => s,
-        Err(e) => return (seg.id, Err(CompletionError::Finalize(e))),
-    };
-    let r = segment_meta::complete_segment(&handle, seg.meta, summary.last_entry_id, summary.size, true).await;
-    (seg.id, r.map_err(CompletionError::Meta))
+impl ActiveSegment {
+    /// What sealing it needs, once every block is acknowledged.
+    fn sealable(self) -> seal::Sealable {
+        seal::Sealable { id: self.id, meta: self.meta, writer: self.writer, last_block: self.acked_block }
+    }
 }
 
 struct ActiveSegment {
@@ -634,6 +598,8 @@ struct WriterTask {
     lock: Option<WriterLock>,
     /// Lock mode: how long one block upload may take, retries included (`fencePolicy.lockUploadTimeout`).
     lock_upload_timeout: Duration,
+    /// Cancelled when the writer closes (or the client shuts down): a seal still retrying then gives up.
+    closing: CancellationToken,
     next_segment: SegmentId,
     seg: Option<ActiveSegment>,
     pending: PendingQueue,
@@ -684,6 +650,7 @@ impl WriterTask {
             flush_entries: sync.max_entries.max(1) as usize,
             interval: interval.max(Duration::from_millis(1)),
             lock_upload_timeout: cfg.logstore.fence_policy.lock_upload_timeout,
+            closing: handle.shared.shutdown.child_token(),
             handle,
             health,
             epoch,
@@ -746,6 +713,7 @@ impl WriterTask {
             let drained = inbox.drain(self.pending.spare());
             if let Some(reply) = drained.close {
                 closing = true;
+                self.closing.cancel();
                 if close_waiter.is_none() {
                     close_waiter = reply;
                 }
@@ -1143,7 +1111,8 @@ impl WriterTask {
             tracing::debug!(log = %self.log(), drained = ?self.roll_started.elapsed(), "segment rolled");
             self.await_completion().await;
             if let Some(seg) = self.seg.take() {
-                self.completing = Some(Box::pin(complete_segment(self.handle.clone(), seg)));
+                let sealing = seal::seal_rolled(self.handle.clone(), seg.sealable(), self.closing.clone());
+                self.completing = Some(Box::pin(sealing));
             }
             self.rolling = false;
         }
@@ -1153,7 +1122,7 @@ impl WriterTask {
     async fn complete_current(&mut self) -> Result<()> {
         self.await_completion().await;
         let Some(seg) = self.seg.take() else { return Ok(()) };
-        let (id, result) = complete_segment(self.handle.clone(), seg).await;
+        let (id, result) = seal::seal_rolled(self.handle.clone(), seg.sealable(), self.closing.clone()).await;
         self.on_completed(id, result)
     }
 
@@ -1167,21 +1136,16 @@ impl WriterTask {
 
     /// A seal ended. A fenced footer or a metadata failure stops the writer (the next writer's recovery
     /// seals the segment); any other footer failure leaves the segment Active for recovery and goes on.
-    fn on_completed(&mut self, id: SegmentId, result: std::result::Result<(), CompletionError>) -> Result<()> {
+    fn on_completed(&mut self, id: SegmentId, result: std::result::Result<(), SealError>) -> Result<()> {
         let err = match result {
             Ok(()) => return Ok(()),
-            Err(CompletionError::Finalize(e)) => {
-                if e.is_not_writable() {
-                    self.lose(WoodpeckerErrorKind::Fenced(e.to_string()));
-                    self.fail_pending();
-                }
-                e.into()
-            }
-            Err(CompletionError::Meta(e)) => {
-                self.lose(WoodpeckerErrorKind::Closed(format!("cannot complete segment {id}: {e}")));
+            Err(SealError::Fenced(e)) => {
+                self.lose(WoodpeckerErrorKind::Fenced(e.to_string()));
                 self.fail_pending();
                 e
             }
+            // Given up at close or client shutdown: the segment stays Active, and the next writer seals it.
+            Err(SealError::GaveUp(e)) => e,
         };
         tracing::warn!(log = %self.log(), segment = id, error = %err, "segment completion failed");
         Err(err)

@@ -85,3 +85,82 @@ async fn acknowledgements_form_a_prefix_after_an_upload_failure() {
     r.close().await.unwrap();
     client.close().await;
 }
+
+const ONE_BLOCK_SEGMENTS: &str = "woodpecker:\n  client:\n    segmentRollingPolicy:\n      maxBlocks: 1\n";
+
+async fn wait_until_completed(log: &woodpecker_client::LogHandle, segment: i64, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let segments = log.segments().await.unwrap();
+        if segments.iter().any(|s| s.id == segment && s.state != woodpecker_proto::meta::SegmentState::Active) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "segment {segment} not completed within {limit:?}: {segments:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_seal_is_retried_until_the_segment_is_completed() {
+    let root = unique("seal-retry");
+    let proxy = FaultProxy::start(&bed_minio_hostport()).await;
+    let client = Client::open(bed_config_via(&root, ONE_BLOCK_SEGMENTS, &proxy.addr.to_string())).await.unwrap();
+    client.create_log("s").await.unwrap();
+    let log = client.open_log("s").await.unwrap();
+    // The seal of segment 0 starts with a fence object at block 1: it fails for as long as the rule stays.
+    let fence = format!("{root}/{}/0/1.blk", log.id());
+    proxy.add("PUT", fence.clone(), usize::MAX, Action::Fail(StatusCode::SERVICE_UNAVAILABLE));
+    let writer = log.open_writer().await.unwrap();
+    let e0 = writer.write(WriteMessage::new("e0")).await.unwrap();
+    let e1 = writer.write(WriteMessage::new("e1")).await.unwrap();
+    assert_eq!(e1.segment_id, 1, "segment 0 rolled");
+    // Several whole seal attempts fail (each one retried inside the storage layer too)...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while proxy.seen().iter().filter(|s| s.path.ends_with(&fence)).count() < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the seal was not retried: {:?}", proxy.seen());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(log.segments().await.unwrap()[0].state, woodpecker_proto::meta::SegmentState::Active);
+    // ...and once storage answers again, the segment is completed without a new writer.
+    proxy.clear();
+    wait_until_completed(&log, 0, Duration::from_secs(30)).await;
+    writer.close().await.unwrap();
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "check").await.unwrap();
+    let got = read_n(&mut r, 2, Duration::from_secs(10)).await;
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [e0, e1]);
+    r.close().await.unwrap();
+    client.close().await;
+}
+
+#[tokio::test]
+async fn readers_do_not_stall_on_a_segment_whose_seal_is_held() {
+    use common::fault_proxy::Hold;
+    let root = unique("seal-held");
+    let proxy = FaultProxy::start(&bed_minio_hostport()).await;
+    let client = Client::open(bed_config_via(&root, ONE_BLOCK_SEGMENTS, &proxy.addr.to_string())).await.unwrap();
+    client.create_log("h").await.unwrap();
+    let log = client.open_log("h").await.unwrap();
+    // The seal of segment 0 starts with a fence object at block 1: held, it keeps segment 0 Active with no
+    // fence for readers to find.
+    let hold = Hold::new();
+    proxy.add("PUT", format!("{root}/{}/0/1.blk", log.id()), 1, Action::Hold(hold.clone()));
+    let writer = log.open_writer().await.unwrap();
+    let e0 = writer.write(WriteMessage::new("e0")).await.unwrap();
+    let e1 = writer.write(WriteMessage::new("e1")).await.unwrap();
+    assert_eq!(e1.segment_id, 1, "segment 0 rolled");
+    let segments = log.segments().await.unwrap();
+    assert_eq!(segments[0].state, woodpecker_proto::meta::SegmentState::Active, "its seal is held: {segments:?}");
+
+    // A reader from the start reads through segment 0 although it is not sealed: segment 1 exists.
+    let mut r = log.open_reader(LogMessageId::EARLIEST, "early").await.unwrap();
+    let got = read_n(&mut r, 2, Duration::from_secs(5)).await;
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [e0, e1]);
+    r.close().await.unwrap();
+    hold.release();
+    wait_until_completed(&log, 0, Duration::from_secs(20)).await;
+    writer.close().await.unwrap();
+    client.close().await;
+}
