@@ -25,8 +25,6 @@ mod handle;
 mod maintenance;
 mod message;
 mod reader;
-mod seal;
-mod segment_meta;
 mod writer;
 
 pub use backend::s3_options;

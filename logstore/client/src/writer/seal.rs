@@ -21,9 +21,9 @@ use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
 use woodpecker_storage::object::RetryPolicy;
 use woodpecker_storage::segment::{SegmentError, SegmentWriter};
 
+use super::segment_meta;
 use crate::error::{Result, WoodpeckerError};
 use crate::handle::LogHandle;
-use crate::segment_meta;
 
 /// Backoff between seal attempts: quick at first, then every few seconds for as long as it takes.
 const SEAL_RETRY: RetryPolicy =
