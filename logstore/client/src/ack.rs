@@ -46,6 +46,9 @@ struct ChunkState {
     watchers: Vec<(u32, Waker)>,
 }
 
+/// Memory of one entry's outcome slot.
+pub(crate) const SLOT_SIZE: usize = size_of::<Slot>();
+
 /// One entry's outcome, kept small (24 bytes): a chunk holds one per entry, written when its block is
 /// done and read once by its future. An inline error would make every slot as large as the error type
 /// (over 100 bytes) for the rare entry that fails.

@@ -164,3 +164,42 @@ async fn readers_do_not_stall_on_a_segment_whose_seal_is_held() {
     writer.close().await.unwrap();
     client.close().await;
 }
+
+/// The write buffer bounds memory for tiny entries too: while uploads are held, `write_async` stops
+/// taking entries once their bytes and bookkeeping fill `maxBytes`.
+#[tokio::test]
+async fn the_write_buffer_counts_the_bookkeeping_of_tiny_entries() {
+    use common::fault_proxy::Hold;
+    let root = unique("budget");
+    let proxy = FaultProxy::start(&bed_minio_hostport()).await;
+    let cfg = "woodpecker:\n  client:\n    maxEntrySize: 4K\n  logstore:\n    segmentSyncPolicy:\n      maxBytes: 64K\n      maxFlushSize: 4K\n";
+    let client = Client::open(bed_config_via(&root, cfg, &proxy.addr.to_string())).await.unwrap();
+    client.create_log("b").await.unwrap();
+    let log = client.open_log("b").await.unwrap();
+    let hold = Hold::new();
+    proxy.add_rule(Rule {
+        method: "PUT",
+        path_contains: format!("{root}/{}/0/", log.id()),
+        min_body: 16,
+        times: usize::MAX,
+        action: Action::Hold(hold.clone()),
+    });
+    let writer = log.open_writer().await.unwrap();
+    let mut futures = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), writer.write_async(WriteMessage::new("x"))).await {
+            Ok(f) => futures.push(f.unwrap()),
+            Err(_) => break,
+        }
+        assert!(futures.len() < 5_000, "64 KB of budget took {} one-byte entries", futures.len());
+    }
+    // Each entry costs ~130 B of memory besides its 3 encoded bytes: 64 KB hold about 500 of them.
+    assert!((300..=1_000).contains(&futures.len()), "{} entries fit in 64 KB", futures.len());
+    hold.release();
+    proxy.clear();
+    for f in futures {
+        f.await.unwrap();
+    }
+    writer.close().await.unwrap();
+    client.close().await;
+}

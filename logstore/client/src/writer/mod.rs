@@ -103,6 +103,21 @@ fn to_error(kind: &WoodpeckerErrorKind, log: &str) -> WoodpeckerError {
     }
 }
 
+/// What an entry costs the writer besides its bytes while the writer holds it: its queue slot, its
+/// outcome slot and the allocation of its buffer. Counted into the write buffer budget, so that
+/// `maxBytes` bounds the memory of many tiny entries too (without it, 1-byte entries took ~40x
+/// maxBytes).
+pub(crate) const ENTRY_OVERHEAD: u64 = (size_of::<Pending>() + crate::ack::SLOT_SIZE + ALLOCATION_HEADER) as u64;
+
+/// What the allocator keeps per allocation (glibc: 16 bytes on 64-bit).
+const ALLOCATION_HEADER: usize = 16;
+
+/// Budget permits an entry of `size` encoded bytes takes from a budget of `budget_bytes`: its bytes and
+/// its overhead, at most the whole budget (an entry larger than the budget still goes through alone).
+fn budget_for(size: u64, budget_bytes: u64) -> u32 {
+    size.saturating_add(ENTRY_OVERHEAD).min(budget_bytes).min(Semaphore::MAX_PERMITS as u64) as u32
+}
+
 /// Writes to one log. At most one writer per log makes progress; see [`LogHandle::open_writer`].
 #[derive(Debug)]
 pub struct LogWriter {
@@ -177,8 +192,7 @@ impl LogWriter {
         if size > max {
             return Err(WoodpeckerError::EntryTooLarge { size, max });
         }
-        // An entry larger than the whole budget still goes through alone (it takes the whole budget).
-        let want = size.max(1).min(self.budget_bytes).min(Semaphore::MAX_PERMITS as u64) as u32;
+        let want = budget_for(size, self.budget_bytes);
         let closed = || WoodpeckerError::WriterClosed { log: self.handle.name.clone(), reason: "closed".into() };
         // The permits are forgotten here and owned by the writer task from the inbox on ([`BudgetHeld`]):
         // no reference-counted permit object per entry.
@@ -266,5 +280,19 @@ impl Drop for LogWriter {
         if let Some(a) = &self.auditor {
             a.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_costs_its_bytes_and_its_bookkeeping_up_to_the_whole_budget() {
+        assert!((100..=160).contains(&ENTRY_OVERHEAD), "overhead {ENTRY_OVERHEAD} B per entry");
+        assert_eq!(u64::from(budget_for(1, 1 << 20)), 1 + ENTRY_OVERHEAD);
+        assert_eq!(u64::from(budget_for(1000, 1 << 20)), 1000 + ENTRY_OVERHEAD);
+        assert_eq!(budget_for(10 << 20, 1 << 20), 1 << 20, "a large entry takes the whole budget, no more");
+        assert_eq!(budget_for(u64::MAX, u64::MAX), Semaphore::MAX_PERMITS as u32);
     }
 }
