@@ -4,6 +4,7 @@
 //! <base>/<root>/<logId>/<segId>/data.log     [Header][BlockHeader b0][Data…]…[Index…][Footer]
 //!                                write.lock   flock'ed around every append, fence and finalize
 //!                                write.fence  present once the segment was fenced
+//!                                data.durable how much of data.log is fsynced (ours; upstream ignores it)
 //! ```
 //!
 //! Single-writer safety without upstream's 5 s sleep: `write_block` takes the exclusive flock, refuses to
@@ -11,6 +12,13 @@
 //! and only then takes the same flock, which waits for an append already past its fence check; the scan it
 //! does under the lock therefore sees every block that will ever be in the file. flock is per open file
 //! description, so this also excludes a second writer or fencer in the same process.
+//!
+//! Readers see only fsynced blocks: after each fsync, still under the flock, the writer publishes the
+//! file's durable length in `data.durable`, and lock-free readers stop there. A block whose fsync
+//! failed is cut off again by the writer before anybody can have read it. The writer creates
+//! `data.durable` before `data.log`, so a `data.log` without one was written by upstream (or an older
+//! version) and is read up to its length as before. Across processes this works through the page
+//! cache: the length is written after the data it covers.
 //!
 //! Readers never lock while a writer may append. Once they see `write.fence` they take a *shared* flock
 //! for one rescan, which waits out an append that passed its fence check just before the flag appeared;
@@ -47,6 +55,8 @@ pub const DATA_FILE: &str = "data.log";
 pub const LOCK_FILE: &str = "write.lock";
 /// Name of the flag file that ends a segment.
 pub const FENCE_FILE: &str = "write.fence";
+/// Name of the file holding the fsynced length of `data.log`.
+pub const DURABLE_FILE: &str = "data.durable";
 
 /// Segments stored as `data.log` files under a local directory, byte-compatible with upstream's local mode.
 #[derive(Debug, Clone)]
@@ -70,9 +80,32 @@ impl LocalSegmentBackend {
             data: dir.join(DATA_FILE),
             lock: dir.join(LOCK_FILE),
             fence: dir.join(FENCE_FILE),
+            durable: dir.join(DURABLE_FILE),
             dir,
         })
     }
+}
+
+/// `data.durable` holds the length and its bitwise complement (16 bytes, little endian), so a read that
+/// races the 16-byte rewrite is recognised instead of trusted.
+const DURABLE_RECORD_LEN: usize = 16;
+
+/// Writes `len` into `data.durable` (not fsynced: after a crash the next writer's fence decides).
+pub(crate) fn publish_durable_length(f: &File, len: u64) -> io::Result<()> {
+    let mut buf = [0u8; DURABLE_RECORD_LEN];
+    buf[..8].copy_from_slice(&len.to_le_bytes());
+    buf[8..].copy_from_slice(&(!len).to_le_bytes());
+    f.write_all_at(&buf, 0)
+}
+
+/// The length in a `data.durable` record, `None` when its two halves disagree.
+fn decode_durable_length(buf: &[u8; DURABLE_RECORD_LEN]) -> Option<u64> {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&buf[..8]);
+    b.copy_from_slice(&buf[8..]);
+    let (len, check) = (u64::from_le_bytes(a), u64::from_le_bytes(b));
+    (len == !check).then_some(len)
 }
 
 /// The files of one segment.
@@ -83,6 +116,7 @@ pub(crate) struct SegmentPaths {
     data: PathBuf,
     lock: PathBuf,
     fence: PathBuf,
+    durable: PathBuf,
 }
 
 impl SegmentPaths {
@@ -100,6 +134,36 @@ impl SegmentPaths {
             ScanError::Corrupt(source) => {
                 SegmentError::Corrupt { location: self.data.display().to_string(), offset: source.offset(), source }
             }
+        }
+    }
+
+    /// Creates `data.durable` saying nothing is durable yet (before `data.log` exists).
+    fn create_durable_length(&self) -> Result<File, SegmentError> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&self.durable)
+            .map_err(self.io("create", &self.durable))?;
+        publish_durable_length(&f, 0).map_err(self.io("write", &self.durable))?;
+        Ok(f)
+    }
+
+    /// The fsynced length of `data.log` its writer published; `None` when it publishes none (an upstream
+    /// or older writer: the whole file counts). A record caught mid-rewrite reads as 0: nothing new
+    /// this time, the next read sees the new value.
+    fn durable_length(&self) -> Result<Option<u64>, SegmentError> {
+        let f = match File::open(&self.durable) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("open", &self.durable)(e)),
+        };
+        let mut buf = [0u8; DURABLE_RECORD_LEN];
+        match f.read_exact_at(&mut buf, 0) {
+            Ok(()) => Ok(Some(decode_durable_length(&buf).unwrap_or(0))),
+            // Shorter than a record: created an instant ago, nothing durable yet.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Some(0)),
+            Err(e) => Err(self.io("read", &self.durable)(e)),
         }
     }
 

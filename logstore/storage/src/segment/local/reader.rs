@@ -100,7 +100,12 @@ impl ReaderState {
         self.probe_footer(p, &file, len)?;
         self.read_known(p, &file, from, limits, &mut batch)?;
         if !self.finalized && !self.ended && !batch.full(limits) {
-            let stop = self.discover(p, &file, len, from, limits, &mut batch)?;
+            // Lock-free discovery stops at what the writer published as fsynced.
+            let visible = match p.durable_length()? {
+                Some(durable) => len.min(durable),
+                None => len,
+            };
+            let stop = self.discover(p, &file, visible, from, limits, &mut batch)?;
             if stop == Stop::Tail && p.is_fenced()? {
                 self.confirm_fenced_end(p, &file, from, limits, &mut batch)?;
             }

@@ -12,7 +12,7 @@ use woodpecker_core::codec::{self, HEADER_RECORD_LEN, IndexRecord, RECORD_HEADER
 use woodpecker_core::ids::EntryId;
 
 use super::format;
-use super::{Flock, SegmentPaths, blocking, create_dir_durable, fsync_dir};
+use super::{Flock, SegmentPaths, blocking, create_dir_durable, fsync_dir, publish_durable_length};
 use crate::segment::{BlockToWrite, PoolLease, SegmentError, SegmentSummary, SegmentWriter};
 
 /// Writes one local segment. Blocks are appended strictly in order, each followed by an fsync.
@@ -39,6 +39,8 @@ struct Shared {
     paths: Arc<SegmentPaths>,
     data: File,
     lock: File,
+    /// `data.durable`: the fsynced length of `data`, for readers.
+    durable: File,
     state: Mutex<WriterState>,
     /// Woken whenever the file is released (an appender or a finalize stops holding it).
     released: tokio::sync::Notify,
@@ -218,7 +220,8 @@ impl Shared {
             let end = st.end;
             st.appending = true;
             drop(st);
-            let result = append_blocking(&self.paths, &self.data, &self.lock, end, &block.bytes, || reply(&mut held));
+            let files = SegmentFiles { paths: &self.paths, data: &self.data, lock: &self.lock, durable: &self.durable };
+            let result = append_blocking(&files, end, &block.bytes, || reply(&mut held));
             reply(&mut held);
             st = self.state();
             st.appending = false;
@@ -322,6 +325,8 @@ impl LocalSegmentWriter {
         if paths.is_fenced()? {
             return Err(SegmentError::Fenced { segment: paths.segment });
         }
+        // Before data.log: a data.log without it is an upstream (or older) writer's, read to its length.
+        let durable = paths.create_durable_length()?;
         // create_new: a new writer never appends to a file another writer (or a crashed one) left behind.
         let data = OpenOptions::new()
             .read(true)
@@ -351,8 +356,15 @@ impl LocalSegmentWriter {
             appending: false,
             released: 0,
         };
-        let shared =
-            Shared { paths, data, lock, state: Mutex::new(state), released: tokio::sync::Notify::new(), spare };
+        let shared = Shared {
+            paths,
+            data,
+            lock,
+            durable,
+            state: Mutex::new(state),
+            released: tokio::sync::Notify::new(),
+            spare,
+        };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -426,14 +438,21 @@ fn range_behind_tail(start: u64, end: u64) -> Option<(u64, u64)> {
 /// Appends `bytes` at `end` under the flock unless the segment is fenced (blocking).
 /// Appends `bytes` at `end` under the flock unless the segment is fenced (blocking). `while_flushing` runs
 /// once the bytes are written and their writeback started, before waiting for them to be durable.
+/// The open files of a segment being written.
+struct SegmentFiles<'a> {
+    paths: &'a SegmentPaths,
+    data: &'a File,
+    lock: &'a File,
+    durable: &'a File,
+}
+
 fn append_blocking(
-    paths: &SegmentPaths,
-    data: &File,
-    lock: &File,
+    files: &SegmentFiles<'_>,
     end: u64,
     bytes: &[u8],
     while_flushing: impl FnOnce(),
 ) -> Result<(), AppendError> {
+    let SegmentFiles { paths, data, lock, durable } = *files;
     let _guard = Flock::exclusive(lock).map_err(|e| AppendError::Io(Box::new(paths.io("lock", &paths.lock)(e))))?;
     if paths.is_fenced().map_err(|e| AppendError::Io(Box::new(e)))? {
         return Err(AppendError::Fenced);
@@ -450,7 +469,11 @@ fn append_blocking(
         data.sync_data()
     });
     match written {
-        Ok(()) => Ok(()),
+        // Only now may readers see the block.
+        Ok(()) => publish_durable_length(durable, end + bytes.len() as u64).map_err(|e| {
+            let err = paths.io("write", &paths.durable)(e);
+            AppendError::Broken(Box::new(err), "cannot publish the durable length".into())
+        }),
         Err(e) => {
             let err = paths.io("append", &paths.data)(e);
             // Put the file back to the acknowledged length so no partial block stays behind.
