@@ -8,3 +8,4 @@ pub mod entry;
 pub mod ids;
 pub mod keys;
 pub mod names;
+pub mod retry;

@@ -200,6 +200,26 @@ impl EmbeddedKv {
         Ok(guard)
     }
 
+    /// Runs a short look at (or in-memory change of) the state: inline when the state is free, else on the
+    /// blocking pool. A write holds the state through its fsync, and waiting for it inline would stall
+    /// a runtime worker (and every task queued on it) for as long as the disk takes.
+    async fn with_state<T: Send + 'static>(&self, f: impl FnOnce(&mut State) -> T + Send + 'static) -> MetaResult<T> {
+        match self.inner.state.try_lock() {
+            Ok(mut guard) if !guard.poisoned => return Ok(f(&mut guard)),
+            Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Err(MetaError::Poisoned { path: self.inner.dir.clone() });
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut state = this.lock_state()?;
+            Ok(f(&mut state))
+        })
+        .await
+        .map_err(|_| MetaError::Poisoned { path: self.inner.dir.clone() })?
+    }
+
     /// Runs a state change on the blocking pool (it fsyncs).
     async fn write<T: Send + 'static>(
         &self,
@@ -424,13 +444,13 @@ impl KvBackend for EmbeddedKv {
     }
 
     async fn get(&self, key: &str) -> MetaResult<Option<KeyValue>> {
-        let state = self.lock_state()?;
-        Ok(state.data.get(key).map(|e| to_kv(key, e)))
+        let key = key.to_owned();
+        self.with_state(move |state| state.data.get(&key).map(|e| to_kv(&key, e))).await
     }
 
     async fn range(&self, prefix: &str) -> MetaResult<Vec<KeyValue>> {
-        let state = self.lock_state()?;
-        Ok(prefix_range(&state.data, prefix).map(|(k, e)| to_kv(k, e)).collect())
+        let prefix = prefix.to_owned();
+        self.with_state(move |state| prefix_range(&state.data, &prefix).map(|(k, e)| to_kv(k, e)).collect()).await
     }
 
     async fn txn(&self, txn: Txn) -> MetaResult<TxnResponse> {
@@ -444,11 +464,13 @@ impl KvBackend for EmbeddedKv {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> MetaResult<LeaseId> {
-        let mut state = self.lock_state()?;
-        let id = state.next_lease;
-        state.next_lease += 1;
-        state.leases.insert(id, Lease { ttl: ttl_seconds(ttl), keys: HashSet::new() });
-        Ok(id)
+        self.with_state(move |state| {
+            let id = state.next_lease;
+            state.next_lease += 1;
+            state.leases.insert(id, Lease { ttl: ttl_seconds(ttl), keys: HashSet::new() });
+            id
+        })
+        .await
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> MetaResult<()> {
@@ -475,7 +497,46 @@ struct EmbeddedKeeper {
 #[async_trait]
 impl LeaseKeeper for EmbeddedKeeper {
     async fn keep_alive_once(&mut self) -> MetaResult<i64> {
-        let state = self.kv.lock_state()?;
-        Ok(state.leases.get(&self.lease).map_or(0, |l| l.ttl))
+        let lease = self.lease;
+        self.kv.with_state(move |state| state.leases.get(&lease).map_or(0, |l| l.ttl)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// While a write holds the state through a slow fsync, reads wait on the blocking pool, not on the
+    /// runtime's only worker: other tasks keep running.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_read_waiting_behind_a_slow_write_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = EmbeddedKv::open(dir.path()).await.unwrap();
+        let held = kv.clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let _guard = held.inner.state.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        locked_rx.recv().unwrap();
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let t = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                t.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        kv.get("k").await.unwrap();
+        kv.range("").await.unwrap();
+        kv.grant_lease(Duration::from_secs(5)).await.unwrap();
+        let during = ticks.load(Ordering::Relaxed);
+        ticker.abort();
+        holder.join().unwrap();
+        assert!(during >= 10, "the runtime ran only {during} ticks of 10 ms while the read waited ~300 ms");
     }
 }

@@ -11,6 +11,8 @@ use etcd_client::{
     TxnOpResponse,
 };
 
+use woodpecker_core::retry::RetryPolicy;
+
 use crate::error::{BoxError, MetaError, MetaResult};
 use crate::kv::{
     Compare, CompareOp, CompareTarget, KeyValue, KvBackend, LeaseId, LeaseKeeper, Txn, TxnOp, TxnOpResult, TxnResponse,
@@ -194,8 +196,10 @@ impl EtcdKv {
     }
 }
 
+/// Sleep after failed attempt `attempt`: doubling from `base` up to 64 times it, with jitter (the
+/// workspace's one policy), so clients that lost etcd together do not come back in lock step.
 fn backoff(base: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(1 << attempt.saturating_sub(1).min(6))
+    RetryPolicy { max_attempts: u32::MAX, base_delay: base, max_delay: base.saturating_mul(64) }.delay(attempt)
 }
 
 fn to_kv(kv: &etcd_client::KeyValue) -> KeyValue {

@@ -10,6 +10,8 @@ use woodpecker_proto::meta::{
     LogMeta, ReaderTempInfo, SegmentCleanupStatus, SegmentCompactedNotifyStatus, SegmentMetadata, Version,
 };
 
+use woodpecker_core::retry::RetryPolicy;
+
 use crate::embedded_kv::EmbeddedKv;
 use crate::error::{MetaError, MetaResult};
 use crate::etcd_kv::{EtcdKv, EtcdOptions};
@@ -31,6 +33,13 @@ pub const DEFAULT_MAX_SEGMENT_ROLL_SIZE_BYTES: i64 = 256 * 1024 * 1024;
 pub const DEFAULT_COMPACTION_BUFFER_SIZE_BYTES: i64 = 128 * 1024 * 1024;
 /// `LogMeta.max_compaction_file_count` written at creation.
 pub const DEFAULT_MAX_COMPACTION_FILE_COUNT: i64 = 600;
+
+/// Backoff when the log id generator moved under a `create_log` (another process created a log).
+const CREATE_LOG_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_millis(10),
+    max_delay: Duration::from_millis(200),
+};
 
 /// etcd allows 128 operations per transaction; parked copies are written in chunks below that.
 const PARK_CHUNK_OPS: usize = 120;
@@ -232,8 +241,7 @@ impl MetadataStore {
                 return Err(MetaError::LogAlreadyExists { name: name.to_owned() });
             }
             // The id generator moved under us: back off a little (with jitter) and retry.
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 10);
-            tokio::time::sleep(Duration::from_millis(10 * (u64::from(attempt) + 1) + jitter)).await;
+            tokio::time::sleep(CREATE_LOG_RETRY.delay(attempt + 1)).await;
         }
         Err(MetaError::RevisionConflict { key: idgen_key })
     }

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use woodpecker_core::ids::SegmentId;
+use woodpecker_core::retry::RetryPolicy;
 use woodpecker_meta::Versioned;
 use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
-use woodpecker_storage::object::RetryPolicy;
 use woodpecker_storage::segment::{SegmentError, SegmentWriter};
 
 use super::segment_meta;

@@ -6,9 +6,9 @@
 //! lost reply is never mistaken for another writer: only a later epoch or someone else's bytes fence.
 
 use woodpecker_core::ids::{EntryId, SegmentId};
+use woodpecker_core::retry::RetryPolicy;
 use woodpecker_meta::{MetaError, Versioned, WriterEpoch};
 use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
-use woodpecker_storage::object::RetryPolicy;
 
 use crate::error::{Result, WoodpeckerError};
 use crate::handle::{LogHandle, now_ms};

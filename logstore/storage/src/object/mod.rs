@@ -17,7 +17,6 @@ mod keys;
 mod local;
 mod memory;
 mod probe;
-mod retry;
 mod s3;
 
 #[cfg(test)]
@@ -27,8 +26,8 @@ pub use error::ObjectError;
 pub use local::LocalObjectStorage;
 pub use memory::MemoryObjectStorage;
 pub use probe::probe_condition_write;
-pub use retry::RetryPolicy;
 pub use s3::{CloudProvider, DEFAULT_REGION, S3ObjectStorage, S3Options};
+pub use woodpecker_core::retry::RetryPolicy;
 
 use std::ops::Range;
 

@@ -38,8 +38,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::error::BoxError;
 use super::keys::validate_key;
-use super::retry::RetryPolicy;
 use super::{FENCE_BODY, FENCE_METADATA_KEY, ObjectError, ObjectInfo, ObjectStorage};
+use woodpecker_core::retry::RetryPolicy;
 
 /// Region used when none is configured (`minio.region` empty).
 pub const DEFAULT_REGION: &str = "us-east-1";

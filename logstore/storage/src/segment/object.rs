@@ -34,6 +34,7 @@ use woodpecker_core::codec::{
 use woodpecker_core::entry::EntryData;
 use woodpecker_core::ids::{EntryId, LogId};
 use woodpecker_core::keys::{self, SegmentObject};
+use woodpecker_core::retry::RetryPolicy;
 
 use super::{
     BlockToWrite, BufferPool, PoolLease, ReadBatch, SegmentBackend, SegmentError, SegmentReader, SegmentRef,
@@ -314,11 +315,11 @@ fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentError>
     Ok(Footer { record, index })
 }
 
+/// Sleeps before attempt `attempt + 1`: doubling from `base` up to `cap`, jittered in the upper half so
+/// racing writers and fencers do not retry in lock step (the workspace's one policy).
 fn sleep_backoff(base: Duration, cap: Duration, attempt: u32) -> tokio::time::Sleep {
-    let exp = attempt.saturating_sub(1).min(16);
-    let ceiling = base.saturating_mul(1u32 << exp).min(cap.max(base));
-    // Jitter in the upper half so racing writers and fencers do not retry in lock step.
-    tokio::time::sleep(ceiling.mul_f64(0.5 + 0.5 * rand::random::<f64>()))
+    let policy = RetryPolicy { max_attempts: u32::MAX, base_delay: base, max_delay: cap.max(base) };
+    tokio::time::sleep(policy.delay(attempt))
 }
 
 impl Inner {

@@ -1,4 +1,8 @@
-//! Bounded exponential backoff for transient object-storage failures.
+//! The one retry policy of the workspace: bounded exponential backoff with jitter.
+//!
+//! Every layer that retries (object storage requests, segment uploads and fences, etcd requests, the
+//! writer's metadata writes and seals) sleeps `RetryPolicy::delay` between attempts and keeps its own
+//! decision of which errors are worth retrying.
 
 use std::time::Duration;
 
