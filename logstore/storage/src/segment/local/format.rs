@@ -76,6 +76,15 @@ pub(crate) fn rebase(e: CodecError, base: u64) -> CodecError {
             CodecError::BlockCrcMismatch { block, offset: offset + base, stored, computed }
         }
         CodecError::UnknownType { offset, tag } => CodecError::UnknownType { offset: offset + base, tag },
+        CodecError::ImpossibleEntryRange { block, offset, first_entry_id, last_entry_id, block_length } => {
+            CodecError::ImpossibleEntryRange {
+                block,
+                offset: offset + base,
+                first_entry_id,
+                last_entry_id,
+                block_length,
+            }
+        }
         CodecError::Malformed { offset, reason } => CodecError::Malformed { offset: offset + base, reason },
     }
 }
