@@ -9,12 +9,17 @@
 //! starts, and finalize appends index + footer in one write. So a crash can damage only the bytes of the
 //! *last* write, and nothing intact can follow them. The scan uses that:
 //! - a block whose CRC-valid header declares an end beyond EOF is an incomplete tail (still being written,
-//!   or torn by a crash);
-//! - a block whose header is valid but whose data fails verification is a torn tail when the declared end
-//!   is exactly EOF, and corruption when more bytes follow (the block was fsynced before they were written);
-//! - a damaged block header (length unknown) is a torn tail unless an intact block-header, index or footer
-//!   record starts anywhere after it, which proves later writes landed: then it is corruption;
+//!   or torn by a crash): a torn write leaves a prefix of the block;
+//! - a block whose header is valid and whose declared bytes are all present but fail verification is
+//!   corruption, also when it ends exactly at EOF: every byte the writer wrote is there, so a crash did not
+//!   cut it, and cutting it would drop a block that may have been acknowledged;
+//! - a damaged block header is corruption when its (unverified) type and length fields still say that the
+//!   block ends exactly at EOF, for the same reason: a torn prefix that long would hold an intact header;
+//! - any other damaged block header (length unknown) is a torn tail unless an intact block-header, index or
+//!   footer record starts anywhere after it, which proves later writes landed: then it is corruption;
 //! - an index or footer record where a block header is expected is the start of the finalize append.
+//!
+//! Zeros where a block should start (a file extended by a crash but never written) are a torn tail.
 //!
 //! Decoding uses the shared codec; errors are re-based to file offsets.
 
@@ -176,9 +181,7 @@ pub(crate) fn next_block(
                     };
                     Ok(Step::Block(block, index))
                 }
-                // Damaged data ending exactly at EOF is the last write, torn; bytes after it prove it was
-                // fsynced before they were written.
-                Err(_) if off + total == len => Ok(Step::Tail),
+                // All the declared bytes are present: damage, not a torn write (see the module docs).
                 Err(e) => Err(ScanError::Corrupt(rebase(e, off))),
             }
         }
@@ -188,13 +191,25 @@ pub(crate) fn next_block(
             reason: format!("{} record where a block header was expected", record_name(&other)),
         })),
         Err(e) => {
-            if intact_record_after(file, len, off)? {
+            if declares_end_at_eof(&head, off, len) || intact_record_after(file, len, off)? {
                 Err(ScanError::Corrupt(rebase(e, off)))
             } else {
                 Ok(Step::Tail)
             }
         }
     }
+}
+
+/// Whether `head`, the bytes at block boundary `off` of a file of `len` bytes, is shaped like a block header
+/// record (type and record length) whose block length field makes the block end exactly at EOF. The fields
+/// are read without their CRC: this only tells a complete block with a damaged header from a torn tail.
+fn declares_end_at_eof(head: &[u8], off: u64, len: u64) -> bool {
+    let Some(h) = head.get(..BLOCK_HEADER_RECORD_LEN) else { return false };
+    let field = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    // Record header: crc(4) type(1) length(4); payload: block(4) first(8) last(8) blockLength(4) blockCrc(4).
+    let shaped =
+        h[4] == RecordType::BlockHeader as u8 && field(5) == (BLOCK_HEADER_RECORD_LEN - RECORD_HEADER_LEN) as u32;
+    shaped && off + BLOCK_HEADER_RECORD_LEN as u64 + u64::from(field(RECORD_HEADER_LEN + 20)) == len
 }
 
 fn record_name(r: &Record) -> &'static str {
@@ -440,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn damaged_block_header_is_torn_at_the_tail_and_corrupt_before_a_block() {
+    fn damaged_block_header_is_torn_at_the_tail_unless_complete_or_followed_by_a_block() {
         let (bytes, second) = two_blocks();
         let first = HEADER_RECORD_LEN;
         // Damage the first block's header record: the second block after it proves corruption.
@@ -451,12 +466,22 @@ mod tests {
             Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), first as u64),
             other => panic!("{other:?}"),
         }
-        // Damage the last block's header record: nothing intact follows, so it is a torn tail.
+        // Damage the last block's length field: nothing intact follows and nothing says the block is
+        // complete, so it is a torn tail.
         let mut bad = bytes.clone();
-        bad[second + 10] ^= 0xff;
+        bad[second + RECORD_HEADER_LEN + 21] ^= 0xff;
         let (_t, f, len) = file_with(&bad);
         assert!(matches!(next_block(&f, len, first as u64, 0, 0), Ok(Step::Block(..))));
         assert!(matches!(next_block(&f, len, second as u64, 1, 2), Ok(Step::Tail)));
+        // Damage elsewhere in the last block's header: its length fields still end the block at EOF, so
+        // the block was written whole and this is corruption.
+        let mut bad = bytes.clone();
+        bad[second + 10] ^= 0xff;
+        let (_t, f, len) = file_with(&bad);
+        match next_block(&f, len, second as u64, 1, 2) {
+            Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), second as u64),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
