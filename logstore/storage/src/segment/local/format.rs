@@ -154,6 +154,16 @@ pub(crate) fn next_block(
         Ok((Record::BlockHeader(h), _)) => {
             // The header's CRC held, so its declared length is what the writer wrote.
             let total = BLOCK_HEADER_RECORD_LEN as u64 + u64::from(h.block_length);
+            // Index records size a block in a u32; the writer never makes a larger one, so this is not a tail.
+            let Ok(block_size) = u32::try_from(total) else {
+                return Err(ScanError::Corrupt(CodecError::Malformed {
+                    offset: off,
+                    reason: format!(
+                        "block {} declares {total} bytes, more than an index record can hold",
+                        h.block_number
+                    ),
+                }));
+            };
             if off + total > len {
                 return Ok(Step::Tail);
             }
@@ -175,7 +185,7 @@ pub(crate) fn next_block(
                     let index = IndexRecord {
                         block_number: block.header.block_number,
                         start_offset: off as i64,
-                        block_size: block.encoded_len as u32,
+                        block_size,
                         first_entry_id: block.header.first_entry_id,
                         last_entry_id: block.header.last_entry_id,
                     };
@@ -312,8 +322,12 @@ pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanE
     }
     let mut next_entry = 0;
     for (i, r) in index.iter().enumerate() {
-        if i64::from(r.block_number) != i as i64 || r.first_entry_id != next_entry || r.last_entry_id < r.first_entry_id
-        {
+        let well_placed = i64::from(r.block_number) == i as i64
+            && r.first_entry_id == next_entry
+            && r.last_entry_id >= r.first_entry_id;
+        // The last id must have a successor: the next block starts there.
+        let after = r.last_entry_id.checked_add(1).filter(|_| well_placed);
+        let Some(after) = after else {
             return Err(ScanError::Corrupt(CodecError::Malformed {
                 offset: record.index_offset + (i * codec::INDEX_RECORD_LEN) as u64,
                 reason: format!(
@@ -321,8 +335,8 @@ pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanE
                     r.block_number, r.first_entry_id, r.last_entry_id
                 ),
             }));
-        }
-        next_entry = r.last_entry_id + 1;
+        };
+        next_entry = after;
     }
     Ok(Some(Footer { record, index }))
 }
@@ -520,6 +534,55 @@ mod tests {
         assert!(matches!(next_block(&f, len, end, 2, 3), Ok(Step::IndexStart)));
         let s = scan(&f, len).unwrap();
         assert_eq!((s.index.len(), s.end, s.last_entry_id()), (2, end, 2));
+    }
+
+    #[test]
+    fn block_header_declaring_more_than_an_index_record_can_size_is_corrupt_not_a_tail() {
+        let mut bytes = Vec::new();
+        codec::encode_header(&mut bytes, &new_header());
+        codec::encode_block_header(
+            &mut bytes,
+            &codec::BlockHeaderRecord {
+                block_number: 0,
+                first_entry_id: 0,
+                last_entry_id: 0,
+                block_length: u32::MAX,
+                block_crc: 0,
+            },
+        );
+        let (_t, f, len) = file_with(&bytes);
+        match next_block(&f, len, HEADER_RECORD_LEN as u64, 0, 0) {
+            Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), HEADER_RECORD_LEN as u64),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn footer_index_reaching_the_largest_entry_id_is_corrupt_not_an_overflow() {
+        let (mut bytes, second) = two_blocks();
+        let end = bytes.len() as u64;
+        let index = [
+            IndexRecord {
+                block_number: 0,
+                start_offset: HEADER_RECORD_LEN as i64,
+                block_size: (second - HEADER_RECORD_LEN) as u32,
+                first_entry_id: 0,
+                last_entry_id: 1,
+            },
+            IndexRecord {
+                block_number: 1,
+                start_offset: second as i64,
+                block_size: (bytes.len() - second) as u32,
+                first_entry_id: 2,
+                last_entry_id: EntryId::MAX,
+            },
+        ];
+        bytes.extend_from_slice(&encode_tail(&index, end, false));
+        let (_t, f, len) = file_with(&bytes);
+        match read_footer(&f, len) {
+            Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), end + codec::INDEX_RECORD_LEN as u64),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
