@@ -284,11 +284,22 @@ fn block_data_offset(key: &str, body: &Bytes) -> Result<usize, SegmentError> {
     }
 }
 
-/// Entry range of a block from the first bytes of its object (header record CRCs are checked, data is not).
+/// Entry range of a block from the first bytes of its object (header record CRCs are checked, data is not,
+/// but the range must be one the block's declared length can hold).
 fn decode_block_prefix(key: &str, prefix: &Bytes) -> Result<codec::BlockHeaderRecord, SegmentError> {
     let start = block_data_offset(key, prefix)?;
     match codec::decode_record(prefix, start).map_err(|e| corrupt(key, e))? {
-        (Record::BlockHeader(h), _) => Ok(h),
+        (Record::BlockHeader(h), _) if codec::block_entry_count(&h).is_some() => Ok(h),
+        (Record::BlockHeader(h), _) => Err(corrupt(
+            key,
+            CodecError::ImpossibleEntryRange {
+                block: h.block_number,
+                offset: start as u64,
+                first_entry_id: h.first_entry_id,
+                last_entry_id: h.last_entry_id,
+                block_length: h.block_length,
+            },
+        )),
         _ => Err(malformed(key, start as u64, "expected a block header record".into())),
     }
 }
@@ -302,16 +313,50 @@ fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentError>
     if index_end > at as u64 {
         return Err(malformed(key, record.index_offset, "index region overlaps the footer".into()));
     }
+    // Both lie below `at`, a position in `body`, so they fit in usize.
     let index = codec::decode_index(body, record.index_offset as usize, record.index_length as usize)
         .map_err(|e| corrupt(key, e))?;
-    if index.len() != record.total_blocks.max(0) as usize {
+    if usize::try_from(record.total_blocks).ok() != Some(index.len()) {
         return Err(malformed(
             key,
             record.index_offset,
             format!("footer says {} blocks, index holds {}", record.total_blocks, index.len()),
         ));
     }
+    check_index_entries(key, &record, &index)?;
     Ok(Footer { record, index })
+}
+
+/// Readers locate entries in the index by binary search and trust it to cover the segment up to the LAC:
+/// each block must hold ids in `0..i64::MAX`, at least one, each starting where the previous one ended, and
+/// the LAC must lie in what the blocks hold. Otherwise a read would skip entries or overflow an id.
+fn check_index_entries(key: &str, record: &FooterRecord, index: &[IndexRecord]) -> Result<(), SegmentError> {
+    let mut prev_last: Option<EntryId> = None;
+    for (i, r) in index.iter().enumerate() {
+        let follows = prev_last.is_none_or(|p| p.checked_add(1) == Some(r.first_entry_id));
+        if r.first_entry_id < 0 || r.last_entry_id < r.first_entry_id || r.last_entry_id == EntryId::MAX || !follows {
+            return Err(malformed(
+                key,
+                record.index_offset + (i * INDEX_RECORD_LEN) as u64,
+                format!(
+                    "index record {i} lists entries {}..={} after a block ending at {}",
+                    r.first_entry_id,
+                    r.last_entry_id,
+                    prev_last.map_or_else(|| "nothing".to_owned(), |p| p.to_string())
+                ),
+            ));
+        }
+        prev_last = Some(r.last_entry_id);
+    }
+    let last = prev_last.unwrap_or(-1);
+    if record.lac < -1 || record.lac > last {
+        return Err(malformed(
+            key,
+            record.index_offset + u64::from(record.index_length),
+            format!("footer LAC {} lies outside the entries its index lists (up to {last})", record.lac),
+        ));
+    }
+    Ok(())
 }
 
 fn sleep_backoff(base: Duration, cap: Duration, attempt: u32) -> tokio::time::Sleep {
