@@ -43,6 +43,10 @@ pub const FOOTER_V5_RECORD_LEN: usize = RECORD_HEADER_LEN + 36;
 /// Encoded size of a block header record.
 pub const BLOCK_HEADER_RECORD_LEN: usize = RECORD_HEADER_LEN + 28;
 
+/// Most bytes of data records (headers included) one block may hold: the block with a header record in
+/// front of it (block 0) must have a size that `IndexRecord::block_size`, a u32, can hold.
+pub const MAX_BLOCK_DATA_LEN: usize = u32::MAX as usize - HEADER_RECORD_LEN - BLOCK_HEADER_RECORD_LEN;
+
 /// Record type tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -346,7 +350,8 @@ impl RecordShifts {
 
 /// Encodes one block: `BlockHeader` followed by a `Data` record per entry. Returns the block header.
 ///
-/// `first_entry_id` is the id of `entries[0]`; `entries` must not be empty.
+/// `first_entry_id` is the id of `entries[0]`; `entries` must not be empty and their data records must
+/// not exceed [`MAX_BLOCK_DATA_LEN`] bytes (writers refuse larger blocks before encoding them).
 pub fn encode_block<E: EntryData>(
     out: &mut Vec<u8>,
     block_number: i32,

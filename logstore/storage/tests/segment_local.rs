@@ -384,6 +384,24 @@ async fn corrupt_complete_last_block_is_reported_not_cut_as_a_torn_tail() {
     }
 }
 
+/// A block whose size with its headers does not fit the u32 of its index record is refused before it is
+/// encoded (the payload below is never touched: its zero pages are not even mapped in).
+#[tokio::test]
+async fn block_too_large_for_its_index_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(dir.path());
+    let w = b.create_writer(SEG).await.unwrap();
+    let huge = Bytes::from(vec![0u8; codec::MAX_BLOCK_DATA_LEN - RECORD_HEADER_LEN + 1]);
+    let blk = BlockToWrite { block_id: 0, first_entry_id: 0, entries: vec![huge.into()] };
+    match w.write_block(blk).await {
+        Err(SegmentError::Io { op: "encode block", source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput);
+        }
+        other => panic!("expected the block to be refused, got {other:?}"),
+    }
+    assert_eq!(std::fs::metadata(data_path(dir.path())).unwrap().len(), 0, "nothing appended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fence_race_never_loses_an_acknowledged_block() {
     for round in 0..12u64 {

@@ -405,6 +405,24 @@ async fn fence_rejects_a_block_header_claiming_more_entries_than_it_holds() {
     }
 }
 
+/// A block object whose size does not fit the u32 of its footer index record is refused before it is encoded.
+#[tokio::test]
+async fn block_too_large_for_its_index_record_is_refused() {
+    let store = mem();
+    let b = scenarios::backend(store.clone(), "files");
+    let w = b.create_writer(scenarios::seg(43)).await.unwrap();
+    let huge = Bytes::from(vec![0u8; codec::MAX_BLOCK_DATA_LEN - codec::RECORD_HEADER_LEN + 1]);
+    let blk = woodpecker_storage::segment::BlockToWrite { block_id: 0, first_entry_id: 0, entries: vec![huge.into()] };
+    match w.write_block(blk).await {
+        Err(SegmentError::Io { op: "encode block", source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput);
+        }
+        other => panic!("expected the block to be refused, got {other:?}"),
+    }
+    let uploaded = store.stat(&keys::block_key("files", 7, 43, 0)).await;
+    assert!(matches!(uploaded, Err(woodpecker_storage::object::ObjectError::NotFound { .. })), "nothing uploaded");
+}
+
 // ---- fault injection: lost replies and transient failures ----
 
 /// Wraps a store: the first `lose` conditional puts are applied but answer `Unreachable` (a lost reply), and the

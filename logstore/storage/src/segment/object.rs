@@ -892,6 +892,22 @@ impl SegmentWriter for ObjectSegmentWriter {
     }
 
     async fn write_block(&self, block: BlockToWrite) -> Result<(), SegmentError> {
+        // The footer's index sizes the block object (header records included) in a u32.
+        let data_len: u64 = block.entries.iter().map(|e| (e.len() + codec::RECORD_HEADER_LEN) as u64).sum();
+        if data_len > codec::MAX_BLOCK_DATA_LEN as u64 {
+            return Err(SegmentError::Io {
+                segment: self.segment,
+                op: "encode block",
+                path: self.inner.block_key(self.segment, block.block_id),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "block of {data_len} data bytes exceeds {} (4 GiB with its headers)",
+                        codec::MAX_BLOCK_DATA_LEN
+                    ),
+                ),
+            });
+        }
         {
             let mut st = self.state();
             if st.finalized.is_some() {
