@@ -154,9 +154,11 @@ impl ObjectSegmentBackend {
 
 /// The footer of a segment and its decoded index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Footer {
-    record: FooterRecord,
-    index: Vec<IndexRecord>,
+pub struct Footer {
+    /// The footer record.
+    pub record: FooterRecord,
+    /// One record per data object, in entry order.
+    pub index: Vec<IndexRecord>,
 }
 
 impl Footer {
@@ -247,11 +249,12 @@ fn malformed(key: &str, offset: u64, reason: String) -> SegmentError {
     corrupt(key, CodecError::Malformed { offset, reason })
 }
 
-/// Decodes and verifies a whole block object (CRC of every record and of the block data).
+/// Decodes and verifies a whole block object `key` (CRC of every record and of the block data), as readers and
+/// compaction take it.
 ///
 /// A leading header record (block 0, merged block 0) is skipped after its own CRC check; the block number must be
 /// `block_number` and the object must end exactly where the block does.
-fn decode_block_object(key: &str, block_number: i64, body: &Bytes) -> Result<DecodedBlock, SegmentError> {
+pub fn decode_block_object(key: &str, block_number: i64, body: &Bytes) -> Result<DecodedBlock, SegmentError> {
     let start = block_data_offset(key, body)?;
     let block = codec::decode_block(body, start).map_err(|e| corrupt(key, e))?;
     if i64::from(block.header.block_number) != block_number {
@@ -304,8 +307,8 @@ fn decode_block_prefix(key: &str, prefix: &Bytes) -> Result<codec::BlockHeaderRe
     }
 }
 
-/// Parses `footer.blk`: index records followed by a v6 (or v5) footer.
-fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentError> {
+/// Parses and checks `footer.blk` (object `key`): index records followed by a v6 (or v5) footer.
+pub fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentError> {
     let Some((record, at)) = codec::decode_footer_at_end(body) else {
         return Err(malformed(key, body.len() as u64, "no valid footer record at the end".into()));
     };

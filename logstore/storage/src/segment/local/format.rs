@@ -368,8 +368,8 @@ pub(crate) fn read_indexed_block(file: &File, r: &IndexRecord) -> Result<Decoded
 }
 
 /// What a recovery scan found in a file.
-#[derive(Debug, Clone)]
-pub(crate) struct Scanned {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
     /// Complete blocks in order.
     pub index: Vec<IndexRecord>,
     /// Whether the file has a valid header.
