@@ -500,6 +500,10 @@ pub fn decode_record(buf: &Bytes, offset: usize) -> Result<(Record, usize), Code
             if p[..4] != FOOTER_MAGIC {
                 return Err(CodecError::Malformed { offset: offset as u64, reason: "bad footer magic".into() });
             }
+            // v6 added the LAC: a length that contradicts the version would lose it, or invent one, on re-encoding.
+            if (len == 44) != (f.version >= 6) {
+                return Err(bad_len(if f.version >= 6 { "44 for a v6 footer" } else { "36 for a v5 footer" }));
+            }
             p.advance(4);
             if len == 44 {
                 f.lac = p.get_i64_le();
@@ -906,6 +910,38 @@ mod tests {
             );
         }
         assert_eq!(decode_index(&b, 0, b.len()).expect("whole region").len(), 1);
+    }
+
+    #[test]
+    fn footer_whose_length_contradicts_its_version_is_malformed() {
+        let footer = FooterRecord {
+            total_blocks: 1,
+            total_records: 1,
+            total_size: 10,
+            index_offset: 0,
+            index_length: 41,
+            version: 6,
+            flags: 0,
+            lac: 7,
+        };
+        let mut v6 = Vec::new();
+        encode_footer(&mut v6, &footer);
+        let mut v5 = Vec::new();
+        encode_footer(&mut v5, &FooterRecord { version: 5, ..footer });
+        // The same payloads with the other version number, under valid record CRCs.
+        for (mut payload, version) in [(v6[RECORD_HEADER_LEN..].to_vec(), 5u16), (v5[RECORD_HEADER_LEN..].to_vec(), 6)]
+        {
+            payload[28..30].copy_from_slice(&version.to_le_bytes());
+            let mut out = Vec::new();
+            put_record(&mut out, RecordType::Footer, &payload);
+            let b = Bytes::from(out);
+            assert!(
+                matches!(decode_record(&b, 0), Err(CodecError::Malformed { offset: 0, .. })),
+                "version {version} with {} payload bytes",
+                payload.len()
+            );
+            assert_eq!(decode_footer_at_end(&b), None);
+        }
     }
 
     #[test]
