@@ -312,9 +312,15 @@ pub fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentEr
     let Some((record, at)) = codec::decode_footer_at_end(body) else {
         return Err(malformed(key, body.len() as u64, "no valid footer record at the end".into()));
     };
+    // The object is its index records and the footer, nothing else (indexOffset = 0 in every writer's layout):
+    // bytes the index does not cover are not data a reader may pass over.
     let index_end = record.index_offset.saturating_add(u64::from(record.index_length));
-    if index_end > at as u64 {
-        return Err(malformed(key, record.index_offset, "index region overlaps the footer".into()));
+    if record.index_offset != 0 || index_end != at as u64 {
+        return Err(malformed(
+            key,
+            record.index_offset,
+            format!("index region {}..{index_end} is not the {at} bytes before the footer", record.index_offset),
+        ));
     }
     // Both lie below `at`, a position in `body`, so they fit in usize.
     let index = codec::decode_index(body, record.index_offset as usize, record.index_length as usize)
@@ -1357,6 +1363,23 @@ mod tests {
         assert_eq!(f.record.lac, 19);
         assert_eq!(f.index[1].start_offset, 1);
         assert_eq!(f.index[1].block_size, 90);
+    }
+
+    #[test]
+    fn footer_object_with_bytes_its_index_does_not_cover_is_corrupt() {
+        let metas = [BlockMeta { first_entry_id: 0, last_entry_id: 9, size: 100 }];
+        let body = encode_footer_object(&metas, 0, None, 9);
+        let (index, footer) = body.split_at(INDEX_RECORD_LEN);
+        let empty = encode_footer_object(&[], 0, None, -1);
+        // Junk before an empty index, an index record the footer does not count, and a gap between them.
+        let crafted =
+            [[b"junk".as_slice(), &empty].concat(), [index, &empty].concat(), [index, b"gap", footer].concat()];
+        for body in crafted {
+            match decode_footer_object("seg/footer.blk", &Bytes::from(body.clone())) {
+                Err(SegmentError::Corrupt { location, .. }) => assert_eq!(location, "seg/footer.blk"),
+                other => panic!("{} bytes: expected corruption, got {other:?}", body.len()),
+            }
+        }
     }
 
     #[test]
