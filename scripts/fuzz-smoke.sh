@@ -34,7 +34,7 @@ if [ "$#" -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz l
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/woodpecker-fuzz.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT
 
-echo "==> building ${#targets[@]} fuzz targets"
+echo "==> building the fuzz targets"
 cargo +"$TOOLCHAIN" fuzz build "${BUILD_FLAGS[@]}"
 for t in "${targets[@]}"; do
   echo "==> fuzzing $t for ${FUZZ_SECONDS}s"
