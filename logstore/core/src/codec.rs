@@ -203,8 +203,8 @@ pub enum CodecError {
         /// The type byte.
         tag: u8,
     },
-    /// A block header's entry range cannot be what its data holds: ids outside `0..i64::MAX`, last before
-    /// first, or more entries than its data bytes can hold (each data record takes at least
+    /// A block header's entry range cannot be what its data holds: ids outside `0..i64::MAX`, no entry (last
+    /// before first), or more entries than its data bytes can hold (each data record takes at least
     /// [`RECORD_HEADER_LEN`] bytes).
     #[error(
         "block {block} at offset {offset} declares entries {first_entry_id}..={last_entry_id}, which {block_length} \
@@ -538,11 +538,11 @@ pub struct DecodedBlock {
 }
 
 /// Number of entries a block header declares, when its range is possible: ids in `0..i64::MAX` (so the id
-/// after the block exists), last not before first less one (an empty block), and no more entries than
-/// `block_length` bytes of data records can hold.
+/// after the block exists), at least one entry (no writer makes an empty block, and an index record cannot
+/// describe one), and no more entries than `block_length` bytes of data records can hold.
 pub fn block_entry_count(header: &BlockHeaderRecord) -> Option<usize> {
     let (first, last) = (header.first_entry_id, header.last_entry_id);
-    if first < 0 || last == i64::MAX {
+    if first < 0 || last < first || last == i64::MAX {
         return None;
     }
     let count = usize::try_from(last.checked_sub(first)?.checked_add(1)?).ok()?;
@@ -879,7 +879,7 @@ mod tests {
     fn crafted_entry_range_is_a_typed_error_not_an_allocation_or_overflow() {
         // 1 << 40 entries would reserve 32 TiB; the others overflow `last - first + 1` or lie outside the ids.
         let impossible =
-            [(0, 1 << 40), (-1, i64::MAX), (i64::MAX, i64::MAX), (i64::MIN, 0), (10, i64::MIN), (5, 3), (0, 1)];
+            [(0, 1 << 40), (-1, i64::MAX), (i64::MAX, i64::MAX), (i64::MIN, 0), (10, i64::MIN), (5, 3), (5, 4), (0, 1)];
         for (first, last) in impossible {
             match decode_block(&block_declaring(first, last), 0) {
                 Err(CodecError::ImpossibleEntryRange {

@@ -557,6 +557,32 @@ mod tests {
         }
     }
 
+    /// An empty block (entries 0..=-1, no data, CRCs valid) was taken as block 0; finalize then wrote an
+    /// index record its own footer check rejects.
+    #[test]
+    fn empty_block_is_corrupt() {
+        let mut bytes = Vec::new();
+        codec::encode_header(&mut bytes, &new_header());
+        codec::encode_block_header(
+            &mut bytes,
+            &codec::BlockHeaderRecord {
+                block_number: 0,
+                first_entry_id: 0,
+                last_entry_id: -1,
+                block_length: 0,
+                // CRC-32/IEEE of no bytes.
+                block_crc: 0,
+            },
+        );
+        let (_t, f, len) = file_with(&bytes);
+        match next_block(&f, len, HEADER_RECORD_LEN as u64, 0, 0) {
+            Err(ScanError::Corrupt(CodecError::ImpossibleEntryRange { offset, .. })) => {
+                assert_eq!(offset, HEADER_RECORD_LEN as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn footer_index_reaching_the_largest_entry_id_is_corrupt_not_an_overflow() {
         let (mut bytes, second) = two_blocks();
