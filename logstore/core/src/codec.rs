@@ -43,6 +43,10 @@ pub const FOOTER_V5_RECORD_LEN: usize = RECORD_HEADER_LEN + 36;
 /// Encoded size of a block header record.
 pub const BLOCK_HEADER_RECORD_LEN: usize = RECORD_HEADER_LEN + 28;
 
+/// Most bytes of data records (headers included) one block may hold: the block with a header record in
+/// front of it (block 0) must have a size that `IndexRecord::block_size`, a u32, can hold.
+pub const MAX_BLOCK_DATA_LEN: usize = u32::MAX as usize - HEADER_RECORD_LEN - BLOCK_HEADER_RECORD_LEN;
+
 /// Record type tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -199,6 +203,25 @@ pub enum CodecError {
         /// The type byte.
         tag: u8,
     },
+    /// A block header's entry range cannot be what its data holds: ids outside `0..i64::MAX`, no entry (last
+    /// before first), or more entries than its data bytes can hold (each data record takes at least
+    /// [`RECORD_HEADER_LEN`] bytes).
+    #[error(
+        "block {block} at offset {offset} declares entries {first_entry_id}..={last_entry_id}, which {block_length} \
+         bytes of data records cannot hold"
+    )]
+    ImpossibleEntryRange {
+        /// Block number.
+        block: i32,
+        /// Start of the block header record.
+        offset: u64,
+        /// First entry the header declares.
+        first_entry_id: i64,
+        /// Last entry the header declares.
+        last_entry_id: i64,
+        /// Bytes of data records the header declares.
+        block_length: u32,
+    },
     /// A record is well-formed but not what the format requires at this place.
     #[error("malformed data at offset {offset}: {reason}")]
     Malformed {
@@ -217,6 +240,7 @@ impl CodecError {
             | Self::CrcMismatch { offset, .. }
             | Self::BlockCrcMismatch { offset, .. }
             | Self::UnknownType { offset, .. }
+            | Self::ImpossibleEntryRange { offset, .. }
             | Self::Malformed { offset, .. } => *offset,
         }
     }
@@ -326,7 +350,8 @@ impl RecordShifts {
 
 /// Encodes one block: `BlockHeader` followed by a `Data` record per entry. Returns the block header.
 ///
-/// `first_entry_id` is the id of `entries[0]`; `entries` must not be empty.
+/// `first_entry_id` is the id of `entries[0]`; `entries` must not be empty and their data records must
+/// not exceed [`MAX_BLOCK_DATA_LEN`] bytes (writers refuse larger blocks before encoding them).
 pub fn encode_block<E: EntryData>(
     out: &mut Vec<u8>,
     block_number: i32,
@@ -475,6 +500,10 @@ pub fn decode_record(buf: &Bytes, offset: usize) -> Result<(Record, usize), Code
             if p[..4] != FOOTER_MAGIC {
                 return Err(CodecError::Malformed { offset: offset as u64, reason: "bad footer magic".into() });
             }
+            // v6 added the LAC: a length that contradicts the version would lose it, or invent one, on re-encoding.
+            if (len == 44) != (f.version >= 6) {
+                return Err(bad_len(if f.version >= 6 { "44 for a v6 footer" } else { "36 for a v5 footer" }));
+            }
             p.advance(4);
             if len == 44 {
                 f.lac = p.get_i64_le();
@@ -508,6 +537,19 @@ pub struct DecodedBlock {
     pub encoded_len: usize,
 }
 
+/// Number of entries a block header declares, when its range is possible: ids in `0..i64::MAX` (so the id
+/// after the block exists), at least one entry (no writer makes an empty block, and an index record cannot
+/// describe one), and no more entries than `block_length` bytes of data records can hold.
+pub fn block_entry_count(header: &BlockHeaderRecord) -> Option<usize> {
+    let (first, last) = (header.first_entry_id, header.last_entry_id);
+    if first < 0 || last < first || last == i64::MAX {
+        return None;
+    }
+    let count = usize::try_from(last.checked_sub(first)?.checked_add(1)?).ok()?;
+    let fits = usize::try_from(header.block_length).ok()? / RECORD_HEADER_LEN;
+    (count <= fits).then_some(count)
+}
+
 /// Decodes and verifies the block whose header record starts at `buf[offset..]`.
 ///
 /// Checks the block CRC, that every record is a data record and that the count matches the header's ids.
@@ -534,15 +576,17 @@ pub fn decode_block(buf: &Bytes, offset: usize) -> Result<DecodedBlock, CodecErr
             computed,
         });
     }
-    let expected = header.last_entry_id - header.first_entry_id + 1;
-    if expected < 0 {
-        return Err(CodecError::Malformed {
-            offset: offset as u64,
-            reason: format!("block {} has last entry before first", header.block_number),
-        });
-    }
+    // The header's CRC only proves the writer wrote it: its ids must still fit the bytes present, so that a
+    // crafted range reserves nothing and `last_entry_id + 1` never overflows.
+    let expected = block_entry_count(&header).ok_or(CodecError::ImpossibleEntryRange {
+        block: header.block_number,
+        offset: offset as u64,
+        first_entry_id: header.first_entry_id,
+        last_entry_id: header.last_entry_id,
+        block_length: header.block_length,
+    })?;
     let data = buf.slice(..data_end);
-    let mut entries = Vec::with_capacity(expected as usize);
+    let mut entries = Vec::with_capacity(expected);
     let mut at = data_start;
     while at < data_end {
         let (rec, n) = decode_record(&data, at)?;
@@ -555,7 +599,7 @@ pub fn decode_block(buf: &Bytes, offset: usize) -> Result<DecodedBlock, CodecErr
         entries.push(payload);
         at += n;
     }
-    if entries.len() as i64 != expected {
+    if entries.len() != expected {
         return Err(CodecError::Malformed {
             offset: offset as u64,
             reason: format!(
@@ -585,17 +629,20 @@ pub fn decode_footer_at_end(buf: &Bytes) -> Option<(FooterRecord, usize)> {
     None
 }
 
-/// Decodes `count` consecutive index records starting at `offset`.
+/// Decodes the index records in `buf[offset..offset + length]`.
 pub fn decode_index(buf: &Bytes, offset: usize, length: usize) -> Result<Vec<IndexRecord>, CodecError> {
+    let end = match offset.checked_add(length) {
+        Some(end) if end <= buf.len() => end,
+        _ => {
+            return Err(CodecError::Truncated {
+                offset: offset as u64,
+                needed: length as u64,
+                available: buf.len().saturating_sub(offset) as u64,
+            });
+        }
+    };
+    // Sized only once the region is known to be present: `length` comes from a footer.
     let mut out = Vec::with_capacity(length / INDEX_RECORD_LEN);
-    let end = offset + length;
-    if end > buf.len() {
-        return Err(CodecError::Truncated {
-            offset: offset as u64,
-            needed: length as u64,
-            available: buf.len().saturating_sub(offset) as u64,
-        });
-    }
     let region = buf.slice(..end);
     let mut at = offset;
     while at < end {
@@ -752,6 +799,7 @@ mod tests {
                 | CodecError::BlockCrcMismatch { .. }
                 | CodecError::Truncated { .. }
                 | CodecError::Malformed { .. }
+                | CodecError::ImpossibleEntryRange { .. }
                 | CodecError::UnknownType { .. } => {}
             }
         }
@@ -806,6 +854,94 @@ mod tests {
         let cut = Bytes::from(out[..out.len() - 2].to_vec());
         assert!(matches!(decode_block(&cut, 0), Err(CodecError::Truncated { offset: 0, .. })));
         assert!(matches!(decode_record(&Bytes::from_static(b"\0\0"), 0), Err(CodecError::Truncated { .. })));
+    }
+
+    /// One data record under a block header whose CRCs are both valid but which declares `first..=last`.
+    fn block_declaring(first_entry_id: i64, last_entry_id: i64) -> Bytes {
+        let mut data = Vec::new();
+        encode_data(&mut data, b"only one");
+        let mut out = Vec::new();
+        encode_block_header(
+            &mut out,
+            &BlockHeaderRecord {
+                block_number: 4,
+                first_entry_id,
+                last_entry_id,
+                block_length: data.len() as u32,
+                block_crc: crc32fast::hash(&data),
+            },
+        );
+        out.extend_from_slice(&data);
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn crafted_entry_range_is_a_typed_error_not_an_allocation_or_overflow() {
+        // 1 << 40 entries would reserve 32 TiB; the others overflow `last - first + 1` or lie outside the ids.
+        let impossible =
+            [(0, 1 << 40), (-1, i64::MAX), (i64::MAX, i64::MAX), (i64::MIN, 0), (10, i64::MIN), (5, 3), (5, 4), (0, 1)];
+        for (first, last) in impossible {
+            match decode_block(&block_declaring(first, last), 0) {
+                Err(CodecError::ImpossibleEntryRange {
+                    block: 4, offset: 0, first_entry_id, last_entry_id, ..
+                }) => {
+                    assert_eq!((first_entry_id, last_entry_id), (first, last));
+                }
+                other => panic!("{first}..={last}: expected an impossible entry range, got {other:?}"),
+            }
+        }
+        // The same bytes with a range they can hold decode.
+        let block = decode_block(&block_declaring(7, 7), 0).expect("one entry fits");
+        assert_eq!(block.entries, vec![Bytes::from_static(b"only one")]);
+    }
+
+    #[test]
+    fn index_length_past_the_buffer_is_truncated_without_reserving_it() {
+        let mut out = Vec::new();
+        encode_index(
+            &mut out,
+            &IndexRecord { block_number: 0, start_offset: 0, block_size: 10, first_entry_id: 0, last_entry_id: 0 },
+        );
+        let b = Bytes::from(out);
+        for (offset, length) in [(0, usize::MAX), (usize::MAX, 2), (1, b.len()), (b.len() + 1, 0)] {
+            assert!(
+                matches!(decode_index(&b, offset, length), Err(CodecError::Truncated { .. })),
+                "offset {offset}, length {length}"
+            );
+        }
+        assert_eq!(decode_index(&b, 0, b.len()).expect("whole region").len(), 1);
+    }
+
+    #[test]
+    fn footer_whose_length_contradicts_its_version_is_malformed() {
+        let footer = FooterRecord {
+            total_blocks: 1,
+            total_records: 1,
+            total_size: 10,
+            index_offset: 0,
+            index_length: 41,
+            version: 6,
+            flags: 0,
+            lac: 7,
+        };
+        let mut v6 = Vec::new();
+        encode_footer(&mut v6, &footer);
+        let mut v5 = Vec::new();
+        encode_footer(&mut v5, &FooterRecord { version: 5, ..footer });
+        // The same payloads with the other version number, under valid record CRCs.
+        for (mut payload, version) in [(v6[RECORD_HEADER_LEN..].to_vec(), 5u16), (v5[RECORD_HEADER_LEN..].to_vec(), 6)]
+        {
+            payload[28..30].copy_from_slice(&version.to_le_bytes());
+            let mut out = Vec::new();
+            put_record(&mut out, RecordType::Footer, &payload);
+            let b = Bytes::from(out);
+            assert!(
+                matches!(decode_record(&b, 0), Err(CodecError::Malformed { offset: 0, .. })),
+                "version {version} with {} payload bytes",
+                payload.len()
+            );
+            assert_eq!(decode_footer_at_end(&b), None);
+        }
     }
 
     #[test]

@@ -71,3 +71,14 @@ fn a_non_default_config_round_trips_through_the_commented_yaml() {
     assert!(yaml.contains("maxInterval: 1ms 500us"), "sub-unit durations are written with units:\n{yaml}");
     assert_eq!(Config::from_yaml_str(&yaml).expect("parses"), config);
 }
+
+/// A list item with a line break renders as a block scalar (`- |-`); its body lines are text, also where they
+/// look like `key:` (found by the config_yaml fuzz target).
+#[test]
+fn multi_line_list_items_round_trip_through_the_commented_yaml() {
+    let mut config = Config::default();
+    config.etcd.endpoints = vec!["e\nh:".to_owned(), "a:2379".to_owned(), "x\n  y: z\n- w".to_owned()];
+    config.woodpecker.client.quorum.quorum_buffer_pools[0].seeds = vec!["s\nseeds:".to_owned()];
+    let yaml = config.to_commented_yaml().expect("renders");
+    assert_eq!(Config::from_yaml_str(&yaml).expect("parses"), config, "{yaml}");
+}

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use woodpecker_core::codec::{self, BLOCK_HEADER_RECORD_LEN, FooterRecord, HEADER_RECORD_LEN, INDEX_RECORD_LEN};
+use woodpecker_core::codec::{
+    self, BLOCK_HEADER_RECORD_LEN, FooterRecord, HEADER_RECORD_LEN, INDEX_RECORD_LEN, RECORD_HEADER_LEN,
+};
 use woodpecker_storage::segment::local::LocalSegmentBackend;
 use woodpecker_storage::segment::{BlockToWrite, EntryBytes, SegmentBackend, SegmentError, SegmentReader, SegmentRef};
 
@@ -266,15 +268,8 @@ async fn crash_matrix_recovers_fully_written_blocks() {
         ("complete", full.clone(), 2),
         ("zero-filled tail", [&full[..b1], &[0u8; 300][..]].concat(), 1),
         ("zeroed last block", [&full[..b1], &vec![0u8; end - b1][..]].concat(), 1),
-        (
-            "last block with bad data CRC",
-            {
-                let mut f = full[..end].to_vec();
-                f[end - 2] ^= 0x55;
-                f
-            },
-            1,
-        ),
+        // A complete last block that fails verification is corruption, not a torn tail: see
+        // corrupt_complete_last_block_is_reported_not_cut_as_a_torn_tail.
     ];
     for (name, bytes, complete) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -354,6 +349,57 @@ async fn corruption_in_the_middle_is_reported_not_skipped() {
     assert_eq!(r.read_batch(0, 1, u64::MAX).await.unwrap().entries.len(), 2);
     assert_corrupt_at(r.read_batch(2, 1, u64::MAX).await, &path, mid as u64);
     assert_corrupt_at(r.read_batch(3, 1, u64::MAX).await, &path, mid as u64);
+}
+
+/// A torn tail is a last block whose bytes end before its declared length. When every declared byte is there
+/// but the block fails verification, the block was written whole and then damaged: the reader, fence and
+/// finalize report it with the file and offset, and nothing is truncated.
+#[tokio::test]
+async fn corrupt_complete_last_block_is_reported_not_cut_as_a_torn_tail() {
+    let blks = blocks(&[3, 2]);
+    let (open_file, index) = expected_file(&blks, false);
+    let last = index[1].start_offset as usize;
+    let cases = [
+        ("data byte", open_file.len() - 2),
+        ("first data record header", last + BLOCK_HEADER_RECORD_LEN + 4),
+        // Block number and block CRC fields: the header's type and length fields still locate EOF.
+        ("block number in the block header", last + RECORD_HEADER_LEN + 1),
+        ("block CRC in the block header", last + BLOCK_HEADER_RECORD_LEN - 2),
+    ];
+    for (name, at) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = data_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bad = open_file.clone();
+        bad[at] ^= 0x55;
+        std::fs::write(&path, &bad).unwrap();
+        let b = backend(dir.path());
+        let mut r = b.open_reader(SEG).await.unwrap();
+        let first = r.read_batch(0, 1, u64::MAX).await.unwrap();
+        assert_eq!(first.entries, all_entries(&blks[..1]), "{name}: the block before is fine");
+        assert_corrupt_at(r.read_batch(3, 100, u64::MAX).await, &path, last as u64);
+        assert_corrupt_at(b.fence(SEG).await, &path, last as u64);
+        assert_corrupt_at(b.finalize(SEG).await, &path, last as u64);
+        assert_eq!(std::fs::read(&path).unwrap(), bad, "{name}: nothing truncated");
+    }
+}
+
+/// A block whose size with its headers does not fit the u32 of its index record is refused before it is
+/// encoded (the payload below is never touched: its zero pages are not even mapped in).
+#[tokio::test]
+async fn block_too_large_for_its_index_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(dir.path());
+    let w = b.create_writer(SEG).await.unwrap();
+    let huge = Bytes::from(vec![0u8; codec::MAX_BLOCK_DATA_LEN - RECORD_HEADER_LEN + 1]);
+    let blk = BlockToWrite { block_id: 0, first_entry_id: 0, entries: vec![huge.into()] };
+    match w.write_block(blk).await {
+        Err(SegmentError::Io { op: "encode block", source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput);
+        }
+        other => panic!("expected the block to be refused, got {other:?}"),
+    }
+    assert_eq!(std::fs::metadata(data_path(dir.path())).unwrap().len(), 0, "nothing appended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

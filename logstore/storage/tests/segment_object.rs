@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use woodpecker_core::keys;
+use woodpecker_core::{codec, keys};
 use woodpecker_proto::logstore::LogMessageLayout;
 use woodpecker_storage::object::{LocalObjectStorage, MemoryObjectStorage, ObjectStorage};
 use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
@@ -315,6 +315,112 @@ async fn finalize_hides_an_excluded_block() {
     let (got, end) = scenarios::read_all(tail.as_mut(), 2, 100).await.unwrap();
     assert_eq!(got.last().map(|e| e.0), Some(5));
     assert!(end);
+}
+
+// ---- footers and block headers whose CRCs hold but whose contents cannot be true ----
+
+/// `[Index…][Footer v6]` as the object format lays it out, for hand-made index records and LAC.
+fn footer_body(index: &[codec::IndexRecord], lac: i64) -> Bytes {
+    let mut out = Vec::new();
+    for r in index {
+        codec::encode_index(&mut out, r);
+    }
+    let index_length = out.len() as u32;
+    codec::encode_footer(
+        &mut out,
+        &codec::FooterRecord {
+            total_blocks: index.len() as i32,
+            total_records: index.len() as u32,
+            total_size: index.iter().map(|r| u64::from(r.block_size)).sum(),
+            index_offset: 0,
+            index_length,
+            version: 6,
+            flags: 0,
+            lac,
+        },
+    );
+    Bytes::from(out)
+}
+
+/// Reads segment `s` of `b` from entry 0 to its end, as a reader would.
+async fn read_segment(b: &ObjectSegmentBackend, s: SegmentRef) -> Result<(Vec<(i64, Bytes)>, bool), SegmentError> {
+    let mut r = b.open_reader(s).await?;
+    scenarios::read_all(r.as_mut(), 0, 100).await
+}
+
+/// A footer is authoritative, so one whose index leaves out a block, or whose LAC lies past its blocks, would
+/// make readers skip entries or end a segment early: it is corruption naming the footer, not a shorter read.
+#[tokio::test]
+async fn footer_whose_index_skips_entries_or_overstates_the_lac_is_corrupt() {
+    let store = mem();
+    let b = scenarios::backend(store.clone(), "files");
+    let s = scenarios::seg(41);
+    let w = b.create_writer(s).await.unwrap();
+    for i in 0..3 {
+        w.write_block(scenarios::block(i, i * 3, 3)).await.unwrap();
+    }
+    w.finalize(2).await.unwrap();
+    let footer_key = keys::footer_key("files", 7, 41);
+    let real = store.get(&footer_key, None).await.unwrap();
+    let index = codec::decode_index(&real, 0, 3 * codec::INDEX_RECORD_LEN).unwrap();
+    assert_eq!(read_segment(&b, s).await.unwrap().0.len(), 9, "the real footer reads every entry");
+
+    let crafted = [
+        ("index without block 1", footer_body(&[index[0], index[2]], 8)),
+        ("LAC past the last block", footer_body(&index, 100)),
+        ("index entries out of order", footer_body(&[index[1], index[0], index[2]], 8)),
+    ];
+    for (name, body) in crafted {
+        store.put(&footer_key, body).await.unwrap();
+        match read_segment(&b, s).await {
+            Err(SegmentError::Corrupt { location, .. }) => assert_eq!(location, footer_key, "{name}"),
+            other => panic!("{name}: expected the footer to be corrupt, got {other:?}"),
+        }
+        assert!(matches!(b.fence(s).await, Err(SegmentError::Corrupt { .. })), "{name}: fence");
+    }
+}
+
+/// Fencing learns the segment's last entry from the last block's header alone; a CRC-valid header claiming more
+/// entries than its block can hold is corruption, not the segment's end.
+#[tokio::test]
+async fn fence_rejects_a_block_header_claiming_more_entries_than_it_holds() {
+    let store = mem();
+    let b = scenarios::backend(store.clone(), "files");
+    let s = scenarios::seg(42);
+    // A real one-entry block whose header, re-encoded with a valid CRC, claims entries 0..=1<<40.
+    let mut block = Vec::new();
+    let mut header = codec::encode_block(&mut block, 0, 0, &[b"one entry".as_slice()]);
+    header.last_entry_id = 1 << 40;
+    let mut body = Vec::new();
+    codec::encode_header(&mut body, &codec::HeaderRecord { version: 6, flags: 0, first_entry_id: 0 });
+    codec::encode_block_header(&mut body, &header);
+    body.extend_from_slice(&block[codec::BLOCK_HEADER_RECORD_LEN..]);
+    let key = keys::block_key("files", 7, 42, 0);
+    store.put(&key, Bytes::from(body)).await.unwrap();
+    match b.fence(s).await {
+        Err(SegmentError::Corrupt { location, source: codec::CodecError::ImpossibleEntryRange { .. }, .. }) => {
+            assert_eq!(location, key);
+        }
+        other => panic!("expected an impossible entry range in {key}, got {other:?}"),
+    }
+}
+
+/// A block object whose size does not fit the u32 of its footer index record is refused before it is encoded.
+#[tokio::test]
+async fn block_too_large_for_its_index_record_is_refused() {
+    let store = mem();
+    let b = scenarios::backend(store.clone(), "files");
+    let w = b.create_writer(scenarios::seg(43)).await.unwrap();
+    let huge = Bytes::from(vec![0u8; codec::MAX_BLOCK_DATA_LEN - codec::RECORD_HEADER_LEN + 1]);
+    let blk = woodpecker_storage::segment::BlockToWrite { block_id: 0, first_entry_id: 0, entries: vec![huge.into()] };
+    match w.write_block(blk).await {
+        Err(SegmentError::Io { op: "encode block", source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput);
+        }
+        other => panic!("expected the block to be refused, got {other:?}"),
+    }
+    let uploaded = store.stat(&keys::block_key("files", 7, 43, 0)).await;
+    assert!(matches!(uploaded, Err(woodpecker_storage::object::ObjectError::NotFound { .. })), "nothing uploaded");
 }
 
 // ---- fault injection: lost replies and transient failures ----

@@ -41,7 +41,11 @@ pub(super) fn to_commented_yaml(config: &Config) -> Result<String, ConfigError> 
             None => (indent, rest, false),
         };
         let Some((key, value)) = split_key(body) else {
-            // A scalar list item (`- localhost:2379`): nothing to document.
+            // A scalar list item (`- localhost:2379`): nothing to document. A multi-line one (`- |-`) is a
+            // block scalar whose body lines, indented past the dash, are text even where they look like keys.
+            if is_item && (body.starts_with('|') || body.starts_with('>')) {
+                in_block_scalar = Some(indent);
+            }
             out.push_str(line);
             out.push('\n');
             continue;

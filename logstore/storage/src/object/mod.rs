@@ -17,6 +17,7 @@ mod keys;
 mod local;
 mod memory;
 mod probe;
+#[cfg(feature = "s3")]
 mod s3;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use error::ObjectError;
 pub use local::LocalObjectStorage;
 pub use memory::MemoryObjectStorage;
 pub use probe::probe_condition_write;
+#[cfg(feature = "s3")]
 pub use s3::{CloudProvider, DEFAULT_REGION, S3ObjectStorage, S3Options};
 pub use woodpecker_core::retry::RetryPolicy;
 

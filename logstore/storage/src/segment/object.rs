@@ -155,9 +155,11 @@ impl ObjectSegmentBackend {
 
 /// The footer of a segment and its decoded index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Footer {
-    record: FooterRecord,
-    index: Vec<IndexRecord>,
+pub struct Footer {
+    /// The footer record.
+    pub record: FooterRecord,
+    /// One record per data object, in entry order.
+    pub index: Vec<IndexRecord>,
 }
 
 impl Footer {
@@ -248,11 +250,12 @@ fn malformed(key: &str, offset: u64, reason: String) -> SegmentError {
     corrupt(key, CodecError::Malformed { offset, reason })
 }
 
-/// Decodes and verifies a whole block object (CRC of every record and of the block data).
+/// Decodes and verifies a whole block object `key` (CRC of every record and of the block data), as readers and
+/// compaction take it.
 ///
 /// A leading header record (block 0, merged block 0) is skipped after its own CRC check; the block number must be
 /// `block_number` and the object must end exactly where the block does.
-fn decode_block_object(key: &str, block_number: i64, body: &Bytes) -> Result<DecodedBlock, SegmentError> {
+pub fn decode_block_object(key: &str, block_number: i64, body: &Bytes) -> Result<DecodedBlock, SegmentError> {
     let start = block_data_offset(key, body)?;
     let block = codec::decode_block(body, start).map_err(|e| corrupt(key, e))?;
     if i64::from(block.header.block_number) != block_number {
@@ -285,34 +288,85 @@ fn block_data_offset(key: &str, body: &Bytes) -> Result<usize, SegmentError> {
     }
 }
 
-/// Entry range of a block from the first bytes of its object (header record CRCs are checked, data is not).
+/// Entry range of a block from the first bytes of its object (header record CRCs are checked, data is not,
+/// but the range must be one the block's declared length can hold).
 fn decode_block_prefix(key: &str, prefix: &Bytes) -> Result<codec::BlockHeaderRecord, SegmentError> {
     let start = block_data_offset(key, prefix)?;
     match codec::decode_record(prefix, start).map_err(|e| corrupt(key, e))? {
-        (Record::BlockHeader(h), _) => Ok(h),
+        (Record::BlockHeader(h), _) if codec::block_entry_count(&h).is_some() => Ok(h),
+        (Record::BlockHeader(h), _) => Err(corrupt(
+            key,
+            CodecError::ImpossibleEntryRange {
+                block: h.block_number,
+                offset: start as u64,
+                first_entry_id: h.first_entry_id,
+                last_entry_id: h.last_entry_id,
+                block_length: h.block_length,
+            },
+        )),
         _ => Err(malformed(key, start as u64, "expected a block header record".into())),
     }
 }
 
-/// Parses `footer.blk`: index records followed by a v6 (or v5) footer.
-fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentError> {
+/// Parses and checks `footer.blk` (object `key`): index records followed by a v6 (or v5) footer.
+pub fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentError> {
     let Some((record, at)) = codec::decode_footer_at_end(body) else {
         return Err(malformed(key, body.len() as u64, "no valid footer record at the end".into()));
     };
+    // The object is its index records and the footer, nothing else (indexOffset = 0 in every writer's layout):
+    // bytes the index does not cover are not data a reader may pass over.
     let index_end = record.index_offset.saturating_add(u64::from(record.index_length));
-    if index_end > at as u64 {
-        return Err(malformed(key, record.index_offset, "index region overlaps the footer".into()));
+    if record.index_offset != 0 || index_end != at as u64 {
+        return Err(malformed(
+            key,
+            record.index_offset,
+            format!("index region {}..{index_end} is not the {at} bytes before the footer", record.index_offset),
+        ));
     }
+    // Both lie below `at`, a position in `body`, so they fit in usize.
     let index = codec::decode_index(body, record.index_offset as usize, record.index_length as usize)
         .map_err(|e| corrupt(key, e))?;
-    if index.len() != record.total_blocks.max(0) as usize {
+    if usize::try_from(record.total_blocks).ok() != Some(index.len()) {
         return Err(malformed(
             key,
             record.index_offset,
             format!("footer says {} blocks, index holds {}", record.total_blocks, index.len()),
         ));
     }
+    check_index_entries(key, &record, &index)?;
     Ok(Footer { record, index })
+}
+
+/// Readers locate entries in the index by binary search and trust it to cover the segment up to the LAC:
+/// each block must hold ids in `0..i64::MAX`, at least one, each starting where the previous one ended, and
+/// the LAC must lie in what the blocks hold. Otherwise a read would skip entries or overflow an id.
+fn check_index_entries(key: &str, record: &FooterRecord, index: &[IndexRecord]) -> Result<(), SegmentError> {
+    let mut prev_last: Option<EntryId> = None;
+    for (i, r) in index.iter().enumerate() {
+        let follows = prev_last.is_none_or(|p| p.checked_add(1) == Some(r.first_entry_id));
+        if r.first_entry_id < 0 || r.last_entry_id < r.first_entry_id || r.last_entry_id == EntryId::MAX || !follows {
+            return Err(malformed(
+                key,
+                record.index_offset + (i * INDEX_RECORD_LEN) as u64,
+                format!(
+                    "index record {i} lists entries {}..={} after a block ending at {}",
+                    r.first_entry_id,
+                    r.last_entry_id,
+                    prev_last.map_or_else(|| "nothing".to_owned(), |p| p.to_string())
+                ),
+            ));
+        }
+        prev_last = Some(r.last_entry_id);
+    }
+    let last = prev_last.unwrap_or(-1);
+    if record.lac < -1 || record.lac > last {
+        return Err(malformed(
+            key,
+            record.index_offset + u64::from(record.index_length),
+            format!("footer LAC {} lies outside the entries its index lists (up to {last})", record.lac),
+        ));
+    }
+    Ok(())
 }
 
 /// Sleeps before attempt `attempt + 1`: doubling from `base` up to `cap`, jittered in the upper half so
@@ -848,6 +902,22 @@ impl SegmentWriter for ObjectSegmentWriter {
     }
 
     async fn write_block(&self, block: BlockToWrite) -> Result<(), SegmentError> {
+        // The footer's index sizes the block object (header records included) in a u32.
+        let data_len: u64 = block.entries.iter().map(|e| (e.len() + codec::RECORD_HEADER_LEN) as u64).sum();
+        if data_len > codec::MAX_BLOCK_DATA_LEN as u64 {
+            return Err(SegmentError::Io {
+                segment: self.segment,
+                op: "encode block",
+                path: self.inner.block_key(self.segment, block.block_id),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "block of {data_len} data bytes exceeds {} (4 GiB with its headers)",
+                        codec::MAX_BLOCK_DATA_LEN
+                    ),
+                ),
+            });
+        }
         {
             let mut st = self.state();
             if st.finalized.is_some() {
@@ -1294,6 +1364,23 @@ mod tests {
         assert_eq!(f.record.lac, 19);
         assert_eq!(f.index[1].start_offset, 1);
         assert_eq!(f.index[1].block_size, 90);
+    }
+
+    #[test]
+    fn footer_object_with_bytes_its_index_does_not_cover_is_corrupt() {
+        let metas = [BlockMeta { first_entry_id: 0, last_entry_id: 9, size: 100 }];
+        let body = encode_footer_object(&metas, 0, None, 9);
+        let (index, footer) = body.split_at(INDEX_RECORD_LEN);
+        let empty = encode_footer_object(&[], 0, None, -1);
+        // Junk before an empty index, an index record the footer does not count, and a gap between them.
+        let crafted =
+            [[b"junk".as_slice(), &empty].concat(), [index, &empty].concat(), [index, b"gap", footer].concat()];
+        for body in crafted {
+            match decode_footer_object("seg/footer.blk", &Bytes::from(body.clone())) {
+                Err(SegmentError::Corrupt { location, .. }) => assert_eq!(location, "seg/footer.blk"),
+                other => panic!("{} bytes: expected corruption, got {other:?}", body.len()),
+            }
+        }
     }
 
     #[test]

@@ -9,12 +9,17 @@
 //! starts, and finalize appends index + footer in one write. So a crash can damage only the bytes of the
 //! *last* write, and nothing intact can follow them. The scan uses that:
 //! - a block whose CRC-valid header declares an end beyond EOF is an incomplete tail (still being written,
-//!   or torn by a crash);
-//! - a block whose header is valid but whose data fails verification is a torn tail when the declared end
-//!   is exactly EOF, and corruption when more bytes follow (the block was fsynced before they were written);
-//! - a damaged block header (length unknown) is a torn tail unless an intact block-header, index or footer
-//!   record starts anywhere after it, which proves later writes landed: then it is corruption;
+//!   or torn by a crash): a torn write leaves a prefix of the block;
+//! - a block whose header is valid and whose declared bytes are all present but fail verification is
+//!   corruption, also when it ends exactly at EOF: every byte the writer wrote is there, so a crash did not
+//!   cut it, and cutting it would drop a block that may have been acknowledged;
+//! - a damaged block header is corruption when its (unverified) type and length fields still say that the
+//!   block ends exactly at EOF, for the same reason: a torn prefix that long would hold an intact header;
+//! - any other damaged block header (length unknown) is a torn tail unless an intact block-header, index or
+//!   footer record starts anywhere after it, which proves later writes landed: then it is corruption;
 //! - an index or footer record where a block header is expected is the start of the finalize append.
+//!
+//! Zeros where a block should start (a file extended by a crash but never written) are a torn tail.
 //!
 //! Decoding uses the shared codec; errors are re-based to file offsets.
 
@@ -76,6 +81,15 @@ pub(crate) fn rebase(e: CodecError, base: u64) -> CodecError {
             CodecError::BlockCrcMismatch { block, offset: offset + base, stored, computed }
         }
         CodecError::UnknownType { offset, tag } => CodecError::UnknownType { offset: offset + base, tag },
+        CodecError::ImpossibleEntryRange { block, offset, first_entry_id, last_entry_id, block_length } => {
+            CodecError::ImpossibleEntryRange {
+                block,
+                offset: offset + base,
+                first_entry_id,
+                last_entry_id,
+                block_length,
+            }
+        }
         CodecError::Malformed { offset, reason } => CodecError::Malformed { offset: offset + base, reason },
     }
 }
@@ -140,6 +154,16 @@ pub(crate) fn next_block(
         Ok((Record::BlockHeader(h), _)) => {
             // The header's CRC held, so its declared length is what the writer wrote.
             let total = BLOCK_HEADER_RECORD_LEN as u64 + u64::from(h.block_length);
+            // Index records size a block in a u32; the writer never makes a larger one, so this is not a tail.
+            let Ok(block_size) = u32::try_from(total) else {
+                return Err(ScanError::Corrupt(CodecError::Malformed {
+                    offset: off,
+                    reason: format!(
+                        "block {} declares {total} bytes, more than an index record can hold",
+                        h.block_number
+                    ),
+                }));
+            };
             if off + total > len {
                 return Ok(Step::Tail);
             }
@@ -161,15 +185,13 @@ pub(crate) fn next_block(
                     let index = IndexRecord {
                         block_number: block.header.block_number,
                         start_offset: off as i64,
-                        block_size: block.encoded_len as u32,
+                        block_size,
                         first_entry_id: block.header.first_entry_id,
                         last_entry_id: block.header.last_entry_id,
                     };
                     Ok(Step::Block(block, index))
                 }
-                // Damaged data ending exactly at EOF is the last write, torn; bytes after it prove it was
-                // fsynced before they were written.
-                Err(_) if off + total == len => Ok(Step::Tail),
+                // All the declared bytes are present: damage, not a torn write (see the module docs).
                 Err(e) => Err(ScanError::Corrupt(rebase(e, off))),
             }
         }
@@ -179,13 +201,25 @@ pub(crate) fn next_block(
             reason: format!("{} record where a block header was expected", record_name(&other)),
         })),
         Err(e) => {
-            if intact_record_after(file, len, off)? {
+            if declares_end_at_eof(&head, off, len) || intact_record_after(file, len, off)? {
                 Err(ScanError::Corrupt(rebase(e, off)))
             } else {
                 Ok(Step::Tail)
             }
         }
     }
+}
+
+/// Whether `head`, the bytes at block boundary `off` of a file of `len` bytes, is shaped like a block header
+/// record (type and record length) whose block length field makes the block end exactly at EOF. The fields
+/// are read without their CRC: this only tells a complete block with a damaged header from a torn tail.
+fn declares_end_at_eof(head: &[u8], off: u64, len: u64) -> bool {
+    let Some(h) = head.get(..BLOCK_HEADER_RECORD_LEN) else { return false };
+    let field = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    // Record header: crc(4) type(1) length(4); payload: block(4) first(8) last(8) blockLength(4) blockCrc(4).
+    let shaped =
+        h[4] == RecordType::BlockHeader as u8 && field(5) == (BLOCK_HEADER_RECORD_LEN - RECORD_HEADER_LEN) as u32;
+    shaped && off + BLOCK_HEADER_RECORD_LEN as u64 + u64::from(field(RECORD_HEADER_LEN + 20)) == len
 }
 
 fn record_name(r: &Record) -> &'static str {
@@ -288,8 +322,12 @@ pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanE
     }
     let mut next_entry = 0;
     for (i, r) in index.iter().enumerate() {
-        if i64::from(r.block_number) != i as i64 || r.first_entry_id != next_entry || r.last_entry_id < r.first_entry_id
-        {
+        let well_placed = i64::from(r.block_number) == i as i64
+            && r.first_entry_id == next_entry
+            && r.last_entry_id >= r.first_entry_id;
+        // The last id must have a successor: the next block starts there.
+        let after = r.last_entry_id.checked_add(1).filter(|_| well_placed);
+        let Some(after) = after else {
             return Err(ScanError::Corrupt(CodecError::Malformed {
                 offset: record.index_offset + (i * codec::INDEX_RECORD_LEN) as u64,
                 reason: format!(
@@ -297,8 +335,8 @@ pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanE
                     r.block_number, r.first_entry_id, r.last_entry_id
                 ),
             }));
-        }
-        next_entry = r.last_entry_id + 1;
+        };
+        next_entry = after;
     }
     Ok(Some(Footer { record, index }))
 }
@@ -330,8 +368,8 @@ pub(crate) fn read_indexed_block(file: &File, r: &IndexRecord) -> Result<Decoded
 }
 
 /// What a recovery scan found in a file.
-#[derive(Debug, Clone)]
-pub(crate) struct Scanned {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
     /// Complete blocks in order.
     pub index: Vec<IndexRecord>,
     /// Whether the file has a valid header.
@@ -431,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn damaged_block_header_is_torn_at_the_tail_and_corrupt_before_a_block() {
+    fn damaged_block_header_is_torn_at_the_tail_unless_complete_or_followed_by_a_block() {
         let (bytes, second) = two_blocks();
         let first = HEADER_RECORD_LEN;
         // Damage the first block's header record: the second block after it proves corruption.
@@ -442,12 +480,22 @@ mod tests {
             Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), first as u64),
             other => panic!("{other:?}"),
         }
-        // Damage the last block's header record: nothing intact follows, so it is a torn tail.
+        // Damage the last block's length field: nothing intact follows and nothing says the block is
+        // complete, so it is a torn tail.
         let mut bad = bytes.clone();
-        bad[second + 10] ^= 0xff;
+        bad[second + RECORD_HEADER_LEN + 21] ^= 0xff;
         let (_t, f, len) = file_with(&bad);
         assert!(matches!(next_block(&f, len, first as u64, 0, 0), Ok(Step::Block(..))));
         assert!(matches!(next_block(&f, len, second as u64, 1, 2), Ok(Step::Tail)));
+        // Damage elsewhere in the last block's header: its length fields still end the block at EOF, so
+        // the block was written whole and this is corruption.
+        let mut bad = bytes.clone();
+        bad[second + 10] ^= 0xff;
+        let (_t, f, len) = file_with(&bad);
+        match next_block(&f, len, second as u64, 1, 2) {
+            Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), second as u64),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -486,6 +534,81 @@ mod tests {
         assert!(matches!(next_block(&f, len, end, 2, 3), Ok(Step::IndexStart)));
         let s = scan(&f, len).unwrap();
         assert_eq!((s.index.len(), s.end, s.last_entry_id()), (2, end, 2));
+    }
+
+    #[test]
+    fn block_header_declaring_more_than_an_index_record_can_size_is_corrupt_not_a_tail() {
+        let mut bytes = Vec::new();
+        codec::encode_header(&mut bytes, &new_header());
+        codec::encode_block_header(
+            &mut bytes,
+            &codec::BlockHeaderRecord {
+                block_number: 0,
+                first_entry_id: 0,
+                last_entry_id: 0,
+                block_length: u32::MAX,
+                block_crc: 0,
+            },
+        );
+        let (_t, f, len) = file_with(&bytes);
+        match next_block(&f, len, HEADER_RECORD_LEN as u64, 0, 0) {
+            Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), HEADER_RECORD_LEN as u64),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// An empty block (entries 0..=-1, no data, CRCs valid) was taken as block 0; finalize then wrote an
+    /// index record its own footer check rejects.
+    #[test]
+    fn empty_block_is_corrupt() {
+        let mut bytes = Vec::new();
+        codec::encode_header(&mut bytes, &new_header());
+        codec::encode_block_header(
+            &mut bytes,
+            &codec::BlockHeaderRecord {
+                block_number: 0,
+                first_entry_id: 0,
+                last_entry_id: -1,
+                block_length: 0,
+                // CRC-32/IEEE of no bytes.
+                block_crc: 0,
+            },
+        );
+        let (_t, f, len) = file_with(&bytes);
+        match next_block(&f, len, HEADER_RECORD_LEN as u64, 0, 0) {
+            Err(ScanError::Corrupt(CodecError::ImpossibleEntryRange { offset, .. })) => {
+                assert_eq!(offset, HEADER_RECORD_LEN as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn footer_index_reaching_the_largest_entry_id_is_corrupt_not_an_overflow() {
+        let (mut bytes, second) = two_blocks();
+        let end = bytes.len() as u64;
+        let index = [
+            IndexRecord {
+                block_number: 0,
+                start_offset: HEADER_RECORD_LEN as i64,
+                block_size: (second - HEADER_RECORD_LEN) as u32,
+                first_entry_id: 0,
+                last_entry_id: 1,
+            },
+            IndexRecord {
+                block_number: 1,
+                start_offset: second as i64,
+                block_size: (bytes.len() - second) as u32,
+                first_entry_id: 2,
+                last_entry_id: EntryId::MAX,
+            },
+        ];
+        bytes.extend_from_slice(&encode_tail(&index, end, false));
+        let (_t, f, len) = file_with(&bytes);
+        match read_footer(&f, len) {
+            Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), end + codec::INDEX_RECORD_LEN as u64),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

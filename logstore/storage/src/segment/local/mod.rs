@@ -45,6 +45,7 @@ use woodpecker_core::ids::{EntryId, LogId};
 use woodpecker_core::keys;
 
 use self::format::ScanError;
+pub use self::format::Scanned as DataLogScan;
 pub use self::reader::LocalSegmentReader;
 pub use self::writer::{LocalSegmentWriter, PIPELINE_DEPTH, release_cache_behind};
 use super::{BufferPool, SegmentBackend, SegmentError, SegmentReader, SegmentRef, SegmentSummary, SegmentWriter};
@@ -120,6 +121,19 @@ pub(crate) struct SegmentPaths {
 }
 
 impl SegmentPaths {
+    /// The files of `segment` beside the `data.log` at `data`.
+    fn of_data_file(segment: SegmentRef, data: &Path) -> Self {
+        let dir = data.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+        Self {
+            segment,
+            lock: dir.join(LOCK_FILE),
+            fence: dir.join(FENCE_FILE),
+            durable: dir.join(DURABLE_FILE),
+            data: data.to_path_buf(),
+            dir,
+        }
+    }
+
     /// Maps an OS error on `path` to a segment error.
     fn io(&self, op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SegmentError + use<> {
         let segment = self.segment;
@@ -257,6 +271,27 @@ impl SegmentPaths {
         file.sync_all().map_err(self.io("fsync", &self.data))?;
         Ok(summary(scanned.end + tail.len() as u64))
     }
+}
+
+/// What recovery (`fence`, `finalize`) finds in the `data.log` at `path` of `segment`: its footer, or else its
+/// complete verified blocks up to a torn tail, or the corruption that stops the scan. Takes no lock: for a file
+/// no writer appends to (tools, fuzzing); the backend runs the same scan under the segment's lock.
+pub fn scan_data_log(segment: SegmentRef, path: &Path) -> Result<DataLogScan, SegmentError> {
+    let paths = SegmentPaths::of_data_file(segment, path);
+    let file = File::open(path).map_err(paths.io("open", path))?;
+    let len = file.metadata().map_err(paths.io("stat", path))?.len();
+    format::scan(&file, len).map_err(|e| paths.scan_err(e))
+}
+
+/// Reads and verifies the block that `index`, a record of a [`scan_data_log`] result, locates in `path`.
+pub fn read_data_log_block(
+    segment: SegmentRef,
+    path: &Path,
+    index: &woodpecker_core::codec::IndexRecord,
+) -> Result<woodpecker_core::codec::DecodedBlock, SegmentError> {
+    let paths = SegmentPaths::of_data_file(segment, path);
+    let file = File::open(path).map_err(paths.io("open", path))?;
+    format::read_indexed_block(&file, index).map_err(|e| paths.scan_err(e))
 }
 
 /// An exclusive or shared flock released on drop (also released when the file is closed).

@@ -501,12 +501,19 @@ impl SegmentWriter for LocalSegmentWriter {
             return Err(shared.out_of_order(block_id, first_entry_id));
         }
         let data_len: u64 = block.entries.iter().map(|e| (e.len() + RECORD_HEADER_LEN) as u64).sum();
-        if data_len > u64::from(u32::MAX) {
+        // Its index record sizes the block (header records included) in a u32.
+        if data_len > codec::MAX_BLOCK_DATA_LEN as u64 {
             return Err(SegmentError::Io {
                 segment: shared.paths.segment,
                 op: "encode block",
                 path: shared.paths.data.display().to_string(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, format!("block of {data_len} bytes exceeds 4 GiB")),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "block of {data_len} data bytes exceeds {} (4 GiB with its headers)",
+                        codec::MAX_BLOCK_DATA_LEN
+                    ),
+                ),
             });
         }
         {
