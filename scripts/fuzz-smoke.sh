@@ -30,6 +30,11 @@ if ! cargo +"$TOOLCHAIN" --version >/dev/null 2>&1; then
   exit 1
 fi
 
+# The instrumented build lives outside the checkout, keyed by the nightly it was built with, so a later
+# run (CI on the same machine) reuses it.
+nightly_id=$(cargo +"$TOOLCHAIN" --version | tr -c 'A-Za-z0-9.\n' '-' | tr -d '\n')
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/woodpecker-testbed/fuzz-target-$nightly_id}"
+
 if [ "$#" -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list --fuzz-dir "$FUZZ_DIR"); fi
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/woodpecker-fuzz.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT

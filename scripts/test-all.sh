@@ -47,5 +47,8 @@ eval "$(scripts/kube-testbed.sh env)"
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
+step "fuzz targets, 15 s each (scripts/fuzz-smoke.sh)"
+FUZZ_SECONDS=15 scripts/fuzz-smoke.sh
+
 step "README command 1 on a fresh build: no protoc, no Go, fresh target dir"
 scripts/check-fresh-build.sh
