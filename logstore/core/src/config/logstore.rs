@@ -137,9 +137,9 @@ config_section! {
         /// Conditional writes for embedded mode: auto, enable or disable.
         #[key = "conditionWrite"]
         pub condition_write: ConditionWrite = ConditionWrite::Auto,
-        /// Writer-lock mode (conditional writes off): a block upload, retries included, is abandoned after
-        /// this long, and a new writer taking over a segment left Active waits the lock's session TTL plus
-        /// this before it fences it, so no upload of the old writer can land after the fence (ours).
+        /// Lock mode (conditional writes off): longest a block upload may take, retries included (ms; ours).
+        /// A writer taking over a segment left Active waits the lock's session TTL plus this before it
+        /// fences it, so that no upload of the old writer can land after the fence.
         #[key = "lockUploadTimeout", with = "crate::config::units::millis"]
         pub lock_upload_timeout: Duration = Duration::from_millis(10_000),
     }
