@@ -36,16 +36,13 @@ async fn payloads_from_the_start(log: &LogHandle, n: usize) -> Vec<(LogMessageId
 }
 
 /// Writer A's segment rolls and completes, so no segment is Active when B opens: B must still fence A.
-async fn second_writer_fences_first_after_a_roll(cfg_a: Config, cfg_b: Config) {
-    let client_a = Client::open(cfg_a).await.unwrap();
-    client_a.create_log("roll").await.unwrap();
-    let log_a = client_a.open_log("roll").await.unwrap();
+/// `log_a` and `log_b` are the log as A's and B's clients see it (the same client on the embedded store,
+/// whose directory one process opens once).
+async fn second_writer_fences_first_after_a_roll(log_a: &LogHandle, log_b: &LogHandle) {
     let a = log_a.open_writer().await.unwrap();
     let one = a.write(WriteMessage::new("one")).await.unwrap();
-    wait_for_no_active_segment(&log_a).await;
+    wait_for_no_active_segment(log_a).await;
 
-    let client_b = Client::open(cfg_b).await.unwrap();
-    let log_b = client_b.open_log("roll").await.unwrap();
     let b = log_b.open_writer().await.unwrap();
     let err = a.write(WriteMessage::new("two")).await.expect_err("the first writer was fenced by the second");
     assert!(matches!(err, WoodpeckerError::WriterFenced { .. }), "got {err}");
@@ -54,40 +51,48 @@ async fn second_writer_fences_first_after_a_roll(cfg_a: Config, cfg_b: Config) {
     let three = b.write(WriteMessage::new("three")).await.expect("the second writer, which opened last, writes");
     assert!(three > one);
     b.close().await.unwrap();
-    assert_eq!(payloads_from_the_start(&log_b, 2).await, [(one, "one".to_owned()), (three, "three".to_owned())]);
-    drop(a);
+    assert_eq!(payloads_from_the_start(log_b, 2).await, [(one, "one".to_owned()), (three, "three".to_owned())]);
+}
+
+/// Two clients on one log, as two processes would open it.
+async fn two_clients(cfg_a: Config, cfg_b: Config) -> (Client, LogHandle, Client, LogHandle) {
+    let client_a = Client::open(cfg_a).await.unwrap();
+    client_a.create_log("roll").await.unwrap();
+    let log_a = client_a.open_log("roll").await.unwrap();
+    let client_b = Client::open(cfg_b).await.unwrap();
+    let log_b = client_b.open_log("roll").await.unwrap();
+    (client_a, log_a, client_b, log_b)
+}
+
+#[tokio::test]
+async fn second_writer_fences_first_after_a_roll_on_the_zero_setup_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(local_config(dir.path(), ONE_BLOCK_SEGMENTS)).await.unwrap();
+    client.create_log("roll").await.unwrap();
+    let log = client.open_log("roll").await.unwrap();
+    second_writer_fences_first_after_a_roll(&log, &log).await;
+    client.close().await;
+}
+
+#[tokio::test]
+async fn second_writer_fences_first_after_a_roll_on_local_files_with_two_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = unique("roll-local");
+    let cfg = || common::local_files_etcd_config(dir.path(), &root, ONE_BLOCK_SEGMENTS);
+    let (client_a, log_a, client_b, log_b) = two_clients(cfg(), cfg()).await;
+    second_writer_fences_first_after_a_roll(&log_a, &log_b).await;
     client_a.close().await;
     client_b.close().await;
 }
 
 #[tokio::test]
-async fn second_writer_fences_first_after_a_roll_on_local_files() {
-    let dir = tempfile::tempdir().unwrap();
-    // Two clients of one process share the embedded store (a second open of its directory is refused), so
-    // the second writer is opened through the same client; the fence does not depend on that.
-    let cfg = local_config(dir.path(), ONE_BLOCK_SEGMENTS);
-    let client = Client::open(cfg).await.unwrap();
-    client.create_log("roll").await.unwrap();
-    let log = client.open_log("roll").await.unwrap();
-    let a = log.open_writer().await.unwrap();
-    let one = a.write(WriteMessage::new("one")).await.unwrap();
-    wait_for_no_active_segment(&log).await;
-    let b = log.open_writer().await.unwrap();
-    let err = a.write(WriteMessage::new("two")).await.expect_err("the first writer was fenced by the second");
-    assert!(matches!(err, WoodpeckerError::WriterFenced { .. }), "got {err}");
-    let three = b.write(WriteMessage::new("three")).await.expect("the second writer, which opened last, writes");
-    b.close().await.unwrap();
-    assert_eq!(payloads_from_the_start(&log, 2).await, [(one, "one".to_owned()), (three, "three".to_owned())]);
-}
-
-#[tokio::test]
 async fn second_writer_fences_first_after_a_roll_on_minio_with_condition_write() {
     let root = unique("roll-cw");
-    second_writer_fences_first_after_a_roll(
-        bed_config(&root, ONE_BLOCK_SEGMENTS),
-        bed_config(&root, ONE_BLOCK_SEGMENTS),
-    )
-    .await;
+    let cfg = || bed_config(&root, ONE_BLOCK_SEGMENTS);
+    let (client_a, log_a, client_b, log_b) = two_clients(cfg(), cfg()).await;
+    second_writer_fences_first_after_a_roll(&log_a, &log_b).await;
+    client_a.close().await;
+    client_b.close().await;
 }
 
 /// Lock mode (conditional writes off), the worst interleaving: writer A's PUT of block 1 is held in the
