@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use woodpecker_core::config::{ConditionWrite, Config, MetaType, StorageType};
 use woodpecker_meta::{EtcdOptions, MetadataStore, StoreOptions};
-use woodpecker_storage::object::{DEFAULT_REGION, ObjectStorage, S3ObjectStorage, S3Options, probe_condition_write};
+use woodpecker_storage::object::{ObjectStorage, S3ObjectStorage, S3Options, probe_condition_write};
 use woodpecker_storage::segment::SegmentBackend;
 use woodpecker_storage::segment::local::LocalSegmentBackend;
 use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
@@ -105,28 +105,7 @@ pub(crate) async fn open_storage(cfg: &Config, meta: &MetadataStore) -> Result<S
 
 /// The S3 connection options `cfg.minio` describes (with conditional writes on; callers may turn them off).
 pub fn s3_options(cfg: &Config) -> Result<S3Options> {
-    let m = &cfg.minio;
-    let cloud_provider = m
-        .cloud_provider
-        .parse()
-        .map_err(|e| WoodpeckerError::Unsupported(format!("minio.cloudProvider {:?}: {e}", m.cloud_provider)))?;
-    Ok(S3Options {
-        endpoint: format!("{}:{}", m.address, m.port),
-        use_ssl: m.use_ssl,
-        bucket: m.bucket_name.clone(),
-        region: if m.region.is_empty() { DEFAULT_REGION.to_owned() } else { m.region.clone() },
-        access_key: m.access_key_id.clone(),
-        secret_key: m.secret_access_key.clone(),
-        use_iam: m.use_iam,
-        cloud_provider,
-        use_virtual_host: m.use_virtual_host,
-        ca_cert_path: (m.use_ssl && std::path::Path::new(&m.ssl.tls_ca_cert).is_file())
-            .then(|| PathBuf::from(&m.ssl.tls_ca_cert)),
-        create_bucket: m.create_bucket,
-        condition_write: true,
-        request_timeout: m.request_timeout,
-        ..S3Options::default()
-    })
+    S3Options::from_config(&cfg.minio).map_err(WoodpeckerError::Unsupported)
 }
 
 /// Decides whether conditional writes are used (upstream §9.2), recording a verified `true` cluster-wide.

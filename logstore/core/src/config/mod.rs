@@ -93,6 +93,17 @@ impl Config {
         }
     }
 
+    /// Reads `files` in order and merges each over the ones before (as [`Self::load_with_overlay`]), then
+    /// parses and validates. The server's main file plus its external default and user overlays.
+    pub fn load_layers(files: &[&Path]) -> Result<Config, ConfigError> {
+        let mut texts = Vec::with_capacity(files.len());
+        for f in files {
+            texts.push((f.display().to_string(), load::read(f)?));
+        }
+        let layers: Vec<(&str, &str)> = texts.iter().map(|(o, t)| (o.as_str(), t.as_str())).collect();
+        load::from_layers(&layers)
+    }
+
     /// Merges the `overlay` YAML text over the `main` YAML text, then parses and validates.
     pub fn from_yaml_with_overlay(main: &str, overlay: &str) -> Result<Config, ConfigError> {
         load::from_layers(&[("<main yaml>", main), ("<overlay yaml>", overlay)])

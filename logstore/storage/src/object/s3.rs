@@ -103,6 +103,32 @@ impl CloudProvider {
     }
 }
 
+impl S3Options {
+    /// The connection `minio.*` of a `woodpecker.yaml` describes, with conditional writes on (callers may
+    /// turn them off). Fails only on an unknown `minio.cloudProvider`, naming it.
+    pub fn from_config(m: &woodpecker_core::config::MinioConfig) -> Result<Self, String> {
+        let cloud_provider =
+            m.cloud_provider.parse().map_err(|e| format!("minio.cloudProvider {:?}: {e}", m.cloud_provider))?;
+        Ok(Self {
+            endpoint: format!("{}:{}", m.address, m.port),
+            use_ssl: m.use_ssl,
+            bucket: m.bucket_name.clone(),
+            region: if m.region.is_empty() { DEFAULT_REGION.to_owned() } else { m.region.clone() },
+            access_key: m.access_key_id.clone(),
+            secret_key: m.secret_access_key.clone(),
+            use_iam: m.use_iam,
+            cloud_provider,
+            use_virtual_host: m.use_virtual_host,
+            ca_cert_path: (m.use_ssl && std::path::Path::new(&m.ssl.tls_ca_cert).is_file())
+                .then(|| PathBuf::from(&m.ssl.tls_ca_cert)),
+            create_bucket: m.create_bucket,
+            condition_write: true,
+            request_timeout: m.request_timeout,
+            ..Self::default()
+        })
+    }
+}
+
 /// Everything [`S3ObjectStorage::connect`] needs, as plain values (the config layer fills it
 /// from `woodpecker.yaml`'s `minio.*` keys). `Debug` redacts the secret key.
 #[derive(Clone)]

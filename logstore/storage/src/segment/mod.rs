@@ -21,6 +21,7 @@
 
 pub mod local;
 pub mod object;
+pub mod staged;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -170,14 +170,19 @@ impl Footer {
 
 /// Entry range and stored size of one block, as tracked by writers and recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BlockMeta {
-    first_entry_id: EntryId,
-    last_entry_id: EntryId,
-    size: u64,
+pub(crate) struct BlockMeta {
+    pub(crate) first_entry_id: EntryId,
+    pub(crate) last_entry_id: EntryId,
+    pub(crate) size: u64,
 }
 
 /// Encodes `[Index…][Footer v6]` for blocks `0..n` (object layout: startOffset = block id, blockSize = object size).
-fn encode_footer_object(blocks: &[BlockMeta], flags: u16, total_records: Option<u32>, lac: EntryId) -> Bytes {
+pub(crate) fn encode_footer_object(
+    blocks: &[BlockMeta],
+    flags: u16,
+    total_records: Option<u32>,
+    lac: EntryId,
+) -> Bytes {
     let mut out = Vec::with_capacity(blocks.len() * INDEX_RECORD_LEN + codec::FOOTER_V6_RECORD_LEN);
     for (i, b) in blocks.iter().enumerate() {
         codec::encode_index(
@@ -209,7 +214,12 @@ fn encode_footer_object(blocks: &[BlockMeta], flags: u16, total_records: Option<
 }
 
 /// Encodes a block object: block 0 (and merged block 0) start with a header record.
-fn encode_block_object<E: EntryData>(block_number: i64, first_entry_id: EntryId, entries: &[E], flags: u16) -> Bytes {
+pub(crate) fn encode_block_object<E: EntryData>(
+    block_number: i64,
+    first_entry_id: EntryId,
+    entries: &[E],
+    flags: u16,
+) -> Bytes {
     encode_block_object_into(
         Vec::with_capacity(block_object_len(entries)),
         block_number,

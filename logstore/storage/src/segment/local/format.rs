@@ -407,7 +407,9 @@ pub(crate) fn scan(file: &File, len: u64) -> Result<Scanned, ScanError> {
 }
 
 /// Encodes what finalize appends at `end`: a header when the file has none, the index, then the v6 footer.
-pub(crate) fn encode_tail(index: &[IndexRecord], end: u64, with_header: bool) -> Vec<u8> {
+/// The footer's LAC is `lac`, or the last block's last entry when `None` (local mode; staged storage
+/// records the LAC its client computed from the quorum).
+pub(crate) fn encode_tail(index: &[IndexRecord], end: u64, with_header: bool, lac: Option<EntryId>) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_RECORD_LEN + index.len() * codec::INDEX_RECORD_LEN + FOOTER_V6_RECORD_LEN);
     if with_header {
         codec::encode_header(&mut out, &new_header());
@@ -426,7 +428,7 @@ pub(crate) fn encode_tail(index: &[IndexRecord], end: u64, with_header: bool) ->
         index_length: index_length as u32,
         version: codec::FORMAT_VERSION,
         flags: 0,
-        lac: index.last().map_or(-1, |r| r.last_entry_id),
+        lac: lac.unwrap_or_else(|| index.last().map_or(-1, |r| r.last_entry_id)),
     };
     codec::encode_footer(&mut out, &footer);
     out
@@ -603,7 +605,7 @@ mod tests {
                 last_entry_id: EntryId::MAX,
             },
         ];
-        bytes.extend_from_slice(&encode_tail(&index, end, false));
+        bytes.extend_from_slice(&encode_tail(&index, end, false, None));
         let (_t, f, len) = file_with(&bytes);
         match read_footer(&f, len) {
             Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), end + codec::INDEX_RECORD_LEN as u64),

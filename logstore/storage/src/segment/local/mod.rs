@@ -87,6 +87,65 @@ impl LocalSegmentBackend {
     }
 }
 
+/// What one segment's local files hold, as staged storage asks before it serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSegmentState {
+    /// `data.log` exists.
+    pub has_data_file: bool,
+    /// `write.fence` exists: no writer may append again, across restarts.
+    pub fenced: bool,
+    /// The footer's LAC once the segment is finalized.
+    pub footer_lac: Option<EntryId>,
+    /// Last entry of the complete, fsynced blocks (-1 when none).
+    pub last_entry_id: EntryId,
+    /// Number of those blocks.
+    pub blocks: u64,
+}
+
+impl LocalSegmentBackend {
+    /// The directory holding the segment's files.
+    pub fn segment_dir(&self, segment: SegmentRef) -> PathBuf {
+        self.paths(segment).dir.clone()
+    }
+
+    /// Looks at the segment's files without taking the writer's lock: the footer when there is one,
+    /// else the blocks up to the length the writer published as fsynced.
+    pub async fn inspect(&self, segment: SegmentRef) -> Result<LocalSegmentState, SegmentError> {
+        let paths = self.paths(segment);
+        blocking(segment, move || paths.inspect_blocking()).await
+    }
+
+    /// Fences the segment and writes index and footer, with `lac` as the footer's LAC (staged storage: the
+    /// LAC the writer computed from the quorum's fence answers). Idempotent: a finalized segment keeps its
+    /// footer, and the summary reports the LAC stored there.
+    pub async fn finalize_with_lac(&self, segment: SegmentRef, lac: EntryId) -> Result<SegmentSummary, SegmentError> {
+        let paths = self.paths(segment);
+        blocking(segment, move || paths.finalize_blocking(Some(lac))).await
+    }
+
+    /// The segment's durable blocks and footer, as [`Self::inspect`] sees them (for compaction).
+    pub(crate) async fn scan(&self, segment: SegmentRef) -> Result<Option<(DataLogScan, Arc<File>)>, SegmentError> {
+        let paths = self.paths(segment);
+        blocking(segment, move || {
+            let Some(file) = paths.open_data()? else { return Ok(None) };
+            let scanned = paths.scan_visible(&file)?;
+            Ok(Some((scanned, Arc::new(file))))
+        })
+        .await
+    }
+
+    /// Reads and verifies one block of a [`Self::scan`] result.
+    pub(crate) async fn read_block(
+        &self,
+        segment: SegmentRef,
+        file: Arc<File>,
+        index: woodpecker_core::codec::IndexRecord,
+    ) -> Result<woodpecker_core::codec::DecodedBlock, SegmentError> {
+        let paths = self.paths(segment);
+        blocking(segment, move || format::read_indexed_block(&file, &index).map_err(|e| paths.scan_err(e))).await
+    }
+}
+
 /// `data.durable` holds the length and its bitwise complement (16 bytes, little endian), so a read that
 /// races the 16-byte rewrite is recognised instead of trusted.
 const DURABLE_RECORD_LEN: usize = 16;
@@ -216,6 +275,53 @@ impl SegmentPaths {
         fsync_dir(&self.dir).map_err(self.io("fsync directory", &self.dir))
     }
 
+    /// Opens `data.log` for reading; `None` when it does not exist.
+    fn open_data(&self) -> Result<Option<File>, SegmentError> {
+        match File::open(&self.data) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("open", &self.data)(e)),
+        }
+    }
+
+    /// Scans `file` up to the length its writer published as fsynced (the whole file without one).
+    fn scan_visible(&self, file: &File) -> Result<DataLogScan, SegmentError> {
+        let len = file.metadata().map_err(self.io("stat", &self.data))?.len();
+        let visible = self.durable_length()?.map_or(len, |d| d.min(len));
+        // A footer lies beyond the published length only for an instant; look at the whole file for it.
+        if let Some(f) = format::read_footer(file, len).map_err(|e| self.scan_err(e))? {
+            return Ok(DataLogScan {
+                end: f.record.index_offset,
+                header: true,
+                footer: Some(f.record),
+                index: f.index,
+            });
+        }
+        format::scan(file, visible).map_err(|e| self.scan_err(e))
+    }
+
+    /// See [`LocalSegmentBackend::inspect`] (blocking).
+    fn inspect_blocking(&self) -> Result<LocalSegmentState, SegmentError> {
+        let fenced = self.is_fenced()?;
+        let Some(file) = self.open_data()? else {
+            return Ok(LocalSegmentState {
+                has_data_file: false,
+                fenced,
+                footer_lac: None,
+                last_entry_id: -1,
+                blocks: 0,
+            });
+        };
+        let scanned = self.scan_visible(&file)?;
+        Ok(LocalSegmentState {
+            has_data_file: true,
+            fenced,
+            footer_lac: scanned.footer.map(|f| f.lac),
+            last_entry_id: scanned.last_entry_id(),
+            blocks: scanned.index.len() as u64,
+        })
+    }
+
     /// Fences the segment and returns its last durable entry (blocking).
     fn fence_blocking(&self) -> Result<EntryId, SegmentError> {
         self.mark_fenced()?;
@@ -232,7 +338,8 @@ impl SegmentPaths {
     }
 
     /// Fences the segment, then writes index and footer over its durable blocks unless present (blocking).
-    fn finalize_blocking(&self) -> Result<SegmentSummary, SegmentError> {
+    /// The footer's LAC is `lac` when given (staged storage), else the last durable entry.
+    fn finalize_blocking(&self, lac: Option<EntryId>) -> Result<SegmentSummary, SegmentError> {
         self.mark_fenced()?;
         let lock = self.open_lock()?;
         // Held across scan, truncate and append so concurrent finalizers (other processes) serialize.
@@ -250,10 +357,10 @@ impl SegmentPaths {
         }
         let len = file.metadata().map_err(self.io("stat", &self.data))?.len();
         let scanned = format::scan(&file, len).map_err(|e| self.scan_err(e))?;
-        let summary =
-            |size| SegmentSummary { last_entry_id: scanned.last_entry_id(), size, blocks: scanned.index.len() as u64 };
-        if scanned.footer.is_some() {
-            return Ok(summary(len));
+        let blocks = scanned.index.len() as u64;
+        if let Some(footer) = &scanned.footer {
+            let last_entry_id = if lac.is_some() { footer.lac } else { scanned.last_entry_id() };
+            return Ok(SegmentSummary { last_entry_id, size: len, blocks });
         }
         if len > scanned.end {
             // A torn tail (or an interrupted finalize): never acknowledged, never visible to readers.
@@ -266,10 +373,11 @@ impl SegmentPaths {
             );
             file.set_len(scanned.end).map_err(self.io("truncate", &self.data))?;
         }
-        let tail = format::encode_tail(&scanned.index, scanned.end, !scanned.header);
+        let tail = format::encode_tail(&scanned.index, scanned.end, !scanned.header, lac);
         file.write_all_at(&tail, scanned.end).map_err(self.io("write", &self.data))?;
         file.sync_all().map_err(self.io("fsync", &self.data))?;
-        Ok(summary(scanned.end + tail.len() as u64))
+        let last_entry_id = lac.unwrap_or_else(|| scanned.last_entry_id());
+        Ok(SegmentSummary { last_entry_id, size: scanned.end + tail.len() as u64, blocks })
     }
 }
 
@@ -383,7 +491,7 @@ impl SegmentBackend for LocalSegmentBackend {
 
     async fn finalize(&self, segment: SegmentRef) -> Result<SegmentSummary, SegmentError> {
         let paths = self.paths(segment);
-        blocking(segment, move || paths.finalize_blocking()).await
+        blocking(segment, move || paths.finalize_blocking(None)).await
     }
 
     async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError> {

@@ -586,7 +586,7 @@ impl SegmentWriter for LocalSegmentWriter {
             st.busy = true;
             (keep, end, st.end)
         };
-        let tail = format::encode_tail(&keep, end, end == 0);
+        let tail = format::encode_tail(&keep, end, end == 0, None);
         let summary = SegmentSummary {
             last_entry_id: keep.last().map_or(-1, |r| r.last_entry_id),
             size: end + tail.len() as u64,
