@@ -52,6 +52,12 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Measure write throughput and latency against the storage's own ceiling (raw fsync'ed writes or PUTs).
     Bench(BenchArgs),
+    /// Run a LogStore server (service mode): staged storage, the gRPC LogStore service, gossip, admin HTTP.
+    ///
+    /// Every flag also reads the environment variable named in its help. --config defaults to
+    /// $CONFIG_FILE, then /woodpecker/configs/woodpecker.yaml; --data-dir to $DATA_DIR, then the file's
+    /// woodpecker.storage.rootPath. The admin HTTP port is $METRICS_PORT (default 9091).
+    Server(woodpecker_server::ServerArgs),
 }
 
 /// `woodpecker log …`.

@@ -33,7 +33,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        tokio::spawn(force_exit_on_interrupt());
+        // The server handles its own signals (a graceful stop of up to 30 s, a second signal exits).
+        if !matches!(cli.command, Command::Server(_)) {
+            tokio::spawn(force_exit_on_interrupt());
+        }
         run(cli).await
     });
     // A blocked stdin read must not keep the process alive.
@@ -48,19 +51,26 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Command::Log(cmd) = &cli.command {
+    let Cli { global, command } = cli;
+    if let Command::Log(cmd) = &command {
         log_cmd::check_args(cmd)?;
     }
-    let cfg = setup::resolve_config(&cli.global)?;
-    match cli.command {
-        Command::Log(cmd) => {
+    // The server resolves its own configuration (CONFIG_FILE, overlays, no zero-setup default).
+    let cfg = match &command {
+        Command::Server(_) => None,
+        _ => Some(setup::resolve_config(&global)?),
+    };
+    match (command, cfg) {
+        (Command::Server(args), _) => woodpecker_server::run(args, global.config, global.data_dir, args::VERSION).await,
+        (Command::Log(cmd), Some(cfg)) => {
             let client = setup::open_client(cfg).await?;
             let result = log_cmd::run(&client, cmd).await;
             client.close().await;
             result
         }
-        Command::Quickstart(args) => quickstart::run(&cli.global, cfg, args).await,
-        Command::Bench(args) => bench::run(cfg, args).await.context("bench failed"),
+        (Command::Quickstart(args), Some(cfg)) => quickstart::run(&global, cfg, args).await,
+        (Command::Bench(args), Some(cfg)) => bench::run(cfg, args).await.context("bench failed"),
+        (_, None) => anyhow::bail!("no configuration resolved"),
     }
 }
 

@@ -1,0 +1,217 @@
+//! Everything one LogStore node holds: its processors, delete markers, lifecycle state, object stores and
+//! membership, and the node-level operations the service delegates to (cleanup, deletion, selection).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use woodpecker_core::ids::LogId;
+use woodpecker_core::keys;
+use woodpecker_proto::logstore::{NodeMeta, SelectNodesRequest, Status};
+use woodpecker_storage::object::ObjectError;
+use woodpecker_storage::segment::staged::StagedScope;
+use woodpecker_storage::segment::staged::compact::CompactOptions;
+use woodpecker_storage::segment::{SegmentBackend, SegmentRef};
+
+use crate::delete_marker::DeleteMarkers;
+use crate::disk::DiskWatermark;
+use crate::node_state::{Lifecycle, NodeState};
+use crate::object_stores::ObjectStores;
+use crate::registry::Processors;
+use crate::status;
+
+/// One LogStore node.
+#[derive(Debug)]
+pub struct Node {
+    /// Node name (gossip id), also reported in read states.
+    pub name: String,
+    /// Segment processors.
+    pub processors: Processors,
+    /// Deleted logs.
+    pub markers: DeleteMarkers,
+    /// Lifecycle (active / decommissioning / decommissioned), persisted.
+    pub lifecycle: NodeState,
+    /// Buckets of compaction and cleanup.
+    pub stores: ObjectStores,
+    /// Merged block size and upload parallelism of compaction.
+    pub compact: CompactOptions,
+    /// Soft byte limit of one read batch (`segmentReadPolicy.maxBatchSize`).
+    pub read_max_bytes: u64,
+    /// The data disk's watermarks.
+    pub disk: DiskWatermark,
+    /// Set once shutdown began: appends are refused.
+    pub stopping: AtomicBool,
+    /// Who is in the cluster, for SelectNodes.
+    pub members: Arc<dyn Members>,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// The cluster as this node sees it (gossip, behind the membership crate's trait).
+#[async_trait::async_trait]
+pub trait Members: Send + Sync + std::fmt::Debug {
+    /// What this node advertises.
+    fn local(&self) -> NodeMeta;
+    /// Live members, this node included: what SelectNodes picks from.
+    fn live_nodes(&self) -> Vec<NodeMeta>;
+    /// Joined a seed (or alone by configuration).
+    fn joined(&self) -> bool;
+    /// Every known member as `/admin/memberlist` lists it.
+    fn members_json(&self) -> Vec<serde_json::Value>;
+    /// Advertises `status` (`active`, `decommissioning`, `decommissioned`) in the node's tags.
+    async fn set_status(&self, status: &str) -> Result<(), String>;
+    /// Leaves the cluster gracefully (bounded by `timeout`).
+    async fn leave(&self, timeout: std::time::Duration);
+}
+
+/// How far a decommission got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecommissionProgress {
+    /// Segments with local data on this node.
+    pub remaining_segments: usize,
+    /// Decommissioning and no data left.
+    pub safe_to_terminate: bool,
+}
+
+impl Node {
+    /// Refuses appends while stopping, decommissioning or short of disk.
+    pub fn admit_appends(&self) -> Result<(), Status> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(status::SHUTDOWN.status(format!("node {} is shutting down", self.name)));
+        }
+        let state = self.lifecycle.get();
+        if state != Lifecycle::Active {
+            return Err(status::SHUTDOWN.status(format!(
+                "node {} is {}: it takes no appends",
+                self.name,
+                state.as_str()
+            )));
+        }
+        self.disk.admit()
+    }
+
+    /// Removes a segment's local files and its objects (`<root>/<log>/<seg>/…`). Idempotent.
+    pub async fn clean_segment(
+        &self,
+        bucket: &str,
+        root_path: &str,
+        log_id: LogId,
+        segment_id: i64,
+    ) -> Result<(), Status> {
+        let scope = StagedScope::new(bucket, root_path).map_err(|e| status::INVALID_ROOT_PATH.status(e.to_string()))?;
+        if self.markers.is_deleted(&scope, log_id) {
+            return Err(status::LOG_BEING_DELETED.status(format!("log {log_id} is being deleted on this node")));
+        }
+        let segment = SegmentRef { log_id, segment_id };
+        let why = status::ALREADY_CLOSED.status(format!("{segment} was cleaned"));
+        self.processors.remove_segment(&scope, log_id, segment_id, &why);
+        self.processors
+            .staged()
+            .scope(&scope)
+            .delete_segment(segment)
+            .await
+            .map_err(|e| status::UNKNOWN.status(e.to_string()))?;
+        let store = self.stores.get(scope.bucket()).await.map_err(object_status)?;
+        let prefix = keys::segment_prefix(scope.root_path(), log_id, segment_id);
+        store.remove_prefix(&prefix).await.map_err(object_status)?;
+        Ok(())
+    }
+
+    /// Persists a delete marker, then stops serving the log (or every log of the scope for
+    /// [`crate::delete_marker::INSTANCE`]). Local data is reclaimed after the grace period.
+    pub fn mark_deleted(&self, bucket: &str, root_path: &str, log_id: LogId) -> Result<(), Status> {
+        let scope = StagedScope::new(bucket, root_path).map_err(|e| status::INVALID_ROOT_PATH.status(e.to_string()))?;
+        self.markers.mark(&scope, log_id).map_err(|e| {
+            status::MARK_DELETE_FAILED.status(format!("persisting the delete marker of log {log_id}: {e}"))
+        })?;
+        let why = status::LOG_BEING_DELETED.status(format!("log {log_id} is deleted on this node"));
+        self.processors.remove_log(&scope, log_id, &why);
+        Ok(())
+    }
+
+    /// Records that a segment's compaction is confirmed (`data.compacted`, durable) once its compacted
+    /// footer exists in object storage.
+    pub async fn note_compacted(
+        &self,
+        bucket: &str,
+        root_path: &str,
+        log_id: LogId,
+        segment_id: i64,
+    ) -> Result<(), Status> {
+        let scope = StagedScope::new(bucket, root_path).map_err(|e| status::INVALID_ROOT_PATH.status(e.to_string()))?;
+        let store = self.stores.get(scope.bucket()).await.map_err(object_status)?;
+        let footer = keys::footer_key(scope.root_path(), log_id, segment_id);
+        match store.stat(&footer).await {
+            Ok(_) => {}
+            Err(ObjectError::NotFound { .. }) => {
+                return Err(status::SEGMENT_NOT_FOUND.status(format!("{footer} does not exist: not compacted")));
+            }
+            Err(e) => return Err(object_status(e)),
+        }
+        let dir = self.processors.staged().scope(&scope).segment_dir(SegmentRef { log_id, segment_id });
+        let path = dir.join("data.compacted");
+        tokio::task::spawn_blocking(move || crate::node_state::write_durably(&path, b""))
+            .await
+            .map_err(|e| status::UNKNOWN.status(e.to_string()))?
+            .map_err(|e| status::UNKNOWN.status(format!("writing data.compacted: {e}")))
+    }
+
+    /// Persists a lifecycle change, then advertises it. Returns the state now in force.
+    pub async fn set_lifecycle(&self, state: Lifecycle) -> Result<Lifecycle, String> {
+        let current = self.lifecycle.get();
+        // A decommissioned node stays so until an operator cancels (back to active).
+        if current == Lifecycle::Decommissioned && state == Lifecycle::Decommissioning {
+            return Ok(current);
+        }
+        self.lifecycle.set(state).map_err(|e| format!("persisting node_state.json: {e}"))?;
+        self.members.set_status(state.as_str()).await?;
+        Ok(state)
+    }
+
+    /// Counts segments that still have local data (a `data.log` not yet cleaned); a decommissioning node
+    /// with none left is safe to terminate.
+    pub async fn decommission_progress(&self) -> Result<DecommissionProgress, String> {
+        let dir = self.processors.staged().data_dir().to_path_buf();
+        let remaining = tokio::task::spawn_blocking(move || count_data_logs(&dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("scanning the data directory: {e}"))?;
+        let safe = self.lifecycle.get() != Lifecycle::Active && remaining == 0;
+        Ok(DecommissionProgress { remaining_segments: remaining, safe_to_terminate: safe })
+    }
+
+    /// Answers SelectNodes from the live view.
+    pub fn select_nodes(&self, request: &SelectNodesRequest) -> Result<(Vec<NodeMeta>, i32), Status> {
+        let live = self.members.live_nodes();
+        let _ = request;
+        Err(status::INSUFFICIENT_QUORUM.status(format!("{} live nodes; selection is not wired yet", live.len())))
+    }
+}
+
+/// Counts `data.log` files under `dir`, skipping the delete markers.
+fn count_data_logs(dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if entry.file_type()?.is_dir() {
+                if name != ".deleted" {
+                    stack.push(entry.path());
+                }
+            } else if name == "data.log" {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
+fn object_status(e: ObjectError) -> Status {
+    status::UNKNOWN.status(e.to_string())
+}
