@@ -34,9 +34,10 @@
 //!    Which cell, zone or group is used is decided by the load-weighted draw of the nodes, so a
 //!    lightly loaded cell is preferred in proportion to its nodes' weights.
 //! 5. **Affinity.** HARD: the rule holds for the whole answer, or `NotEnoughNodes`. SOFT: the
-//!    largest set obeying the rule, topped up from the other matching nodes, each chosen to break
-//!    the rule least: a `Same` dimension prefers the value already used (stay in one zone or
-//!    group), a `Distinct` one prefers a value not used yet (spread); `NotEnoughNodes` only when
+//!    largest set obeying the rule (for a single-zone or single-group rule, in the zone/group with
+//!    the most room to top up), topped up from the other matching nodes, each chosen to break the
+//!    rule least: a single-zone/group dimension prefers the value already used (stay in one zone or
+//!    group), a multi one prefers a value not used yet (spread); `NotEnoughNodes` only when
 //!    fewer than `limit` matching nodes exist at all. `RANDOM_GROUP` and the random strategies do
 //!    not depend on affinity. With several filters, SOFT fails the whole call too when one filter
 //!    cannot be answered.

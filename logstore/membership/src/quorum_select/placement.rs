@@ -41,8 +41,8 @@ pub(super) struct Shortfall {
 }
 
 /// Picks exactly `limit` of `nodes` (indices) under `rule`. HARD: the rule holds or [`Shortfall`].
-/// SOFT: the largest set obeying the rule, topped up by [`top_up`]; a shortfall only when fewer than
-/// `limit` nodes exist.
+/// SOFT: the largest set obeying the rule inside one anchor ([`soft_scope`]), topped up by
+/// [`top_up`]; a shortfall only when fewer than `limit` nodes exist.
 pub(super) fn select<R: Rng + ?Sized>(
     rule: Rule,
     affinity: AffinityMode,
@@ -59,7 +59,11 @@ pub(super) fn select<R: Rng + ?Sized>(
             AffinityMode::Hard => return Err(Shortfall { found: placeable }),
             AffinityMode::Soft if nodes.len() < limit => return Err(Shortfall { found: nodes.len() }),
             AffinityMode::Soft => {
-                let mut chosen = place(rule, nodes, weights, placeable, rng);
+                let scope = soft_scope(rule, nodes, weights, limit, rng);
+                let in_scope: Vec<&NodeMeta> = scope.iter().map(|&i| nodes[i]).collect();
+                let scope_weights: Vec<f64> = scope.iter().map(|&i| weights[i]).collect();
+                let mut chosen: Vec<usize> =
+                    place(rule, &in_scope, &scope_weights, placeable, rng).into_iter().map(|i| scope[i]).collect();
                 top_up(rule, nodes, weights, &mut chosen, limit, rng);
                 chosen
             }
@@ -91,6 +95,45 @@ fn place<R: Rng + ?Sized>(rule: Rule, nodes: &[&NodeMeta], weights: &[f64], targ
         }
     }
     chosen
+}
+
+/// SOFT affinity, rule not fully placeable: the nodes (indices) the rule-obeying part is drawn
+/// from. For a rule with a `Same` dimension, one anchor (its zone and/or group) among those that
+/// place the most nodes under the rule and, as a tie-break, whose outer anchor (the zone if zones
+/// are `Same`, else the group) holds the most nodes up to `limit`, so the top-up can stay in it;
+/// drawn by the anchors' summed weights. Other rules: every node.
+fn soft_scope<R: Rng + ?Sized>(
+    rule: Rule,
+    nodes: &[&NodeMeta],
+    weights: &[f64],
+    limit: usize,
+    rng: &mut R,
+) -> Vec<usize> {
+    if rule.az != Spread::Same && rule.rg != Spread::Same {
+        return (0..nodes.len()).collect();
+    }
+    let outer: fn(&NodeMeta) -> &str = if rule.az == Spread::Same { |n| &n.az } else { |n| &n.resource_group };
+    let mut anchors: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    let mut outer_sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let az = if rule.az == Spread::Same { node.az.as_str() } else { "" };
+        let rg = if rule.rg == Spread::Same { node.resource_group.as_str() } else { "" };
+        anchors.entry((az, rg)).or_default().push(i);
+        *outer_sizes.entry(outer(node)).or_default() += 1;
+    }
+    let keyed: Vec<((usize, usize), Vec<usize>)> = anchors
+        .into_values()
+        .map(|members| {
+            let group: Vec<&NodeMeta> = members.iter().map(|&i| nodes[i]).collect();
+            let outer_size = group.first().and_then(|n| outer_sizes.get(outer(n))).copied().unwrap_or(0);
+            ((capacity_of(rule, &group), outer_size.min(limit)), members)
+        })
+        .collect();
+    let Some(best) = keyed.iter().map(|(key, _)| *key).max() else { return Vec::new() };
+    let best: Vec<Vec<usize>> = keyed.into_iter().filter(|(key, _)| *key == best).map(|(_, members)| members).collect();
+    let anchor_weights: Vec<f64> = best.iter().map(|members| members.iter().map(|&i| weights[i]).sum()).collect();
+    let options: Vec<usize> = (0..best.len()).collect();
+    draw(&options, &anchor_weights, rng).and_then(|a| best.into_iter().nth(a)).unwrap_or_default()
 }
 
 /// SOFT affinity: adds nodes to `chosen` until it holds `target`, each drawn (load-weighted) among
