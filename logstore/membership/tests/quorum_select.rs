@@ -266,6 +266,27 @@ fn multi_az_multi_rg_hard_finds_the_only_placement_a_greedy_pick_would_miss() {
 }
 
 #[test]
+fn multi_az_multi_rg_counts_placements_by_matching_not_by_distinct_values() {
+    // Three zones and three groups, but az-2 and az-3 only have rg-a: at most two nodes can have
+    // distinct zones and distinct groups.
+    let members = vec![
+        node("az-1/rg-a", "az-1", "rg-a"),
+        node("az-1/rg-b", "az-1", "rg-b"),
+        node("az-1/rg-c", "az-1", "rg-c"),
+        node("az-2/rg-a", "az-2", "rg-a"),
+        node("az-3/rg-a", "az-3", "rg-a"),
+    ];
+    assert_not_enough(select(&members, &request(StrategyType::MultiAzMultiRg, AffinityMode::Hard, vec![any(3)]), 1), 2);
+    let soft = request(StrategyType::MultiAzMultiRg, AffinityMode::Soft, vec![any(3)]);
+    for_many_seeds(&members, &soft, 3, |answer| {
+        assert_eq!(zones(&answer[..2]).len(), 2, "{:?}", ids(answer));
+        assert_eq!(groups(&answer[..2]).len(), 2, "{:?}", ids(answer));
+        // The top-up prefers the zone not used yet.
+        assert_eq!(zones(answer).len(), 3, "{:?}", ids(answer));
+    });
+}
+
+#[test]
 fn multi_az_multi_rg_hard_fails_with_limit_above_the_zone_count() {
     let request = request(StrategyType::MultiAzMultiRg, AffinityMode::Hard, vec![any(4)]);
     assert_not_enough(select(&nine_nodes(), &request, 1), 3);
