@@ -170,6 +170,10 @@ impl ServerStart {
             stopping: Default::default(),
             members: Arc::clone(&members),
             metrics: metrics::Metrics::new(),
+            select_policy: woodpecker_membership::quorum_select::LoadPolicy {
+                enabled: ls.node_selection_policy.load_aware_enabled,
+                ttl_ms: ls.node_selection_policy.load_ttl.as_millis() as i64,
+            },
         });
 
         let service_addr = SocketAddr::from(([0, 0, 0, 0], args.service_port));

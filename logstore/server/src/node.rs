@@ -12,9 +12,11 @@ use woodpecker_storage::segment::staged::StagedScope;
 use woodpecker_storage::segment::staged::compact::CompactOptions;
 use woodpecker_storage::segment::{SegmentBackend, SegmentRef};
 
+use woodpecker_membership::quorum_select::{self, LoadPolicy};
+
 use crate::delete_marker::DeleteMarkers;
 use crate::disk::DiskWatermark;
-use crate::node_state::{Lifecycle, NodeState};
+use crate::node_state::{Lifecycle, NodeState, now_ms};
 use crate::object_stores::ObjectStores;
 use crate::registry::Processors;
 use crate::status;
@@ -44,6 +46,8 @@ pub struct Node {
     pub members: Arc<dyn Members>,
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Load-aware weighting of SelectNodes.
+    pub select_policy: LoadPolicy,
 }
 
 /// The cluster as this node sees it (gossip, behind the membership crate's trait).
@@ -179,11 +183,25 @@ impl Node {
         Ok(DecommissionProgress { remaining_segments: remaining, safe_to_terminate: safe })
     }
 
-    /// Answers SelectNodes from the live view.
+    /// Answers SelectNodes from the live view: exactly `limit` distinct live, active nodes per filter, or
+    /// a status saying why not (4000 no filter, 4002 not enough nodes, 8001 a malformed filter).
     pub fn select_nodes(&self, request: &SelectNodesRequest) -> Result<(Vec<NodeMeta>, i32), Status> {
+        if !self.members.joined() {
+            return Err(
+                status::INSUFFICIENT_QUORUM.status(format!("node {} has not joined its cluster yet", self.name))
+            );
+        }
         let live = self.members.live_nodes();
-        let _ = request;
-        Err(status::INSUFFICIENT_QUORUM.status(format!("{} live nodes; selection is not wired yet", live.len())))
+        let mut rng = rand::rng();
+        match quorum_select::select_nodes(&live, request, &self.select_policy, now_ms(), &mut rng) {
+            Ok(nodes) => {
+                let n = nodes.len() as i32;
+                Ok((nodes, n))
+            }
+            Err(e) => {
+                Err(Status { code: e.code(), retriable: e.retriable(), reason: e.to_string(), ..Status::default() })
+            }
+        }
     }
 }
 

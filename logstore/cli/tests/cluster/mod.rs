@@ -210,11 +210,13 @@ impl Cluster {
         let hostport = endpoint.trim_start_matches("http://").trim_start_matches("https://").to_owned();
         let (host, port) = hostport.rsplit_once(':').expect("MinIO host:port");
         let main = format!(
-            "woodpecker:\n  storage:\n    type: service\n  client:\n    quorum:\n      quorumBufferPools:\n        - name: default\n          seeds: [placeholder:1]\n\
+            "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: service\n  client:\n    quorum:\n      quorumBufferPools:\n        - name: default\n          seeds: [placeholder:1]\n\
+             etcd:\n  endpoints: [{etcd}]\n\
              minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: {bucket}\n",
             ak = env("WP_MINIO_ACCESS_KEY"),
             sk = env("WP_MINIO_SECRET_KEY"),
             bucket = env("WP_MINIO_BUCKET"),
+            etcd = env("WP_ETCD_ENDPOINTS"),
         );
         let mut nodes = Vec::with_capacity(n);
         let mut seed = None;
@@ -269,4 +271,3 @@ impl Cluster {
         self.nodes.iter().map(|n| (n.name.clone(), n.log_text())).collect()
     }
 }
-
