@@ -156,6 +156,12 @@ impl ServerNode {
         self.wait_ready(Duration::from_secs(30));
     }
 
+    /// Starts the node again without waiting for `/readyz` (a decommissioning node is never ready).
+    pub fn restart_unready(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// A gRPC client of the node.
     pub async fn client(&self) -> LogStoreClient<tonic::transport::Channel> {
         LogStoreClient::connect(format!("http://{}", self.endpoint()))
