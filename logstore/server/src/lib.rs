@@ -199,6 +199,12 @@ impl ServerStart {
             ls.maintenance_strategy.delete_reclaim_interval,
             cancel.child_token(),
         ));
+        tasks.spawn(close_idle_processors(
+            Arc::clone(&node),
+            ls.processor_cleanup_policy.max_idle_time,
+            ls.processor_cleanup_policy.cleanup_interval,
+            cancel.child_token(),
+        ));
         tasks.spawn(finish_decommission(Arc::clone(&node), ls.decommission_check_interval, cancel.child_token()));
 
         let grpc_stop = CancellationToken::new();
@@ -317,6 +323,22 @@ async fn reclaim_deleted_logs(node: Arc<Node>, grace: Duration, every: Duration,
                     node.markers.retry_reclaim(scope, log_id);
                 }
             }
+        }
+    }
+}
+
+/// Closes processors that were idle for `max_idle` (`processorCleanupPolicy`), so memory follows the
+/// segments in use, not every segment ever touched.
+async fn close_idle_processors(node: Arc<Node>, max_idle: Duration, every: Duration, cancel: CancellationToken) {
+    let every = every.max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = cancel.cancelled() => return,
+        }
+        let closed = node.processors.close_idle(max_idle);
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle segment processors");
         }
     }
 }

@@ -148,6 +148,8 @@ pub struct SegmentProcessor {
     pushed_lac: AtomicI64,
     reader: tokio::sync::Mutex<Option<Box<dyn SegmentReader>>>,
     compacting: AtomicBool,
+    /// Last time a request used the processor.
+    last_used: Mutex<std::time::Instant>,
     cancel: CancellationToken,
 }
 
@@ -195,6 +197,7 @@ impl SegmentProcessor {
             pushed_lac: AtomicI64::new(-1),
             reader: tokio::sync::Mutex::new(None),
             compacting: AtomicBool::new(false),
+            last_used: Mutex::new(std::time::Instant::now()),
             cancel,
         }))
     }
@@ -202,6 +205,16 @@ impl SegmentProcessor {
     /// The segment.
     pub fn segment(&self) -> SegmentRef {
         self.segment
+    }
+
+    /// Records a use (every request that reaches the processor).
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
+    }
+
+    /// How long no request used the processor.
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
