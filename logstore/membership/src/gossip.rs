@@ -25,8 +25,11 @@
 //!   incarnation than the restarted node (which refutes what peers tell it about its past) and is
 //!   ignored. A node that left may come back at once on a new address; one that crashed may come back
 //!   on a new address once peers declared it dead plus [`GossipTimings::dead_node_reclaim_time`].
-//!   When a peer still holds this node's old address (seen as a name conflict about ourselves), the
-//!   seed task pushes our state again until the peers accept it.
+//!   Until then peers refuse the new address as a name conflict; both sides then act so that the
+//!   restarted node is accepted about `dead_node_reclaim_time` after the old one was declared dead,
+//!   not one push/pull interval later: a peer remembers the claimant's address and, once the old
+//!   incarnation is dead and reclaimable, pulls the claimant's state itself; and the restarted node,
+//!   seeing a peer still hold its old address, pushes its state to the seeds again.
 //! - **Seeds are re-joined forever.** A named, cancellable task (`gossip_seed_rejoin`) joins every seed
 //!   missing from the live view: at start, then after a failure with a backoff from
 //!   [`GossipTimings::rejoin_backoff_initial`] doubling to [`GossipTimings::rejoin_backoff_max`], and
@@ -264,6 +267,11 @@ struct Shared {
     /// A peer still holds this node's name at another address (an old incarnation): push our state
     /// to the seeds again.
     rejoin_wanted: AtomicBool,
+    /// Addresses that claimed a member's name while that member was still alive here (a restart on
+    /// a new address); pulled from once the old incarnation is dead and reclaimable.
+    claimants: Mutex<HashMap<String, SocketAddr>>,
+    /// To the seed task: pull state from this claimant once its name is reclaimable.
+    pull_claimant: tokio::sync::mpsc::UnboundedSender<SocketAddr>,
     stopped: AtomicBool,
 }
 
@@ -300,6 +308,7 @@ impl Shared {
                 return;
             }
         };
+        lock(&self.claimants).remove(name);
         let mut view = lock(&self.view);
         if let Some(old) = view.get(name)
             && old.member.meta.load_updated_at > meta.load_updated_at
@@ -329,6 +338,24 @@ impl Shared {
         {
             entry.member.alive = false;
             entry.since = Instant::now();
+        }
+        drop(view);
+        let claimant = lock(&self.claimants).remove(name);
+        if let Some(addr) = claimant {
+            // The restarted node at `addr` is not told about this death (we do not list it), so
+            // fetch its state ourselves once the name is reclaimable.
+            let _ = self.pull_claimant.send(addr);
+        }
+    }
+
+    /// Another address claims `name`: remember it, or pull from it at once if the member is
+    /// already dead here (its claim is refused only until the reclaim time has passed).
+    fn claimed(&self, name: &str, addr: SocketAddr) {
+        let dead_here = lock(&self.view).get(name).is_some_and(|e| !e.member.alive);
+        if dead_here {
+            let _ = self.pull_claimant.send(addr);
+        } else {
+            lock(&self.claimants).insert(name.to_owned(), addr);
         }
     }
 
@@ -473,8 +500,9 @@ impl ConflictDelegate for GossipDelegate {
                 node = %existing.id(),
                 known = %existing.address(),
                 claimed = %other.address(),
-                "two addresses claim one node name; keeping the known one"
+                "two addresses claim one node name; keeping the known one until it is dead"
             );
+            self.shared.claimed(existing.id(), *other.address());
         }
     }
 }
@@ -552,6 +580,7 @@ impl Gossip {
             None => None,
         };
 
+        let (pull_claimant, claimants_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node_name: node_name.clone(),
             cluster_name,
@@ -561,6 +590,8 @@ impl Gossip {
             joined_seed: AtomicBool::new(false),
             bootstrap_member: AtomicBool::new(seeds.is_empty()),
             rejoin_wanted: AtomicBool::new(false),
+            claimants: Mutex::new(HashMap::new()),
+            pull_claimant,
             stopped: AtomicBool::new(false),
         });
 
@@ -596,6 +627,7 @@ impl Gossip {
             advertise,
             timings: timings.clone(),
             cancel: cancel.clone(),
+            claimants: claimants_rx,
         };
         let span = tracing::info_span!(SEED_REJOIN_TASK, node = %node_name);
         let seed_task = tokio::spawn(task.run().instrument(span));
@@ -802,23 +834,47 @@ struct SeedRejoin {
     advertise: SocketAddr,
     timings: GossipTimings,
     cancel: CancellationToken,
+    claimants: tokio::sync::mpsc::UnboundedReceiver<SocketAddr>,
 }
 
+/// Extra wait after `dead_node_reclaim_time` before pulling from a claimant, so that its claim is
+/// past the reclaim time when it arrives.
+const RECLAIM_MARGIN: Duration = Duration::from_millis(250);
+
 impl SeedRejoin {
-    async fn run(self) {
+    async fn run(mut self) {
+        use tokio::time::Instant;
         let mut backoff = self.timings.rejoin_backoff_initial;
-        let mut wait = Duration::ZERO;
+        let mut next_round = Instant::now();
+        let mut pulls: Vec<(Instant, SocketAddr)> = Vec::new();
         loop {
+            let wake = pulls.iter().map(|(due, _)| *due).fold(next_round, Instant::min);
             tokio::select! {
                 () = self.cancel.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
+                Some(addr) = self.claimants.recv() => {
+                    pulls.push((Instant::now() + self.timings.dead_node_reclaim_time + RECLAIM_MARGIN, addr));
+                    continue;
+                }
+                () = tokio::time::sleep_until(wake) => {}
             }
-            if self.round().await {
-                backoff = self.timings.rejoin_backoff_initial;
-                wait = self.timings.seed_check_interval;
-            } else {
-                wait = backoff;
-                backoff = (backoff * 2).min(self.timings.rejoin_backoff_max);
+            let now = Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) = pulls.into_iter().partition(|(at, _)| *at <= now);
+            pulls = later;
+            for (_, addr) in due {
+                // A push/pull with the claimant: it sends its alive state, which we now accept.
+                match self.ml.join(MaybeResolvedAddress::Resolved(addr)).await {
+                    Ok(_) => tracing::info!(%addr, "pulled the state of a restarted node"),
+                    Err(e) => tracing::debug!(%addr, error = %e, "cannot pull from a restarted node"),
+                }
+            }
+            if now >= next_round {
+                if self.round().await {
+                    backoff = self.timings.rejoin_backoff_initial;
+                    next_round = Instant::now() + self.timings.seed_check_interval;
+                } else {
+                    next_round = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(self.timings.rejoin_backoff_max);
+                }
             }
         }
         // Whoever cancelled (leave, shutdown, drop or the owner's token), this node is out now.

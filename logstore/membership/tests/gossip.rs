@@ -337,8 +337,8 @@ async fn crashed_node_restarted_under_its_name_on_a_new_port_is_live_and_its_old
             && members.iter().filter(|m| m.name == "c").count() == 1
     };
     eventually(
-        "a and b see c alive at its new address only",
-        Duration::from_secs(20),
+        "a and b see c alive at its new address only (crash detection + reclaim time + a pull)",
+        Duration::from_secs(10),
         || at_new_addr(&a) && at_new_addr(&b) && live_names(&c2) == ["a", "b", "c"],
         || views(&[&a, &b, &c2]),
     )
