@@ -13,6 +13,7 @@
 #   e2e/service/cluster.sh seeds           # client seeds: comma list of 127.0.0.1:<servicePort>
 #   e2e/service/cluster.sh env             # `export WP_SERVICE_SEEDS=...` etc., for eval
 #   e2e/service/cluster.sh nodes           # names of all nodes, one a line
+#   e2e/service/cluster.sh name-of HOST:PORT  # node name of a service endpoint (as stored in segment metadata)
 #   e2e/service/cluster.sh rss             # JSON line per live node: pid, VmRSS and VmHWM in KiB
 #
 # Needs the test bed env (eval "$(scripts/testbed.sh env)"): WP_ETCD_ENDPOINTS, WP_MINIO_ENDPOINT,
@@ -286,5 +287,10 @@ case "${1:-}" in
   env) load_state; printf 'export WP_SERVICE_SEEDS=%s\nexport WP_CLUSTER_DIR=%s\n' "$(all_seeds service)" "$DIR" ;;
   nodes) load_state; for ((i = 0; i < NODES; i++)); do echo "node$i"; done ;;
   rss) cmd_rss ;;
-  *) die "usage: $0 {start N|stop|status|kill NAME [SIG]|restart NAME|wipe NAME|seeds|env|nodes|rss}" ;;
+  name-of)
+    load_state
+    p="${2:-}"; p="${p##*:}"
+    [[ "$p" =~ ^[0-9]+$ ]] && (( p >= BASE_PORT && p < BASE_PORT + NODES )) || die "no node has service endpoint '${2:-}'"
+    echo "node$((p - BASE_PORT))" ;;
+  *) die "usage: $0 {start N|stop|status|kill NAME [SIG]|restart NAME|wipe NAME|seeds|env|nodes|rss|name-of HOST:PORT}" ;;
 esac

@@ -1086,7 +1086,15 @@ func cmdWrite(args []string) {
 	var fileErr error
 	var recentFail []string
 	lastSeg := int64(-1)
+	lastAck := time.Now()
+	var maxGap time.Duration
 	onAck := func(ev ackEvent) {
+		if ev.err == nil {
+			if g := ev.acked.Sub(lastAck); g > maxGap {
+				maxGap = g
+			}
+			lastAck = ev.acked
+		}
 		if ev.err != nil {
 			if len(recentFail) < 10 {
 				recentFail = append(recentFail, fmt.Sprintf("k=%d: %v", ev.index, ev.err))
@@ -1131,7 +1139,7 @@ func cmdWrite(args []string) {
 	for {
 		failedBefore := st.failed
 		o := writeOpts{startIndex: next, count: remaining, payload: *size, inflight: *inflight, ackTimeout: 2 * time.Minute,
-			stopOnError: *reopen, stop: stop, onAck: onAck}
+			stopOnError: *reopen, stop: stop, onAck: onAck, keepLatency: true}
 		var ww wplog.LogWriter = w
 		if limiter != nil {
 			ww = &pacedWriter{LogWriter: w, tokens: limiter, stop: stop}
@@ -1173,6 +1181,9 @@ func cmdWrite(args []string) {
 	s.set("next_index", next)
 	s.set("segments", sortedSegments(st.segments))
 	s.set("secs", round2(secs))
+	s.set("entries_s", math.Round(float64(st.acked)/secs))
+	s.set("append_latency_ms", latencySummary(st.latencies))
+	s.set("max_ack_gap_ms", maxGap.Milliseconds())
 	if len(recentFail) > 0 {
 		s.set("failed_examples", recentFail)
 	}
