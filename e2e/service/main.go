@@ -449,6 +449,7 @@ type writeStats struct {
 	submitted, acked, failed int64
 	bytes                    int64
 	firstErr                 error
+	lastErr                  error
 	orderViolations          int64
 	segments                 map[int64]int64 // segment id -> acked entries
 	lastID                   *wplog.LogMessageId
@@ -466,6 +467,7 @@ type writeOpts struct {
 	inflight    int
 	ackTimeout  time.Duration
 	stopOnError bool
+	stopOn      func(error) bool // with stopOnError: which errors stop (nil = all)
 	stop        <-chan struct{}
 	deadline    time.Time // zero: none
 	onAck       func(ackEvent)
@@ -535,10 +537,11 @@ func runWrites(ctx context.Context, w wplog.LogWriter, o writeOpts, st *writeSta
 		}
 		if ev.err != nil {
 			st.failed++
+			st.lastErr = ev.err
 			if st.firstErr == nil {
 				st.firstErr = fmt.Errorf("entry %d: %w", p.index, ev.err)
 			}
-			if o.stopOnError {
+			if o.stopOnError && (o.stopOn == nil || o.stopOn(ev.err)) {
 				stopSubmitting()
 			}
 		} else {
@@ -1054,7 +1057,7 @@ func cmdWrite(args []string) {
 	size := c.fs.Int("payload-bytes", 256, "payload size")
 	inflight := c.fs.Int("inflight", 64, "bound on unacknowledged WriteAsync calls")
 	rate := c.fs.Int("rate", 0, "submit at most this many entries per second (0 = unbounded)")
-	reopen := c.fs.Bool("reopen-on-error", true, "after a failed write, drain, close the writer and open a new one (counted as a reopen)")
+	reopen := c.fs.Bool("reopen-on-error", true, "after a failed write (other than 1201 segment rolling, which leaves the writer valid), drain, close the writer and open a new one")
 	_ = c.fs.Parse(args)
 	if *logName == "" || *ackedPath == "" || (!*untilKilled && *entries <= 0) {
 		s.fatal("write needs --log NAME, --acked FILE and --entries N > 0 or --until-killed")
@@ -1085,6 +1088,7 @@ func cmdWrite(args []string) {
 	st := newWriteStats()
 	var fileErr error
 	var recentFail []string
+	rollingRejections := 0
 	lastSeg := int64(-1)
 	lastAck := time.Now()
 	var maxGap time.Duration
@@ -1096,6 +1100,9 @@ func cmdWrite(args []string) {
 			lastAck = ev.acked
 		}
 		if ev.err != nil {
+			if werr.ErrSegmentHandleSegmentRolling.Is(ev.err) {
+				rollingRejections++
+			}
 			if len(recentFail) < 10 {
 				recentFail = append(recentFail, fmt.Sprintf("k=%d: %v", ev.index, ev.err))
 			}
@@ -1139,7 +1146,7 @@ func cmdWrite(args []string) {
 	for {
 		failedBefore := st.failed
 		o := writeOpts{startIndex: next, count: remaining, payload: *size, inflight: *inflight, ackTimeout: 2 * time.Minute,
-			stopOnError: *reopen, stop: stop, onAck: onAck, keepLatency: true}
+			stopOnError: *reopen, stopOn: needsReopen, stop: stop, onAck: onAck, keepLatency: true}
 		var ww wplog.LogWriter = w
 		if limiter != nil {
 			ww = &pacedWriter{LogWriter: w, tokens: limiter, stop: stop}
@@ -1155,7 +1162,7 @@ func cmdWrite(args []string) {
 			stopped = true
 		default:
 		}
-		if !stopped && st.failed > failedBefore && *reopen && (remaining > 0 || *entries <= 0) && ctx.Err() == nil {
+		if !stopped && st.failed > failedBefore && st.lastErr != nil && needsReopen(st.lastErr) && *reopen && (remaining > 0 || *entries <= 0) && ctx.Err() == nil {
 			progress("write: writes failed (%v); closing the writer and opening a new one", st.firstErr)
 			cctx, ccancel := context.WithTimeout(ctx, time.Minute)
 			_ = w.Close(cctx)
@@ -1177,6 +1184,7 @@ func cmdWrite(args []string) {
 	secs := st.end.Sub(st.start).Seconds()
 	s.set("acked", st.acked)
 	s.set("failed", st.failed)
+	s.set("failed_segment_rolling", rollingRejections)
 	s.set("reopens", reopens)
 	s.set("next_index", next)
 	s.set("segments", sortedSegments(st.segments))
@@ -1197,6 +1205,11 @@ func cmdWrite(args []string) {
 	ss.close(ctx, s)
 	s.finish()
 }
+
+// needsReopen: after which failed write `write --reopen-on-error` replaces the writer. Upstream answers an
+// append that races a segment roll with ErrSegmentHandleSegmentRolling (1201, retryable, "retry later"); the
+// writer stays valid, so the entry is just left unacknowledged and writing goes on.
+func needsReopen(err error) bool { return !werr.ErrSegmentHandleSegmentRolling.Is(err) }
 
 // pacedWriter delays each WriteAsync until a token arrives (write --rate).
 type pacedWriter struct {

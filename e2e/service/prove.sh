@@ -9,7 +9,8 @@
 #   kill         write --until-killed; kill -9 a node of the current segment's ensemble; writes must continue
 #                in a later segment; SIGTERM the writer; verify every acknowledged entry; restart the node
 #   recover      write --until-killed; kill -9 the WRITER; a new writer fences/recovers and appends; verify
-#   bench        async appends, 1 KiB and 64 KiB payloads (WP_PROVE_BENCH_SECS, default 20 s each)
+#   bench        async appends: 1 KiB x 256 in flight, 64 KiB x 32 in flight (WP_PROVE_BENCH_SECS, default 20 s
+#                each), and 1 KiB one at a time for the latency floor (half as long)
 #   es5          6 servers, es=5: write-read 100,000 x 1 KiB, then the kill step with es=5
 # Results: $WP_PROVE_OUT (default /tmp/wp-service-prove/<run>): <step>.json (wp-service summaries), .err, RSS.
 # Prints "PASS <step>" / "FAIL <step>: why" on stderr, then one line on stdout: "service: N passed, M failed".
@@ -90,8 +91,9 @@ stop_writer() { # stop_writer PID NAME: SIGTERM, bounded wait; returns the write
 }
 
 step_write_read() { # step_write_read NAME REPLICAS
-  if wps "$1" write-read --log "wr-$1-$RUN" --entries "$ENTRIES" --payload-bytes 1024 --replicas "$2"; then
-    pass "$1: $(json_get "$OUT/$1.json" '"%d entries in %d segments, write %.1f MiB/s (%d entries/s, p50 %.1f ms, p99 %.1f ms), read %.1f MiB/s" % (d["acked"], len(d["segments"]), d["write_mib_s"], d["write_entries_s"], d["append_latency_ms"]["p50"], d["append_latency_ms"]["p99"], d["read_mib_s"])')"
+  local name; name="$(uniq_name "$1")"
+  if wps "$name" write-read --log "wr-$name-$RUN" --entries "$ENTRIES" --payload-bytes 1024 --replicas "$2"; then
+    pass "$name: $(json_get "$OUT/$name.json" '"%d entries in %d segments, write %.1f MiB/s (%d entries/s, p50 %.1f ms, p99 %.1f ms), read %.1f MiB/s" % (d["acked"], len(d["segments"]), d["write_mib_s"], d["write_entries_s"], d["append_latency_ms"]["p50"], d["append_latency_ms"]["p99"], d["read_mib_s"])')"
   else fail "$1"; fi
 }
 
@@ -100,12 +102,16 @@ step_tail() {
   for from in earliest latest; do
     if wps "tail-$from" tail --log "tail-$from-$RUN" --entries 20000 --from "$from" --roll-bytes 1000000; then
       pass "tail-$from: $(json_get "$OUT/tail-$from.json" '"%d entries over %d segments, submit-to-read p50 %.1f ms p99 %.1f ms" % (d["read_entries"], len(d["segments"]), d["submit_to_read_ms"]["p50"], d["submit_to_read_ms"]["p99"])')"
-    else fail "tail-$from"; fi
+    else fail "$name"; fi
   done
 }
 
+# a step given twice (prove.sh kill kill) gets NAME, NAME-2, ...: its own log and files
+uniq_name() { local n="$1" k=2; while [[ -e "$OUT/$n.json" || -e "$OUT/$n.acked" ]]; do n="$1-$k"; k=$((k + 1)); done; echo "$n"; }
+
 step_kill() { # step_kill NAME REPLICAS
-  local name="$1" rep="$2" lg="$1-$RUN" acked="$OUT/$1.acked" wpid cur ep victim
+  local name rep="$2" lg acked wpid cur ep victim
+  name="$(uniq_name "$1")"; lg="$name-$RUN"; acked="$OUT/$name.acked"
   log "$name: writer until killed (es=$rep)"
   "$WPS" write --log "$lg" --until-killed --acked "$acked" --payload-bytes 512 --roll-bytes 4000000 --replicas "$rep" \
     >"$OUT/$name-write.json" 2>"$OUT/$name-write.err" &
@@ -130,33 +136,37 @@ step_kill() { # step_kill NAME REPLICAS
     tail -5 "$OUT/$name-write.err" >&2; fail "$name: writer exited $rc"; "$CLUSTER" restart "$victim" || true; return
   fi
   if wps "$name-verify" verify --log "$lg" --acked "$acked" --replicas "$rep"; then
-    pass "$name: killed $victim in segment $cur; $(json_get "$OUT/$name-write.json" '"%d acked (%d failed, %d writer reopens) over %d segments, max ack gap %d ms" % (d["acked"], d["failed"], d["reopens"], len(d["segments"]), d["max_ack_gap_ms"])'); verify read $(json_get "$OUT/$name-verify.json" 'd["read_entries"]') entries, all acknowledged ones in order"
+    pass "$name: killed $victim in segment $cur; $(json_get "$OUT/$name-write.json" '"%d acked (%d failed, %d of them 1201 segment rolling; %d writer reopens) over %d segments, max ack gap %d ms" % (d["acked"], d["failed"], d["failed_segment_rolling"], d["reopens"], len(d["segments"]), d["max_ack_gap_ms"])'); verify read $(json_get "$OUT/$name-verify.json" 'd["read_entries"]') entries, all acknowledged ones in order"
   else fail "$name: verify"; fi
   "$CLUSTER" restart "$victim"
 }
 
 step_recover() {
-  local acked="$OUT/recover.acked" lg="recover-$RUN" wpid
+  local name acked lg wpid
+  name="$(uniq_name recover)"; acked="$OUT/$name.acked"; lg="$name-$RUN"
   "$WPS" write --log "$lg" --until-killed --acked "$acked" --payload-bytes 512 --roll-bytes 4000000 \
-    >"$OUT/recover-write.json" 2>"$OUT/recover-write.err" &
+    >"$OUT/$name-write.json" 2>"$OUT/$name-write.err" &
   wpid=$!
   if ! wait_until "20000 acknowledged entries" "$WAIT" have_lines "$acked" 20000; then
-    stop_writer "$wpid" writer || true; fail "recover: writer made no progress"; return
+    stop_writer "$wpid" writer || true; fail "$name: writer made no progress"; return
   fi
   kill -KILL "$wpid"; wait "$wpid" 2>/dev/null || true
-  log "recover: writer killed with SIGKILL at $(lines "$acked") recorded acks"
-  if wps recover recover --log "$lg" --acked "$acked" --entries 1000; then
-    pass "recover: $(json_get "$OUT/recover.json" '"states before %s -> after opening the new writer %s; %d new entries in segments %s; verify found all %d acknowledged (+%d unrecorded)" % (d["segment_states_before"], d["segment_states_after_open"], d["new_acked"], d["new_segments"], d["acked_found"], d["unacked_present"])')"
-  else fail recover; fi
+  log "$name: writer killed with SIGKILL at $(lines "$acked") recorded acks"
+  if wps "$name" recover --log "$lg" --acked "$acked" --entries 1000; then
+    pass "$name: $(json_get "$OUT/$name.json" '"states before %s -> after opening the new writer %s; %d new entries in segments %s; verify found all %d acknowledged (+%d unrecorded)" % (d["segment_states_before"], d["segment_states_after_open"], d["new_acked"], d["new_segments"], d["acked_found"], d["unacked_present"])')"
+  else fail "$name"; fi
 }
 
 step_bench() {
-  local size
-  for size in 1024 65536; do
-    if wps "bench-$size" bench --payload-bytes "$size" --duration "${BENCH_SECS}s"; then
-      pass "bench-$size: $(json_get "$OUT/bench-$size.json" '"%.1f MiB/s, %d entries/s, append latency p50 %.1f ms p99 %.1f ms (inflight %d)" % (d["mib_s"], d["entries_s"], d["append_latency_ms"]["p50"], d["append_latency_ms"]["p99"], d["inflight"])')"
-    else fail "bench-$size"; fi
-    rss_snapshot "after-bench-$size"
+  local spec name size inflight secs
+  # NAME:PAYLOAD:INFLIGHT:SECS -- throughput at 1 KiB and 64 KiB, and the latency floor of one append at a time
+  for spec in "bench-1024:1024:256:$BENCH_SECS" "bench-65536:65536:32:$BENCH_SECS" "bench-1024-serial:1024:1:$(( (BENCH_SECS + 1) / 2 ))"; do
+    IFS=: read -r name size inflight secs <<<"$spec"
+    name="$(uniq_name "$name")"
+    if wps "$name" bench --payload-bytes "$size" --inflight "$inflight" --duration "${secs}s"; then
+      pass "$name: $(json_get "$OUT/$name.json" '"%.1f MiB/s, %d entries/s, append latency p50 %.1f ms p99 %.1f ms (inflight %d)" % (d["mib_s"], d["entries_s"], d["append_latency_ms"]["p50"], d["append_latency_ms"]["p99"], d["inflight"])')"
+    else fail "$name"; fi
+    rss_snapshot "after-$name"
   done
 }
 
