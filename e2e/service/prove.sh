@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The service-mode acceptance run: upstream's Go client (wp-service) against a loopback LogStore cluster
+# (upstream's server by default; WP_SERVER_BIN=... for ours). Needs the test bed up and its env exported:
+#   scripts/testbed.sh install && scripts/testbed.sh start && eval "$(scripts/testbed.sh env)"
+#   e2e/service/prove.sh [STEP...]
+# Steps (default: all, in this order):
+#   write-read   4 servers, es=3: 100,000 entries x 1 KiB written, read back from earliest, >= 3 segments
+#   tail         reader tailing while a writer writes, opened at earliest and at latest (20,000 entries each)
+#   kill         write --until-killed; kill -9 a node of the current segment's ensemble; writes must continue
+#                in a later segment; SIGTERM the writer; verify every acknowledged entry; restart the node
+#   recover      write --until-killed; kill -9 the WRITER; a new writer fences/recovers and appends; verify
+#   bench        async appends: 1 KiB x 256 in flight, 64 KiB x 32 in flight (WP_PROVE_BENCH_SECS, default 20 s
+#                each), and 1 KiB one at a time for the latency floor (half as long)
+#   es5          6 servers, es=5: write-read 100,000 x 1 KiB, then the kill step with es=5
+# Results: $WP_PROVE_OUT (default /tmp/wp-service-prove/<run>): <step>.json (wp-service summaries), .err, RSS.
+# Prints "PASS <step>" / "FAIL <step>: why" on stderr, then one line on stdout: "service: N passed, M failed".
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CLUSTER="$HERE/cluster.sh"
+RUN="p$(date +%s)"
+OUT="${WP_PROVE_OUT:-/tmp/wp-service-prove/$RUN}"
+BENCH_SECS="${WP_PROVE_BENCH_SECS:-20}"
+ENTRIES="${WP_PROVE_ENTRIES:-100000}"
+WAIT="${WP_PROVE_WAIT_SECS:-120}"
+mkdir -p "$OUT"
+export WP_SERVICE_ETCD_ROOT="wps-$RUN" WP_SERVICE_MINIO_ROOT="wps-$RUN"
+export WP_CLUSTER_DIR="${WP_CLUSTER_DIR:-/tmp/wp-service-cluster}"
+
+log() { printf '[prove] %s\n' "$*" >&2; }
+die() { printf '[prove] ERROR: %s\n' "$*" >&2; exit 1; }
+PASSED=0 FAILED=0
+pass() { PASSED=$((PASSED + 1)); log "PASS $1"; }
+fail() { FAILED=$((FAILED + 1)); log "FAIL $1"; }
+
+for v in WP_ETCD_ENDPOINTS WP_MINIO_ENDPOINT; do
+  [[ -n "${!v:-}" ]] || die "$v is not set: eval \"\$(scripts/testbed.sh env)\" first"
+done
+WPS="$("$HERE/build.sh" path)"
+if [[ -z "${WP_SERVER_BIN:-}" ]]; then WP_SERVER_BIN="$("$HERE/upstream-server.sh" path)"; export WP_SERVER_BIN; fi
+log "run $RUN: server $WP_SERVER_BIN, driver $WPS, results in $OUT"
+
+json_ok() { [[ -s "$1" ]] && grep -q '"ok":true' "$1"; }
+json_get() { # json_get FILE EXPR  (python expression over d)
+  python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# wps NAME ARGS... : run a wp-service subcommand, summary in $OUT/NAME.json, stderr in $OUT/NAME.err
+wps() {
+  local name="$1"; shift
+  log "wp-service $*"
+  "$WPS" "$@" >"$OUT/$name.json" 2>"$OUT/$name.err" || true
+  if json_ok "$OUT/$name.json"; then return 0; fi
+  tail -5 "$OUT/$name.err" >&2 || true
+  cat "$OUT/$name.json" >&2 || true
+  return 1
+}
+
+cluster_up() { # cluster_up N
+  "$CLUSTER" stop >/dev/null 2>&1 || true
+  "$CLUSTER" start "$1"
+  eval "$("$CLUSTER" env)"
+}
+
+rss_snapshot() { "$CLUSTER" rss >"$OUT/rss-$1.jsonl" || true; }
+
+lines() { if [[ -f "$1" ]]; then wc -l <"$1"; else echo 0; fi; }
+# acks recorded in segments > SEG
+acks_after_seg() { [[ -f "$1" ]] || { echo 0; return; }; awk -v s="$2" 'match($0, /"seg":[0-9]+/) { if (substr($0, RSTART + 6, RLENGTH - 6) + 0 > s) n++ } END { print n + 0 }' "$1"; }
+last_seg() { tail -n1 "$1" | sed -E 's/.*"seg":([0-9]+).*/\1/'; }
+
+wait_until() { # wait_until DESC SECS CMD... (polls CMD every 0.2 s)
+  local desc="$1" secs="$2" deadline; shift 2
+  deadline=$((SECONDS + secs))
+  until "$@"; do
+    (( SECONDS < deadline )) || { log "timed out after ${secs}s waiting for: $desc"; return 1; }
+    sleep 0.2
+  done
+}
+have_lines() { (( $(lines "$1") >= $2 )); }
+have_acks_after() { (( $(acks_after_seg "$1" "$2") >= $3 )); }
+
+stop_writer() { # stop_writer PID NAME: SIGTERM, bounded wait; returns the writer's exit status
+  kill -TERM "$1" 2>/dev/null || true
+  local deadline=$((SECONDS + WAIT))
+  while kill -0 "$1" 2>/dev/null; do
+    if (( SECONDS >= deadline )); then log "$2 did not exit ${WAIT}s after SIGTERM; killing it"; kill -KILL "$1" 2>/dev/null || true; fi
+    sleep 0.2
+  done
+  wait "$1" 2>/dev/null
+}
+
+step_write_read() { # step_write_read NAME REPLICAS
+  local name; name="$(uniq_name "$1")"
+  if wps "$name" write-read --log "wr-$name-$RUN" --entries "$ENTRIES" --payload-bytes 1024 --replicas "$2"; then
+    pass "$name: $(json_get "$OUT/$name.json" '"%d entries in %d segments, write %.1f MiB/s (%d entries/s, p50 %.1f ms, p99 %.1f ms), read %.1f MiB/s" % (d["acked"], len(d["segments"]), d["write_mib_s"], d["write_entries_s"], d["append_latency_ms"]["p50"], d["append_latency_ms"]["p99"], d["read_mib_s"])')"
+  else fail "$1"; fi
+}
+
+step_tail() {
+  local from
+  for from in earliest latest; do
+    if wps "tail-$from" tail --log "tail-$from-$RUN" --entries 20000 --from "$from" --roll-bytes 1000000; then
+      pass "tail-$from: $(json_get "$OUT/tail-$from.json" '"%d entries over %d segments, submit-to-read p50 %.1f ms p99 %.1f ms" % (d["read_entries"], len(d["segments"]), d["submit_to_read_ms"]["p50"], d["submit_to_read_ms"]["p99"])')"
+    else fail "$name"; fi
+  done
+}
+
+# a step given twice (prove.sh kill kill) gets NAME, NAME-2, ...: its own log and files
+uniq_name() { local n="$1" k=2; while [[ -e "$OUT/$n.json" || -e "$OUT/$n.acked" ]]; do n="$1-$k"; k=$((k + 1)); done; echo "$n"; }
+
+step_kill() { # step_kill NAME REPLICAS
+  local name rep="$2" lg acked wpid cur ep victim
+  name="$(uniq_name "$1")"; lg="$name-$RUN"; acked="$OUT/$name.acked"
+  log "$name: writer until killed (es=$rep)"
+  "$WPS" write --log "$lg" --until-killed --acked "$acked" --payload-bytes 512 --roll-bytes 4000000 --replicas "$rep" \
+    >"$OUT/$name-write.json" 2>"$OUT/$name-write.err" &
+  wpid=$!
+  if ! wait_until "5000 acknowledged entries" "$WAIT" have_lines "$acked" 5000; then
+    stop_writer "$wpid" writer || true; fail "$name: writer made no progress"; return
+  fi
+  cur="$(last_seg "$acked")"
+  "$WPS" segments --log "$lg" >"$OUT/$name-segments-before.json" 2>/dev/null || true
+  ep="$(json_get "$OUT/$name-segments-before.json" "[s for s in d['segments'] if s['seg'] == $cur][0]['nodes'][0]")"
+  victim="$("$CLUSTER" name-of "$ep")"
+  log "$name: kill -9 $victim ($ep), a node of segment $cur's ensemble, at $(lines "$acked") acks"
+  "$CLUSTER" kill "$victim"
+  if ! wait_until "5000 acks in a segment after $cur" "$WAIT" have_acks_after "$acked" "$cur" 5000; then
+    stop_writer "$wpid" writer || true; "$CLUSTER" restart "$victim" || true
+    fail "$name: writes did not continue after killing $victim"; return
+  fi
+  local rc=0
+  stop_writer "$wpid" writer || rc=$?
+  "$WPS" segments --log "$lg" >"$OUT/$name-segments-after.json" 2>/dev/null || true
+  if (( rc != 0 )) || ! json_ok "$OUT/$name-write.json"; then
+    tail -5 "$OUT/$name-write.err" >&2; fail "$name: writer exited $rc"; "$CLUSTER" restart "$victim" || true; return
+  fi
+  if wps "$name-verify" verify --log "$lg" --acked "$acked" --replicas "$rep"; then
+    pass "$name: killed $victim in segment $cur; $(json_get "$OUT/$name-write.json" '"%d acked (%d failed, %d of them 1201 segment rolling; %d writer reopens) over %d segments, max ack gap %d ms" % (d["acked"], d["failed"], d["failed_segment_rolling"], d["reopens"], len(d["segments"]), d["max_ack_gap_ms"])'); verify read $(json_get "$OUT/$name-verify.json" 'd["read_entries"]') entries, all acknowledged ones in order"
+  else fail "$name: verify"; fi
+  "$CLUSTER" restart "$victim"
+}
+
+step_recover() {
+  local name acked lg wpid
+  name="$(uniq_name recover)"; acked="$OUT/$name.acked"; lg="$name-$RUN"
+  "$WPS" write --log "$lg" --until-killed --acked "$acked" --payload-bytes 512 --roll-bytes 4000000 \
+    >"$OUT/$name-write.json" 2>"$OUT/$name-write.err" &
+  wpid=$!
+  if ! wait_until "20000 acknowledged entries" "$WAIT" have_lines "$acked" 20000; then
+    stop_writer "$wpid" writer || true; fail "$name: writer made no progress"; return
+  fi
+  kill -KILL "$wpid"; wait "$wpid" 2>/dev/null || true
+  log "$name: writer killed with SIGKILL at $(lines "$acked") recorded acks"
+  if wps "$name" recover --log "$lg" --acked "$acked" --entries 1000; then
+    pass "$name: $(json_get "$OUT/$name.json" '"states before %s -> after opening the new writer %s; %d new entries in segments %s; verify found all %d acknowledged (+%d unrecorded)" % (d["segment_states_before"], d["segment_states_after_open"], d["new_acked"], d["new_segments"], d["acked_found"], d["unacked_present"])')"
+  else fail "$name"; fi
+}
+
+step_bench() {
+  local spec name size inflight secs
+  # NAME:PAYLOAD:INFLIGHT:SECS -- throughput at 1 KiB and 64 KiB, and the latency floor of one append at a time
+  for spec in "bench-1024:1024:256:$BENCH_SECS" "bench-65536:65536:32:$BENCH_SECS" "bench-1024-serial:1024:1:$(( (BENCH_SECS + 1) / 2 ))"; do
+    IFS=: read -r name size inflight secs <<<"$spec"
+    name="$(uniq_name "$name")"
+    if wps "$name" bench --payload-bytes "$size" --inflight "$inflight" --duration "${secs}s"; then
+      pass "$name: $(json_get "$OUT/$name.json" '"%.1f MiB/s, %d entries/s, append latency p50 %.1f ms p99 %.1f ms (inflight %d)" % (d["mib_s"], d["entries_s"], d["append_latency_ms"]["p50"], d["append_latency_ms"]["p99"], d["inflight"])')"
+    else fail "$name"; fi
+    rss_snapshot "after-$name"
+  done
+}
+
+STEPS=("$@")
+(( ${#STEPS[@]} > 0 )) || STEPS=(write-read tail kill recover bench es5)
+up4=false
+for st in "${STEPS[@]}"; do
+  case "$st" in
+    write-read|tail|kill|recover|bench)
+      if ! $up4; then cluster_up 4; up4=true; fi
+      case "$st" in
+        write-read) step_write_read write-read 3; rss_snapshot after-write-read ;;
+        tail) step_tail ;;
+        kill) step_kill kill 3 ;;
+        recover) step_recover ;;
+        bench) step_bench ;;
+      esac ;;
+    es5)
+      cluster_up 6; up4=false
+      step_write_read es5-write-read 5
+      step_kill es5-kill 5
+      rss_snapshot after-es5 ;;
+    *) die "unknown step $st" ;;
+  esac
+done
+"$CLUSTER" stop || true
+log "results in $OUT"
+echo "service: $PASSED passed, $FAILED failed"
+(( FAILED == 0 ))
