@@ -20,6 +20,7 @@ pub mod admin;
 pub mod args;
 pub mod delete_marker;
 pub mod disk;
+pub mod load;
 pub mod members;
 pub mod metrics;
 pub mod node;
@@ -48,6 +49,10 @@ use woodpecker_storage::segment::staged::compact::CompactOptions;
 pub use crate::args::ServerArgs;
 use crate::node::Node;
 use crate::processor::AppendLimits;
+
+/// Overlay paths upstream's image scripts pass whether or not the files are mounted; only these may be
+/// missing (any other overlay named on the command line must exist: it may hold the credentials).
+const UPSTREAM_OVERLAY_PATHS: [&str; 2] = ["/woodpecker/configs/default.yaml", "/woodpecker/configs/user.yaml"];
 
 /// Longest the whole stop sequence may take (the operator's grace period is longer).
 pub const STOP_BUDGET: Duration = Duration::from_secs(30);
@@ -85,10 +90,12 @@ impl ServerStart {
         }
         let main = args::config_file(config);
         let mut layers: Vec<&Path> = vec![&main];
-        if let Some(p) = &args.external_default_config {
-            layers.push(p);
-        }
-        if let Some(p) = &args.external_user_config {
+        for p in [&args.external_default_config, &args.external_user_config].into_iter().flatten() {
+            // Upstream's start script always passes its image's overlay paths, which exist only when mounted.
+            if UPSTREAM_OVERLAY_PATHS.iter().any(|u| Path::new(u) == p) && !p.exists() {
+                tracing::info!(path = %p.display(), "upstream's default overlay path is not mounted; skipping it");
+                continue;
+            }
             layers.push(p);
         }
         let cfg = Config::load_layers(&layers).context("cannot load the configuration")?;
@@ -197,6 +204,14 @@ impl ServerStart {
             Arc::clone(&node),
             ls.maintenance_strategy.delete_grace_period,
             ls.maintenance_strategy.delete_reclaim_interval,
+            cancel.child_token(),
+        ));
+        let nsp = &ls.node_selection_policy;
+        tasks.spawn(report_load(
+            Arc::clone(&node),
+            nsp.load_report_interval,
+            nsp.ewma_alpha,
+            nsp.mem_soft_threshold,
             cancel.child_token(),
         ));
         tasks.spawn(close_idle_processors(
@@ -324,6 +339,25 @@ async fn reclaim_deleted_logs(node: Arc<Node>, grace: Duration, every: Duration,
                 }
             }
         }
+    }
+}
+
+/// Samples the node's load and publishes it through gossip (load-aware SelectNodes elsewhere).
+async fn report_load(node: Arc<Node>, every: Duration, alpha: f64, mem_soft: f64, cancel: CancellationToken) {
+    let every = every.max(Duration::from_millis(100));
+    let mut ewma = load::Ewma::new(alpha);
+    let mut prev = load::read_proc().0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = cancel.cancelled() => return,
+        }
+        let (cpu, mem) = load::read_proc();
+        if let (Some(p), Some(c)) = (prev, cpu) {
+            let value = ewma.add(load::sample(p, c, mem.unwrap_or(0.0), mem_soft));
+            node.members.report_load(value);
+        }
+        prev = cpu;
     }
 }
 

@@ -71,6 +71,12 @@ impl Members for GossipMembers {
             .map_err(|e| e.to_string())
     }
 
+    fn report_load(&self, load: f64) {
+        if let Err(e) = self.gossip.report_load(load) {
+            tracing::debug!(error = %e, "cannot publish the load factor");
+        }
+    }
+
     async fn leave(&self, timeout: Duration) {
         if let Err(e) = self.gossip.leave(timeout).await {
             tracing::warn!(error = %e, "gossip leave");

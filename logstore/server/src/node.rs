@@ -63,6 +63,8 @@ pub trait Members: Send + Sync + std::fmt::Debug {
     fn members_json(&self) -> Vec<serde_json::Value>;
     /// Advertises `status` (`active`, `decommissioning`, `decommissioned`) in the node's tags.
     async fn set_status(&self, status: &str) -> Result<(), String>;
+    /// Publishes this node's load factor (0..=1) for load-aware selection.
+    fn report_load(&self, load: f64);
     /// Leaves the cluster gracefully (bounded by `timeout`).
     async fn leave(&self, timeout: std::time::Duration);
 }
