@@ -13,7 +13,7 @@ use woodpecker_proto::logstore::log_store_client::LogStoreClient;
 use woodpecker_proto::logstore::{
     AddEntriesRequest, AddEntriesResponse, AddEntryRequest, AddEntryState, CompactSegmentRequest,
     CompleteSegmentRequest, FenceSegmentRequest, GetBatchEntriesAdvRequest, GetSegmentLastAddConfirmedRequest,
-    LogEntry, UpdateLastAddConfirmedRequest,
+    LogEntry, NotifySegmentCompactedRequest, UpdateLastAddConfirmedRequest,
 };
 use woodpecker_storage::object::{S3ObjectStorage, S3Options};
 use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
@@ -306,6 +306,24 @@ async fn compaction_uploads_entries_up_to_the_lac_and_a_short_copy_refuses() {
         assert!(!b.entries.is_empty(), "a compacted segment is complete: no waiting");
     }
     assert_eq!(next, 18, "exactly the entries up to the LAC");
+
+    // Confirmed compaction reclaims the local copy; the fence stays, so the old writer stays refused.
+    let notify = |seg: i64| NotifySegmentCompactedRequest {
+        bucket_name: cluster::bucket(),
+        root_path: root.clone(),
+        log_id: 4,
+        segment_id: seg,
+    };
+    let seg_dir = cl.nodes[0].data_dir.join(cluster::bucket()).join(&root).join("4").join("0");
+    assert!(seg_dir.join("data.log").is_file());
+    let r = c.notify_segment_compacted(notify(0)).await.unwrap().into_inner();
+    assert_eq!(r.status.map_or(0, |s| s.code), 0);
+    assert!(!seg_dir.join("data.log").exists(), "local copy reclaimed");
+    assert!(seg_dir.join("data.compacted").is_file(), "tombstone written");
+    let (_, failed) = synced_and_failure(&add_entries(&mut c, &root, 4, vec![big(20)]).await);
+    assert_eq!(failed, Some(8104), "a reclaimed segment takes no appends");
+    let r = c.notify_segment_compacted(notify(9)).await.unwrap().into_inner();
+    assert_eq!(r.status.map(|s| s.code), Some(8105), "not compacted: nothing reclaimed");
 
     // A replica that completed with a LAC beyond its data refuses, so the client asks the next one.
     let _ = add_entries(&mut c, &root, 4, entries(1, 0..3)).await;

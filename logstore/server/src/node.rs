@@ -134,8 +134,9 @@ impl Node {
         Ok(())
     }
 
-    /// Records that a segment's compaction is confirmed (`data.compacted`, durable) once its compacted
-    /// footer exists in object storage.
+    /// Records that a segment's compaction is confirmed (`data.compacted`, durable) once a compacted
+    /// footer exists in object storage, then reclaims the local copy (`data.log`); reads go to object
+    /// storage from then on (clients read sealed segments directly).
     pub async fn note_compacted(
         &self,
         bucket: &str,
@@ -146,19 +147,38 @@ impl Node {
         let scope = StagedScope::new(bucket, root_path).map_err(|e| status::INVALID_ROOT_PATH.status(e.to_string()))?;
         let store = self.stores.get(scope.bucket()).await.map_err(object_status)?;
         let footer = keys::footer_key(scope.root_path(), log_id, segment_id);
-        match store.stat(&footer).await {
-            Ok(_) => {}
+        let body = match store.get(&footer, None).await {
+            Ok(b) => b,
             Err(ObjectError::NotFound { .. }) => {
                 return Err(status::SEGMENT_NOT_FOUND.status(format!("{footer} does not exist: not compacted")));
             }
             Err(e) => return Err(object_status(e)),
-        }
-        let dir = self.processors.staged().scope(&scope).segment_dir(SegmentRef { log_id, segment_id });
-        let path = dir.join("data.compacted");
-        tokio::task::spawn_blocking(move || crate::node_state::write_durably(&path, b""))
-            .await
+        };
+        let compacted = woodpecker_storage::segment::object::decode_footer_object(&footer, &body)
             .map_err(|e| status::UNKNOWN.status(e.to_string()))?
-            .map_err(|e| status::UNKNOWN.status(format!("writing data.compacted: {e}")))
+            .record
+            .is_compacted();
+        if !compacted {
+            return Err(status::SEGMENT_NOT_FOUND.status(format!("{footer} is not a compacted footer")));
+        }
+        let segment = SegmentRef { log_id, segment_id };
+        let dir = self.processors.staged().scope(&scope).segment_dir(segment);
+        let why = status::ALREADY_CLOSED.status(format!("{segment} was compacted; its local copy is reclaimed"));
+        self.processors.remove_segment(&scope, log_id, segment_id, &why);
+        // The tombstone is durable before the local copy goes; write.fence stays, so appends stay refused.
+        tokio::task::spawn_blocking(move || {
+            crate::node_state::write_durably(&dir.join("data.compacted"), b"")?;
+            for f in ["data.log", "data.durable"] {
+                match std::fs::remove_file(dir.join(f)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| status::UNKNOWN.status(e.to_string()))?
+        .map_err(|e| status::UNKNOWN.status(format!("reclaiming the compacted local copy: {e}")))
     }
 
     /// Persists a lifecycle change, then advertises it. Returns the state now in force.
