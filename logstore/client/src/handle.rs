@@ -120,6 +120,13 @@ impl LogHandle {
         if seg.state() != SegmentState::Active && upto.entry_id > seg.last_entry_id {
             return Err(invalid(&format!("the segment ends at entry {}", seg.last_entry_id)));
         }
+        if seg.state() == SegmentState::Active {
+            // Truncating past what was written would hide entries written later, unread.
+            let end = self.shared.backend.visible_end(self.seg_ref(upto.segment_id)).await?;
+            if upto.entry_id > end {
+                return Err(invalid(&format!("the segment holds entries up to {end} so far")));
+            }
+        }
         for _ in 0..10 {
             let Versioned { value: mut meta, revision, .. } = self.shared.meta.get_log(&self.name).await?;
             let current = LogMessageId::new(meta.truncated_segment_id, meta.truncated_entry_id);

@@ -275,15 +275,7 @@ async fn resolve_start(handle: &LogHandle, from: LogMessageId) -> Result<LogMess
     if seg.state() != SegmentState::Active {
         return Ok(LogMessageId::new(seg.seg_no + 1, 0));
     }
-    // The newest segment is being written: its end is wherever its durable data ends now.
-    let mut reader = shared.backend.open_reader(handle.seg_ref(seg.seg_no)).await?;
-    let mut next = 0;
-    loop {
-        let batch = reader.read_batch(next, usize::MAX, u64::MAX).await?;
-        match batch.entries.last() {
-            Some((id, _)) => next = id + 1,
-            None if batch.end_of_segment => return Ok(LogMessageId::new(seg.seg_no + 1, 0)),
-            None => return Ok(LogMessageId::new(seg.seg_no, next)),
-        }
-    }
+    // The newest segment is being written: its end is wherever its durable data ends now (headers only).
+    let end = shared.backend.visible_end(handle.seg_ref(seg.seg_no)).await?;
+    Ok(LogMessageId::new(seg.seg_no, end + 1))
 }

@@ -116,3 +116,35 @@ async fn closing_a_fenced_writer_says_it_was_fenced() {
     second.close().await.expect("closing twice is fine");
     client.close().await;
 }
+
+/// `truncate` past what an Active segment holds would hide entries written after it, unread; a reader at
+/// `LATEST` starts right after the durable end, found from block headers.
+#[tokio::test]
+async fn truncating_past_the_written_end_of_an_active_segment_is_refused_and_latest_starts_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = unique("trunc-end");
+    let configs = [
+        ("local files", local_files_etcd_config(dir.path(), &root, "")),
+        ("MinIO", common::bed_config(&format!("{root}-minio"), "")),
+    ];
+    for (what, cfg) in configs {
+        let client = Client::open(cfg).await.unwrap();
+        client.create_log("t").await.unwrap();
+        let log = client.open_log("t").await.unwrap();
+        let writer = log.open_writer().await.unwrap();
+        for i in 0..3 {
+            writer.write(WriteMessage::new(format!("e{i}"))).await.unwrap();
+        }
+        let err = log.truncate(LogMessageId::new(0, 5)).await.expect_err("entries 3..=5 do not exist yet");
+        assert!(matches!(err, WoodpeckerError::InvalidPosition { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("up to 2"), "{what}: {err}");
+        log.truncate(LogMessageId::new(0, 1)).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut reader = log.open_reader(LogMessageId::LATEST, "latest").await.unwrap();
+        writer.write(WriteMessage::new("after")).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), reader.read_next()).await.expect("in time").unwrap();
+        assert_eq!((m.id, m.payload.as_ref()), (LogMessageId::new(0, 3), &b"after"[..]), "{what}");
+        reader.close().await.unwrap();
+        writer.close().await.unwrap();
+        client.close().await;
+    }
+}

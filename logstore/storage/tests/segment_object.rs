@@ -538,3 +538,75 @@ async fn lost_replies_and_transient_failures_are_retried() {
     let sum = b.finalize(s).await.unwrap();
     assert_eq!((sum.last_entry_id, sum.blocks), (9, 4));
 }
+
+/// Counts the bytes `get` returns, delegating everything to a memory store.
+#[derive(Debug, Default)]
+struct CountingStore {
+    inner: MemoryObjectStorage,
+    read: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl ObjectStorage for CountingStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, woodpecker_storage::object::ObjectError> {
+        let b = self.inner.get(key, range).await?;
+        self.read.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(b)
+    }
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), woodpecker_storage::object::ObjectError> {
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<(), woodpecker_storage::object::ObjectError> {
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn put_fence(&self, key: &str) -> Result<(), woodpecker_storage::object::ObjectError> {
+        self.inner.put_fence(key).await
+    }
+    async fn stat(
+        &self,
+        key: &str,
+    ) -> Result<woodpecker_storage::object::ObjectInfo, woodpecker_storage::object::ObjectError> {
+        self.inner.stat(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<woodpecker_storage::object::ObjectInfo>, woodpecker_storage::object::ObjectError> {
+        self.inner.list(prefix).await
+    }
+    async fn remove(&self, key: &str) -> Result<(), woodpecker_storage::object::ObjectError> {
+        self.inner.remove(key).await
+    }
+    async fn remove_prefix(&self, prefix: &str) -> Result<usize, woodpecker_storage::object::ObjectError> {
+        self.inner.remove_prefix(prefix).await
+    }
+}
+
+#[tokio::test]
+async fn the_visible_end_comes_from_block_headers_not_the_segment_data() {
+    let store = Arc::new(CountingStore::default());
+    let backend = ObjectSegmentBackend::new(store.clone(), "files".into(), ObjectSegmentOptions::default());
+    let seg = SegmentRef { log_id: 1, segment_id: 0 };
+    assert_eq!(backend.visible_end(seg).await.unwrap(), -1, "nothing written");
+    let w = backend.create_writer(seg).await.unwrap();
+    let payload = vec![7u8; 64 * 1024];
+    for b in 0..40i64 {
+        let block =
+            woodpecker_storage::segment::BlockToWrite::new(b, b * 4, (0..4).map(|_| Bytes::from(payload.clone())));
+        w.write_block(block).await.unwrap();
+    }
+    store.read.store(0, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(backend.visible_end(seg).await.unwrap(), 159);
+    let read = store.read.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read < 1024, "{read} bytes read to find the end of a 10 MiB segment");
+    // A gap hides what follows it, as for readers.
+    store.inner.remove(&keys::block_key("files", 1, 0, 20)).await.unwrap();
+    assert_eq!(backend.visible_end(seg).await.unwrap(), 79, "blocks after the gap are not visible");
+}

@@ -352,6 +352,12 @@ pub trait SegmentBackend: Send + Sync + fmt::Debug {
     /// Writes the index and footer of a fenced segment if it has none (idempotent), and summarizes it.
     async fn finalize(&self, segment: SegmentRef) -> Result<SegmentSummary, SegmentError>;
 
+    /// The last entry readers can see now (-1 when none), found without reading the segment's data: the
+    /// footer when finalized, else the headers of the contiguous durable blocks (object storage: a LIST and
+    /// one ranged GET; local files: the fsynced length). Where `LATEST` readers start, and how far
+    /// `truncate` may go.
+    async fn visible_end(&self, segment: SegmentRef) -> Result<EntryId, SegmentError>;
+
     /// Opens a reader. Opening a segment that has no data yet succeeds (reads return nothing until data lands).
     async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError>;
 

@@ -760,6 +760,15 @@ impl SegmentBackend for ObjectSegmentBackend {
         self.inner.finalize_fenced(segment).await
     }
 
+    async fn visible_end(&self, segment: SegmentRef) -> Result<EntryId, SegmentError> {
+        let inner = &self.inner;
+        if let Some(footer) = inner.read_footer(segment).await? {
+            return Ok(footer.record.lac);
+        }
+        let (prefix, _) = inner.contiguous_prefix(segment).await?;
+        inner.last_entry_before(segment, prefix.len() as i64).await
+    }
+
     async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError> {
         let footer = self.inner.read_footer(segment).await?.map(Arc::new);
         Ok(Box::new(ObjectSegmentReader {

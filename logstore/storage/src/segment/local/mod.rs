@@ -494,6 +494,10 @@ impl SegmentBackend for LocalSegmentBackend {
         blocking(segment, move || paths.finalize_blocking(None)).await
     }
 
+    async fn visible_end(&self, segment: SegmentRef) -> Result<EntryId, SegmentError> {
+        Ok(self.inspect(segment).await?.last_entry_id)
+    }
+
     async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError> {
         Ok(Box::new(LocalSegmentReader::new(self.paths(segment))))
     }
