@@ -174,6 +174,18 @@ impl LogStoreService {
     }
 }
 
+/// Longest a fence or completion may take here: the Go client waits for every replica's answer without
+/// a deadline, so a stuck disk must turn into an error it can act on, not a hang.
+pub const FENCE_BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs `op`, answering a retriable error if it does not finish within [`FENCE_BOUND`].
+async fn bounded<T>(what: &str, op: impl std::future::Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    match tokio::time::timeout(FENCE_BOUND, op).await {
+        Ok(r) => r,
+        Err(_) => Err(status::UNKNOWN.status(format!("{what} did not finish within {FENCE_BOUND:?} on this node"))),
+    }
+}
+
 fn code_status(r: &Result<(), Status>) -> Option<Status> {
     Some(match r {
         Ok(()) => status::ok(),
@@ -249,7 +261,7 @@ impl LogStore for LogStoreService {
         let r = request.into_inner();
         let result = async {
             let (_, p) = self.processor(&r.bucket_name, &r.root_path, r.log_id, r.segment_id).await?;
-            p.fence().await
+            bounded("FenceSegment", p.fence()).await
         }
         .await;
         Ok(Response::new(match result {
@@ -266,7 +278,7 @@ impl LogStore for LogStoreService {
         let r = request.into_inner();
         let result = async {
             let (_, p) = self.processor(&r.bucket_name, &r.root_path, r.log_id, r.segment_id).await?;
-            p.complete(r.last_add_confirmed).await
+            bounded("CompleteSegment", p.complete(r.last_add_confirmed)).await
         }
         .await;
         Ok(Response::new(match result {
