@@ -24,7 +24,11 @@ use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The server installs its subscriber once it has read its config (whose `trace` section may add
+    // OTLP export): `init_server_tracing`.
+    if !matches!(cli.command, Command::Server(_)) {
+        init_tracing();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -61,7 +65,9 @@ async fn run(cli: Cli) -> Result<()> {
         _ => Some(setup::resolve_config(&global)?),
     };
     match (command, cfg) {
-        (Command::Server(args), _) => woodpecker_server::run(args, global.config, global.data_dir, args::VERSION).await,
+        (Command::Server(args), _) => {
+            woodpecker_server::run(args, global.config, global.data_dir, args::VERSION, init_server_tracing).await
+        }
         (Command::Log(cmd), Some(cfg)) => {
             let client = setup::open_client(cfg).await?;
             let result = log_cmd::run(&client, cmd).await;
@@ -89,9 +95,20 @@ async fn force_exit_on_interrupt() {
 
 /// Logs go to stderr, warnings and errors only unless RUST_LOG says otherwise.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(log_filter()).with_writer(std::io::stderr).try_init();
+}
+
+/// The server's logs as [`init_tracing`] writes them, plus its spans to an OTLP collector when export
+/// is configured. Each layer has its own filter: RUST_LOG (default warn) does not decide what is exported.
+fn init_server_tracing(otlp: Option<woodpecker_server::telemetry::OtlpLayer<tracing_subscriber::Registry>>) {
+    use tracing_subscriber::prelude::*;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(log_filter());
+    let _ = tracing_subscriber::registry().with(otlp).with(logs).try_init();
+}
+
+/// RUST_LOG, else warnings and errors.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
 }
 
 /// The error and its causes on one line. Causes whose text the message already contains (errors that

@@ -12,7 +12,11 @@
 //! an unwritable data dir), then gossip, gRPC and admin HTTP.
 //!
 //! Stop (SIGTERM or SIGINT; a second one exits at once), within 30 s: refuse new appends, let in-flight
-//! ones finish or fail (each block is fsynced before it is acknowledged), leave gossip, stop gRPC.
+//! ones finish or fail (each block is fsynced before it is acknowledged), leave gossip, stop gRPC, flush
+//! the spans still queued for OTLP export ([`telemetry`], at most 2 s).
+//!
+//! Logs and spans: the caller installs the `tracing` subscriber once the configuration is read, through
+//! the `install_tracing` callback of [`run`], which gets the OTLP layer when export is configured.
 //!
 //! Every long-lived task is named in [`run`], owned by it, and stopped by one cancellation token.
 
@@ -30,6 +34,7 @@ pub mod processor;
 pub mod registry;
 pub mod service;
 pub mod status;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,13 +63,31 @@ const UPSTREAM_OVERLAY_PATHS: [&str; 2] = ["/woodpecker/configs/default.yaml", "
 pub const STOP_BUDGET: Duration = Duration::from_secs(30);
 
 /// Runs a LogStore server until SIGTERM / SIGINT. `config` and `data_dir` are the `woodpecker`
-/// command's global options; `version` is what `--version` prints.
-pub async fn run(args: ServerArgs, config: Option<PathBuf>, data_dir: Option<PathBuf>, version: &str) -> Result<()> {
+/// command's global options; `version` is what `--version` prints. `install_tracing` installs the
+/// process's subscriber once the config is read (before that nothing is logged), composing the OTLP
+/// layer it gets when span export is configured (`trace` section, `OTEL_EXPORTER_OTLP_ENDPOINT`).
+pub async fn run(
+    args: ServerArgs,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    version: &str,
+    install_tracing: impl FnOnce(Option<telemetry::OtlpLayer<tracing_subscriber::Registry>>),
+) -> Result<()> {
     limit_malloc_arenas();
     let started = ServerStart::prepare(args, config, data_dir).await?;
+    let env = |name: &str| std::env::var(name).ok();
+    let otlp = telemetry::otlp_settings(&started.cfg.trace, env, &started.node_name, version)?;
+    let telemetry = otlp.as_ref().map(telemetry::Telemetry::start).transpose()?;
+    install_tracing(telemetry.as_ref().map(telemetry::Telemetry::layer));
+    if let Some(t) = &telemetry {
+        tracing::info!(endpoint = t.endpoint(), "exporting spans over OTLP/gRPC");
+    }
+    for p in &started.skipped_overlays {
+        tracing::info!(path = %p.display(), "upstream's default overlay path is not mounted; skipping it");
+    }
     let signals = CancellationToken::new();
     tokio::spawn(watch_signals(signals.clone()));
-    started.serve(signals, version).await
+    started.serve(signals, version, telemetry).await
 }
 
 /// A configured node, not serving yet.
@@ -73,6 +96,8 @@ struct ServerStart {
     cfg: Config,
     data_dir: PathBuf,
     node_name: String,
+    /// Upstream overlay paths that were not mounted (logged once the subscriber is installed).
+    skipped_overlays: Vec<PathBuf>,
 }
 
 impl ServerStart {
@@ -91,10 +116,11 @@ impl ServerStart {
         }
         let main = args::config_file(config);
         let mut layers: Vec<&Path> = vec![&main];
+        let mut skipped_overlays = Vec::new();
         for p in [&args.external_default_config, &args.external_user_config].into_iter().flatten() {
             // Upstream's start script always passes its image's overlay paths, which exist only when mounted.
             if UPSTREAM_OVERLAY_PATHS.iter().any(|u| Path::new(u) == p) && !p.exists() {
-                tracing::info!(path = %p.display(), "upstream's default overlay path is not mounted; skipping it");
+                skipped_overlays.push(p.clone());
                 continue;
             }
             layers.push(p);
@@ -118,11 +144,16 @@ impl ServerStart {
             Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
             _ => hostname().context("no --node-name and the host name cannot be read")?,
         };
-        Ok(Self { args, cfg, data_dir, node_name })
+        Ok(Self { args, cfg, data_dir, node_name, skipped_overlays })
     }
 
-    async fn serve(self, signals: CancellationToken, version: &str) -> Result<()> {
-        let Self { args, cfg, data_dir, node_name } = self;
+    async fn serve(
+        self,
+        signals: CancellationToken,
+        version: &str,
+        telemetry: Option<telemetry::Telemetry>,
+    ) -> Result<()> {
+        let Self { args, cfg, data_dir, node_name, .. } = self;
         let ls = &cfg.woodpecker.logstore;
         let cancel = CancellationToken::new();
         let lifecycle = node_state::NodeState::load(&data_dir).context("cannot read node_state.json")?;
@@ -277,6 +308,10 @@ impl ServerStart {
         cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
         tasks.shutdown().await;
+        // 5. Spans of the stop itself included; bounded, so a dead collector cannot hold the stop up.
+        if let Some(t) = telemetry {
+            t.shutdown(telemetry::SHUTDOWN_BOUND).await;
+        }
         eprintln!("woodpecker server {node_name}: stopped");
         Ok(())
     }

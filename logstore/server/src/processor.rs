@@ -31,6 +31,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use woodpecker_core::ids::EntryId;
 use woodpecker_proto::logstore::Status;
 use woodpecker_storage::object::ObjectStorage;
@@ -364,8 +365,11 @@ impl SegmentProcessor {
             while in_flight.len() < depth {
                 let Some(block) = self.cut_block() else { break };
                 let (first, last) = (block.first_entry_id, block.last_entry_id());
+                let bytes: usize = block.entries.iter().map(|e| e.len()).sum();
+                // One span per block, from the cut to the end of its write and fsync.
+                let span = tracing::debug_span!("flush_block", segment = %self.segment, block = block.block_id, first, last, bytes);
                 let w = Arc::clone(&writer);
-                in_flight.push_back(async move { (first, last, w.write_block(block).await) });
+                in_flight.push_back(async move { (first, last, w.write_block(block).await) }.instrument(span));
             }
             if in_flight.is_empty() {
                 if matches!(self.inner().mode, Mode::Closed(_)) {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use thiserror::Error;
+use tracing::Instrument;
 use woodpecker_core::codec::{DecodedBlock, FLAG_COMPACTED, IndexRecord};
 use woodpecker_core::ids::EntryId;
 use woodpecker_core::keys;
@@ -157,6 +158,8 @@ pub async fn compact_segment(
     let merged: Vec<BlockMeta> = stream::iter(groups.into_iter().enumerate())
         .map(|(n, group)| {
             let file = file.clone();
+            let empty = tracing::field::Empty;
+            let span = tracing::debug_span!("upload_merged_block", %segment, block = n, first = empty, last = empty, bytes = empty);
             async move {
                 let mut blocks: Vec<DecodedBlock> = Vec::with_capacity(group.len());
                 for rec in group {
@@ -178,11 +181,14 @@ pub async fn compact_segment(
                     last_entry_id: first + entries.len() as i64 - 1,
                     size: body.len() as u64,
                 };
+                let span = tracing::Span::current();
+                span.record("first", meta.first_entry_id).record("last", meta.last_entry_id).record("bytes", meta.size);
                 let key = keys::merged_block_key(root_path, segment.log_id, segment.segment_id, n as i64);
                 // Plain put: an object left by an interrupted compaction is rebuilt from the same source.
                 store.put(&key, body).await.map_err(upload_err(&key))?;
                 Ok::<_, CompactError>(meta)
             }
+            .instrument(span)
         })
         .buffered(opts.max_parallel_uploads.max(1))
         .try_collect()
@@ -190,7 +196,8 @@ pub async fn compact_segment(
     // Staged footers count entries, not blocks, in totalRecords (upstream's staged writer).
     let total_records = merged.last().map_or(0, |m| (m.last_entry_id + 1) as u32);
     let body = encode_footer_object(&merged, FLAG_COMPACTED, Some(total_records), lac);
-    store.put(&footer_key, body).await.map_err(upload_err(&footer_key))?;
+    let span = tracing::debug_span!("upload_footer", %segment, lac, merged_blocks = merged.len(), bytes = body.len());
+    store.put(&footer_key, body).instrument(span).await.map_err(upload_err(&footer_key))?;
     Ok(Compacted { size: merged.iter().map(|m| m.size).sum(), merged_blocks: merged.len(), lac, already: false })
 }
 
