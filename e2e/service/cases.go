@@ -509,22 +509,26 @@ func (r *caseRun) readCheck(lh wplog.LogHandle, sp readSpec) *readOut {
 // ---------------------------------------------------------------------------------------------
 
 var cases = map[string]func(r *caseRun){
-	"sealed":                      caseSealed,
-	"case3-node-restart-rolls":    caseNodeRestartRolls,
-	"case4-non-quorum-node-down":  caseNonQuorumNodeDown,
-	"case5-quorum-loss-recovery":  caseQuorumLossRecovery,
-	"case6-full-cluster-restart":  caseFullClusterRestart,
-	"case8-sequential-rolls":      caseSequentialRolls,
-	"case9-reader-node-failover":  caseReaderNodeFailover,
-	"case11-fence-empty-node":     caseFenceWithEmptyNode,
-	"case14-reader-wiped-replica": caseReaderWipedReplica,
-	"case15-restart-data-loss":    caseRestartWithDataLoss,
-	"case16-two-replicas-lost":    caseTwoReplicasLost,
-	"chaos-competing-writers":     caseCompetingWriters,
-	"chaos-concurrent-writers":    caseConcurrentWriters,
-	"chaos-fencing-node-failure":  caseFencingDuringNodeFailure,
-	"chaos-restart-fence-lost":    caseRestartFenceMarksLost,
-	"chaos-finalized-survives":    caseFinalizedSurvivesRestart,
+	"sealed":                       caseSealed,
+	"case3-node-restart-rolls":     caseNodeRestartRolls,
+	"case4-non-quorum-node-down":   caseNonQuorumNodeDown,
+	"case5-quorum-loss-recovery":   caseQuorumLossRecovery,
+	"case6-full-cluster-restart":   caseFullClusterRestart,
+	"case7-rolling-restart":        caseRollingRestart,
+	"case8-sequential-rolls":       caseSequentialRolls,
+	"case10-partial-replication":   casePartialReplication,
+	"case12-fence-wiped-and-dead":  caseFenceWipedAndDead,
+	"case13-fence-dead-then-wiped": caseFenceDeadThenWiped,
+	"case9-reader-node-failover":   caseReaderNodeFailover,
+	"case11-fence-empty-node":      caseFenceWithEmptyNode,
+	"case14-reader-wiped-replica":  caseReaderWipedReplica,
+	"case15-restart-data-loss":     caseRestartWithDataLoss,
+	"case16-two-replicas-lost":     caseTwoReplicasLost,
+	"chaos-competing-writers":      caseCompetingWriters,
+	"chaos-concurrent-writers":     caseConcurrentWriters,
+	"chaos-fencing-node-failure":   caseFencingDuringNodeFailure,
+	"chaos-restart-fence-lost":     caseRestartFenceMarksLost,
+	"chaos-finalized-survives":     caseFinalizedSurvivesRestart,
 }
 
 func caseNames() []string {
@@ -1375,4 +1379,107 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
+}
+
+// Case7: every node in turn is stopped, a phase of writes runs without it, and it is restarted; the one writer
+// keeps going (rolling, reopened if the client invalidated it); everything readable.
+func caseRollingRestart(r *caseRun) {
+	ss := r.connect()
+	lh := r.openLog(ss, true)
+	a := r.writer(lh, "A", 0)
+	if got := a.write(r.n, 1, 10*time.Second); got != r.n {
+		r.fatal("initial: %d of %d acknowledged: %v", got, r.n, a.lastErr)
+	}
+	nodes := r.allNodes()
+	for _, n := range nodes {
+		r.cluster("kill", n)
+		time.Sleep(2 * time.Second)
+		if ok := a.writeRetry(r.n, r.n*10, 2*time.Second, 10*time.Second, true); ok != r.n {
+			r.s.fail("with %s down: %d of %d acknowledged: %v", n, ok, r.n, a.lastErr)
+		}
+		r.cluster("restart", n)
+		time.Sleep(2 * time.Second)
+	}
+	if ok := a.writeRetry(r.n, r.n*10, 2*time.Second, 10*time.Second, true); ok != r.n {
+		r.s.fail("final phase: %d of %d acknowledged: %v", ok, r.n, a.lastErr)
+	}
+	a.mustClose()
+	r.readCheck(lh, readSpec{label: "verify", acked: a.snapshot()})
+	r.s.set("summary", fmt.Sprintf("restarted %v one by one under writes: %d entries over segments %v (%d failed attempts, %d reopens); all read back",
+		nodes, len(a.acked), segsOf(a.acked), a.failed, a.reopens))
+}
+
+// Case10: entries written while one ensemble node is down live on 2 of 3 replicas; the node comes back, the
+// writer closes: both phases readable.
+func casePartialReplication(r *caseRun) {
+	ss := r.connect()
+	lh := r.openLog(ss, true)
+	a := r.writer(lh, "A", 0)
+	if got := a.write(r.n, 1, 10*time.Second); got != r.n {
+		r.fatal("phase 1: %d of %d acknowledged: %v", got, r.n, a.lastErr)
+	}
+	seg, q := r.quorum(lh)
+	r.cluster("kill", q[0])
+	time.Sleep(2 * time.Second)
+	if ok := a.writeRetry(r.n, r.n*10, 2*time.Second, 10*time.Second, false); ok != r.n {
+		r.s.fail("with %s down: %d of %d acknowledged: %v", q[0], ok, r.n, a.lastErr)
+	}
+	r.cluster("restart", q[0])
+	time.Sleep(3 * time.Second)
+	a.mustClose()
+	r.readCheck(lh, readSpec{label: "verify", acked: a.snapshot()})
+	r.s.set("summary", fmt.Sprintf("%s (first of %v, segment %d) down for the second phase, then back: %d entries in segments %v (%d failed attempts); writer closed, all read back (%s)",
+		q[0], q, seg, len(a.acked), segsOf(a.acked), a.failed, r.segmentStates(lh)))
+}
+
+// Case12: A (first ensemble node) wiped and restarted empty while the segment is Active, then B (second)
+// killed; the writer's close fences A=-1, C=k, B=dead -> LAC k: every entry readable.
+func caseFenceWipedAndDead(r *caseRun) {
+	ss := r.connect()
+	lh := r.openLog(ss, true)
+	a := r.writer(lh, "A", 0)
+	if got := a.write(r.n, 1, 10*time.Second); got != r.n {
+		r.fatal("%d of %d acknowledged: %v", got, r.n, a.lastErr)
+	}
+	seg, q := r.quorum(lh)
+	r.cluster("kill", q[0])
+	time.Sleep(time.Second)
+	r.cluster("wipe", q[0])
+	r.cluster("restart", q[0])
+	time.Sleep(3 * time.Second)
+	r.cluster("kill", q[1])
+	time.Sleep(2 * time.Second)
+	if err := a.close(); err != nil {
+		r.note("closing the writer: %s", short(err))
+	}
+	checkFencedLAC(r, lh, seg, a.snapshot())
+	r.readCheck(lh, readSpec{label: "verify", acked: a.snapshot()})
+	r.s.set("summary", fmt.Sprintf("%d entries in segment %d (%v); %s wiped and restarted empty, %s killed, writer closed: %s; all read back",
+		len(a.acked), seg, q, q[0], q[1], r.segmentStates(lh)))
+}
+
+// Case13: B (second ensemble node) wiped and restarted empty, then A (first) killed; close fences A=dead,
+// B=-1, C=k -> LAC k; the reader skips the dead node and the empty one and reads everything from C.
+func caseFenceDeadThenWiped(r *caseRun) {
+	ss := r.connect()
+	lh := r.openLog(ss, true)
+	a := r.writer(lh, "A", 0)
+	if got := a.write(r.n, 1, 10*time.Second); got != r.n {
+		r.fatal("%d of %d acknowledged: %v", got, r.n, a.lastErr)
+	}
+	seg, q := r.quorum(lh)
+	r.cluster("kill", q[1])
+	time.Sleep(time.Second)
+	r.cluster("wipe", q[1])
+	r.cluster("restart", q[1])
+	time.Sleep(3 * time.Second)
+	r.cluster("kill", q[0])
+	time.Sleep(2 * time.Second)
+	if err := a.close(); err != nil {
+		r.note("closing the writer: %s", short(err))
+	}
+	checkFencedLAC(r, lh, seg, a.snapshot())
+	r.readCheck(lh, readSpec{label: "verify", acked: a.snapshot()})
+	r.s.set("summary", fmt.Sprintf("%d entries in segment %d (%v); %s wiped and restarted empty, %s killed, writer closed: %s; all read back from %s",
+		len(a.acked), seg, q, q[1], q[0], r.segmentStates(lh), q[2]))
 }

@@ -21,9 +21,13 @@
 #   case4-non-quorum-node-down    Failover_Case4_NonQuorumNodeFailure
 #   case5-quorum-loss-recovery    Failover_Case5_QuorumLossAndRecovery
 #   case6-full-cluster-restart    Failover_Case6_FullClusterRestartDurability
+#   case7-rolling-restart         Failover_Case7_RollingRestart
 #   case8-sequential-rolls        Failover_Case8_MultipleSequentialRollings
 #   case9-reader-node-failover    Failover_Case9_ReaderNodeFailover
+#   case10-partial-replication    Failover_Case10_PartialReplicationDuringCrash
 #   case11-fence-empty-node       Failover_Case11_FenceWithEmptyNode
+#   case12-fence-wiped-and-dead   Failover_Case12_LACMiscalculationAfterNodeSwap
+#   case13-fence-dead-then-wiped  Failover_Case13_EOFOnNonFirstNodeAfterDeadSkip
 #   case14-reader-wiped-replica   Failover_Case14_ReaderFallbackAfterEOF
 #   case15-restart-data-loss      Failover_Case15_ClusterRestartWithDataLoss
 #   case16-two-replicas-lost      Failover_Case16_ReadAfterTwoReplicasLost (+ compaction from the survivor)
@@ -194,7 +198,8 @@ step_bench() {
 
 CASE_SECS="${WP_PROVE_CASE_SECS:-240}"
 CASE_STEPS=(sealed case3-node-restart-rolls case4-non-quorum-node-down case5-quorum-loss-recovery
-  case6-full-cluster-restart case8-sequential-rolls case9-reader-node-failover case11-fence-empty-node
+  case6-full-cluster-restart case7-rolling-restart case8-sequential-rolls case9-reader-node-failover
+  case10-partial-replication case11-fence-empty-node case12-fence-wiped-and-dead case13-fence-dead-then-wiped
   case14-reader-wiped-replica case15-restart-data-loss case16-two-replicas-lost chaos-competing-writers
   chaos-concurrent-writers chaos-fencing-node-failure chaos-restart-fence-lost chaos-finalized-survives)
 DEFAULT_STEPS=(write-read tail kill recover bench es5)
@@ -233,6 +238,7 @@ run_case() {
       step_case sealed --entries 1500 --payload-bytes 512 --roll-bytes 200000 "${emb[@]}" ;;
     case6-full-cluster-restart) step_case "$1" --entries 2000 --roll-bytes 300000 ;;
     case9-reader-node-failover) step_case "$1" --entries 2000 ;;
+    case7-rolling-restart) step_case "$1" --entries 5 ;;
     *) step_case "$1" ;;
   esac
 }
