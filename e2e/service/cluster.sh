@@ -9,6 +9,8 @@
 #   e2e/service/cluster.sh status          # one line per node; exit 1 unless every node is up and healthy
 #   e2e/service/cluster.sh kill NAME [SIG] # signal one node (default KILL) and wait until it is gone
 #   e2e/service/cluster.sh restart NAME    # start a stopped/killed node again (same ports, name, data dir), wait healthy
+#   e2e/service/cluster.sh restart-all     # start every stopped/killed node again (all launched at once), wait until
+#                                          # each is healthy and sees all N members; no-op when all run
 #   e2e/service/cluster.sh wipe NAME       # delete a stopped node's data dir (data-loss scenarios)
 #   e2e/service/cluster.sh seeds           # client seeds: comma list of 127.0.0.1:<servicePort>
 #   e2e/service/cluster.sh env             # `export WP_SERVICE_SEEDS=...` etc., for eval
@@ -256,6 +258,17 @@ cmd_restart() {
   log "$name back: healthy, sees $(member_count "$i") members"
 }
 
+cmd_restart_all() {
+  load_state
+  local i started=()
+  for ((i = 0; i < NODES; i++)); do
+    live_pid "node$i" >/dev/null && continue
+    launch "$i"; started+=("$i")
+  done
+  for ((i = 0; i < NODES; i++)); do wait_healthy "$i" "$NODES"; done
+  log "restart-all: started ${#started[@]} node(s) (${started[*]:-none}); all $NODES healthy, each sees $NODES members"
+}
+
 cmd_wipe() {
   load_state
   local name="${1:-}"
@@ -282,6 +295,7 @@ case "${1:-}" in
   status) cmd_status ;;
   kill) cmd_kill "${2:-}" "${3:-KILL}" ;;
   restart) cmd_restart "${2:-}" ;;
+  restart-all) cmd_restart_all ;;
   wipe) cmd_wipe "${2:-}" ;;
   seeds) load_state; all_seeds service ;;
   env) load_state; printf 'export WP_SERVICE_SEEDS=%s\nexport WP_CLUSTER_DIR=%s\n' "$(all_seeds service)" "$DIR" ;;
@@ -292,5 +306,5 @@ case "${1:-}" in
     p="${2:-}"; p="${p##*:}"
     [[ "$p" =~ ^[0-9]+$ ]] && (( p >= BASE_PORT && p < BASE_PORT + NODES )) || die "no node has service endpoint '${2:-}'"
     echo "node$((p - BASE_PORT))" ;;
-  *) die "usage: $0 {start N|stop|status|kill NAME [SIG]|restart NAME|wipe NAME|seeds|env|nodes|rss|name-of HOST:PORT}" ;;
+  *) die "usage: $0 {start N|stop|status|kill NAME [SIG]|restart NAME|restart-all|wipe NAME|seeds|env|nodes|rss|name-of HOST:PORT}" ;;
 esac

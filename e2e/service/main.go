@@ -10,6 +10,7 @@
 //	wp-service bench      --payload-bytes 1024|65536 [--entries N] [--duration S]
 //	wp-service segments   --log NAME
 //	wp-service render-config --out FILE
+//	wp-service case       --name CASE --cluster cluster.sh --log NAME   (upstream's failover/chaos cases: cases.go)
 //
 // Every subcommand prints exactly one JSON summary line on stdout ("ok": true|false) and exits 1 if any check
 // failed; progress goes to stderr. Upstream's own logger is redirected (level error, stderr, or --client-log FILE).
@@ -1462,9 +1463,10 @@ func main() {
 	cmds := map[string]func([]string){
 		"write-read": cmdWriteRead, "tail": cmdTail, "write": cmdWrite, "verify": cmdVerify,
 		"recover": cmdRecover, "bench": cmdBench, "segments": cmdSegments, "render-config": cmdRenderConfig,
+		"case": cmdCase,
 	}
 	if len(os.Args) < 2 || cmds[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: wp-service {write-read|tail|write|verify|recover|bench|segments|render-config} [flags]  (-h per subcommand)")
+		fmt.Fprintln(os.Stderr, "usage: wp-service {write-read|tail|write|verify|recover|bench|segments|render-config|case} [flags]  (-h per subcommand)")
 		os.Exit(2)
 	}
 	cmds[os.Args[1]](os.Args[2:])

@@ -3,7 +3,9 @@
 # (upstream's server by default; WP_SERVER_BIN=... for ours). Needs the test bed up and its env exported:
 #   scripts/testbed.sh install && scripts/testbed.sh start && eval "$(scripts/testbed.sh env)"
 #   e2e/service/prove.sh [STEP...]
-# Steps (default: all, in this order):
+# Sets: no STEP = the default set below (write-read tail kill recover bench es5); `cases` = every upstream
+# failover/chaos case step (CASE_STEPS below, one 5-node cluster, es=3); `all` = default set then cases.
+# Steps of the default set:
 #   write-read   4 servers, es=3: 100,000 entries x 1 KiB written, read back from earliest, >= 3 segments
 #   tail         reader tailing while a writer writes, opened at earliest and at latest (20,000 entries each)
 #   kill         write --until-killed; kill -9 a node of the current segment's ensemble; writes must continue
@@ -12,6 +14,30 @@
 #   bench        async appends: 1 KiB x 256 in flight, 64 KiB x 32 in flight (WP_PROVE_BENCH_SECS, default 20 s
 #                each), and 1 KiB one at a time for the latency floor (half as long)
 #   es5          6 servers, es=5: write-read 100,000 x 1 KiB, then the kill step with es=5
+# Case steps (wp-service case, cases.go; each named after the upstream test it reproduces, 5 nodes, es=3; after
+# each, cluster.sh restart-all brings killed/stopped nodes back; each bounded by WP_PROVE_CASE_SECS, default 240):
+#   sealed                        TestDirectRead_SealedSegments_AfterClusterStop (+ our embedded `log read`)
+#   case3-node-restart-rolls      Failover_Case3_NodeRestartTriggersSegmentRolling
+#   case4-non-quorum-node-down    Failover_Case4_NonQuorumNodeFailure
+#   case5-quorum-loss-recovery    Failover_Case5_QuorumLossAndRecovery
+#   case6-full-cluster-restart    Failover_Case6_FullClusterRestartDurability
+#   case7-rolling-restart         Failover_Case7_RollingRestart
+#   case8-sequential-rolls        Failover_Case8_MultipleSequentialRollings
+#   case9-reader-node-failover    Failover_Case9_ReaderNodeFailover
+#   case10-partial-replication    Failover_Case10_PartialReplicationDuringCrash
+#   case11-fence-empty-node       Failover_Case11_FenceWithEmptyNode
+#   case12-fence-wiped-and-dead   Failover_Case12_LACMiscalculationAfterNodeSwap
+#   case13-fence-dead-then-wiped  Failover_Case13_EOFOnNonFirstNodeAfterDeadSkip
+#   case14-reader-wiped-replica   Failover_Case14_ReaderFallbackAfterEOF
+#   case15-restart-data-loss      Failover_Case15_ClusterRestartWithDataLoss
+#   case16-two-replicas-lost      Failover_Case16_ReadAfterTwoReplicasLost (+ compaction from the survivor)
+#   chaos-competing-writers       Chaos_CompetingWritersFencing (+ a third writer taking over from a live one)
+#   chaos-concurrent-writers      Chaos_ConcurrentWriterAttempts
+#   chaos-fencing-node-failure    Chaos_FencingDuringNodeFailure
+#   chaos-restart-fence-lost      Chaos_AllNodesRestartFenceMarksLost_ConcurrentWriters
+#   chaos-finalized-survives      Chaos_FinalizedSegmentSurvivesRestart_OldWriterRejected
+# The sealed step also reads with our embedded client: WP_PROVE_EMBEDDED_BIN (default WP_SERVER_BIN when it has
+# `log read`, i.e. ours; skipped for upstream's server).
 # Results: $WP_PROVE_OUT (default /tmp/wp-service-prove/<run>): <step>.json (wp-service summaries), .err, RSS.
 # Prints "PASS <step>" / "FAIL <step>: why" on stderr, then one line on stdout: "service: N passed, M failed".
 set -euo pipefail
@@ -102,7 +128,7 @@ step_tail() {
   for from in earliest latest; do
     if wps "tail-$from" tail --log "tail-$from-$RUN" --entries 20000 --from "$from" --roll-bytes 1000000; then
       pass "tail-$from: $(json_get "$OUT/tail-$from.json" '"%d entries over %d segments, submit-to-read p50 %.1f ms p99 %.1f ms" % (d["read_entries"], len(d["segments"]), d["submit_to_read_ms"]["p50"], d["submit_to_read_ms"]["p99"])')"
-    else fail "$name"; fi
+    else fail "tail-$from"; fi
   done
 }
 
@@ -170,10 +196,70 @@ step_bench() {
   done
 }
 
-STEPS=("$@")
-(( ${#STEPS[@]} > 0 )) || STEPS=(write-read tail kill recover bench es5)
-up4=false
+CASE_SECS="${WP_PROVE_CASE_SECS:-240}"
+CASE_STEPS=(sealed case3-node-restart-rolls case4-non-quorum-node-down case5-quorum-loss-recovery
+  case6-full-cluster-restart case7-rolling-restart case8-sequential-rolls case9-reader-node-failover
+  case10-partial-replication case11-fence-empty-node case12-fence-wiped-and-dead case13-fence-dead-then-wiped
+  case14-reader-wiped-replica case15-restart-data-loss case16-two-replicas-lost chaos-competing-writers
+  chaos-concurrent-writers chaos-fencing-node-failure chaos-restart-fence-lost chaos-finalized-survives)
+DEFAULT_STEPS=(write-read tail kill recover bench es5)
+
+if [[ -z "${WP_PROVE_EMBEDDED_BIN+x}" ]]; then
+  WP_PROVE_EMBEDDED_BIN=""
+  if "$WP_SERVER_BIN" log read --help >/dev/null 2>&1; then WP_PROVE_EMBEDDED_BIN="$WP_SERVER_BIN"; fi
+fi
+
+# step_case CASE [wp-service case flags]: one upstream case (cases.go) on the running cluster; afterwards every
+# node it killed or stopped is started again, so the next case finds the whole cluster
+step_case() {
+  local cs="$1" name rc=0; shift
+  name="$(uniq_name "$cs")"
+  log "$name: wp-service case --name $cs $*"
+  timeout -k 10 "$CASE_SECS" "$WPS" case --name "$cs" --cluster "$CLUSTER" --log "$name-$RUN" --timeout "${CASE_SECS}s" "$@" \
+    >"$OUT/$name.json" 2>"$OUT/$name.err" || rc=$?
+  if (( rc == 0 )) && json_ok "$OUT/$name.json"; then
+    pass "$name: $(json_get "$OUT/$name.json" 'd["summary"]') ($(json_get "$OUT/$name.json" 'd["secs"]') s)"
+  else
+    tail -5 "$OUT/$name.err" >&2 || true
+    if [[ -s "$OUT/$name.json" ]]; then
+      fail "$name: $(json_get "$OUT/$name.json" '"; ".join(d.get("failures", []))[:1500]')"
+    elif (( rc == 124 || rc == 137 )); then fail "$name: timed out after ${CASE_SECS}s"
+    else fail "$name: wp-service exited $rc without a summary"; fi
+  fi
+  "$CLUSTER" restart-all >/dev/null 2>"$OUT/$name-restart-all.err" || { log "restart-all after $name failed:"; tail -5 "$OUT/$name-restart-all.err" >&2; cluster_up 5; }
+  eval "$("$CLUSTER" env)"
+}
+
+run_case() {
+  case "$1" in
+    sealed)
+      local emb=()
+      [[ -n "$WP_PROVE_EMBEDDED_BIN" ]] && emb=(--embedded-bin "$WP_PROVE_EMBEDDED_BIN")
+      step_case sealed --entries 1500 --payload-bytes 512 --roll-bytes 200000 "${emb[@]}" ;;
+    case6-full-cluster-restart) step_case "$1" --entries 2000 --roll-bytes 300000 ;;
+    case9-reader-node-failover) step_case "$1" --entries 2000 ;;
+    case7-rolling-restart) step_case "$1" --entries 5 ;;
+    *) step_case "$1" ;;
+  esac
+}
+
+STEPS=()
+for st in "$@"; do
+  case "$st" in
+    cases) STEPS+=("${CASE_STEPS[@]}") ;;
+    all) STEPS+=("${DEFAULT_STEPS[@]}" "${CASE_STEPS[@]}") ;;
+    *) STEPS+=("$st") ;;
+  esac
+done
+(( ${#STEPS[@]} > 0 )) || STEPS=("${DEFAULT_STEPS[@]}")
+up4=false up5=false
 for st in "${STEPS[@]}"; do
+  if [[ " ${CASE_STEPS[*]} " == *" $st "* ]]; then
+    if ! $up5; then cluster_up 5; up5=true; up4=false; fi
+    run_case "$st"
+    continue
+  fi
+  up5=false
   case "$st" in
     write-read|tail|kill|recover|bench)
       if ! $up4; then cluster_up 4; up4=true; fi
@@ -185,7 +271,7 @@ for st in "${STEPS[@]}"; do
         bench) step_bench ;;
       esac ;;
     es5)
-      cluster_up 6; up4=false
+      cluster_up 6; up4=false; up5=false
       step_write_read es5-write-read 5
       step_kill es5-kill 5
       rss_snapshot after-es5 ;;
