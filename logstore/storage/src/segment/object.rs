@@ -344,7 +344,18 @@ pub fn decode_footer_object(key: &str, body: &Bytes) -> Result<Footer, SegmentEr
         ));
     }
     check_index_entries(key, &record, &index)?;
+    let record = with_v5_lac(record, &index);
     Ok(Footer { record, index })
+}
+
+/// A v5 footer (upstream before the LAC field) decodes with LAC -1; it finalized exactly the entries its
+/// index lists, and upstream's readers of that version read all of them, so its LAC is the index's last
+/// entry. Without this a v5 segment would read as empty.
+pub(crate) fn with_v5_lac(mut record: FooterRecord, index: &[IndexRecord]) -> FooterRecord {
+    if record.version < 6 {
+        record.lac = index.last().map_or(-1, |r| r.last_entry_id);
+    }
+    record
 }
 
 /// Readers locate entries in the index by binary search and trust it to cover the segment up to the LAC:
@@ -1383,6 +1394,22 @@ mod tests {
         assert_eq!(f.record.lac, 19);
         assert_eq!(f.index[1].start_offset, 1);
         assert_eq!(f.index[1].block_size, 90);
+    }
+
+    #[test]
+    fn a_v5_footer_object_covers_every_entry_its_index_lists() {
+        let metas = [
+            BlockMeta { first_entry_id: 0, last_entry_id: 9, size: 100 },
+            BlockMeta { first_entry_id: 10, last_entry_id: 19, size: 90 },
+        ];
+        let v6 = encode_footer_object(&metas, 0, None, 19);
+        let record = decode_footer_object("k", &v6).unwrap().record;
+        let mut v5 = v6[..2 * INDEX_RECORD_LEN].to_vec();
+        codec::encode_footer(&mut v5, &FooterRecord { version: 5, ..record });
+        assert_eq!(v5.len(), 2 * INDEX_RECORD_LEN + codec::FOOTER_V5_RECORD_LEN);
+        let f = decode_footer_object("k", &Bytes::from(v5)).unwrap();
+        assert_eq!((f.record.version, f.record.lac), (5, 19), "a v5 footer's LAC is its index's last entry");
+        assert_eq!(f.summary().last_entry_id, 19);
     }
 
     #[test]

@@ -338,6 +338,7 @@ pub(crate) fn read_footer(file: &File, len: u64) -> Result<Option<Footer>, ScanE
         };
         next_entry = after;
     }
+    let record = crate::segment::object::with_v5_lac(record, &index);
     Ok(Some(Footer { record, index }))
 }
 
@@ -611,6 +612,38 @@ mod tests {
             Err(ScanError::Corrupt(e)) => assert_eq!(e.offset(), end + codec::INDEX_RECORD_LEN as u64),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_v5_footer_covers_every_entry_its_index_lists() {
+        let (mut bytes, second) = two_blocks();
+        let end = bytes.len() as u64;
+        let index = [
+            IndexRecord {
+                block_number: 0,
+                start_offset: HEADER_RECORD_LEN as i64,
+                block_size: (second - HEADER_RECORD_LEN) as u32,
+                first_entry_id: 0,
+                last_entry_id: 1,
+            },
+            IndexRecord {
+                block_number: 1,
+                start_offset: second as i64,
+                block_size: (bytes.len() - second) as u32,
+                first_entry_id: 2,
+                last_entry_id: 2,
+            },
+        ];
+        // The v6 tail, with its footer record replaced by upstream's older v5 one (no LAC field).
+        let tail = encode_tail(&index, end, false, None);
+        let index_bytes = index.len() * codec::INDEX_RECORD_LEN;
+        let v6 = Bytes::from(tail.clone());
+        let (record, _) = codec::decode_footer_at_end(&v6).unwrap();
+        bytes.extend_from_slice(&tail[..index_bytes]);
+        codec::encode_footer(&mut bytes, &FooterRecord { version: 5, ..record });
+        let (_t, f, len) = file_with(&bytes);
+        let footer = read_footer(&f, len).unwrap().expect("a v5 footer is a footer");
+        assert_eq!((footer.record.version, footer.record.lac), (5, 2), "a v5 footer's LAC is its index's last entry");
     }
 
     #[test]
