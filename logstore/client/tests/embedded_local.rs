@@ -327,3 +327,33 @@ async fn flush_writes_the_short_block_now() {
     assert!(writer.flush().await.is_err(), "a closed writer cannot flush");
     client.close().await;
 }
+
+/// The segment's metadata was created but its storage writer could not start (here: a file stands where
+/// the segment directory goes). The entries fail; once the obstacle is gone the same writer writes on in
+/// that segment. It used to create the segment's metadata again with other bytes, take that for another
+/// writer's segment and fence itself.
+#[tokio::test]
+async fn a_segment_whose_storage_failed_to_start_is_taken_up_again_not_a_self_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = local_config(dir.path(), "");
+    let segments_root = dir.path().join(cfg.minio.root_path.trim_matches('/'));
+    let client = Client::open(cfg).await.unwrap();
+    client.create_log("obstacle").await.unwrap();
+    let log = client.open_log("obstacle").await.unwrap();
+    let log_dir = segments_root.join(log.id().to_string());
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let obstacle = log_dir.join("0");
+    std::fs::write(&obstacle, b"not a directory").unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let err = writer.write(WriteMessage::new("first")).await.expect_err("segment 0 cannot start");
+    assert!(!matches!(err, WoodpeckerError::WriterFenced { .. }), "a storage failure is not a fence: {err}");
+    assert_eq!(log.segments().await.unwrap().len(), 1, "segment 0's metadata was created");
+    std::fs::remove_file(&obstacle).unwrap();
+    let id = writer.write(WriteMessage::new("second")).await.expect("the writer takes segment 0 up again");
+    assert_eq!(id, LogMessageId::new(0, 0));
+    writer.close().await.unwrap();
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, "obstacle").await.unwrap();
+    let msgs = read_n(&mut reader, 1, Duration::from_secs(10)).await;
+    assert_eq!(&msgs[0].payload[..], b"second");
+    client.close().await;
+}

@@ -84,6 +84,8 @@ pub(super) struct WriterTask {
     flush_entries: usize,
     interval: Duration,
     last_cut: Instant,
+    /// Metadata of the next segment, created by this writer, whose storage writer failed to start.
+    created_unstarted: Option<Versioned<SegmentMetadata>>,
 }
 
 impl WriterTask {
@@ -131,6 +133,7 @@ impl WriterTask {
             roll_started: Instant::now(),
             completing: None,
             last_cut: Instant::now(),
+            created_unstarted: None,
         }
     }
 
@@ -412,18 +415,32 @@ impl WriterTask {
             return Err(WoodpeckerError::LockLost { log: self.log().to_owned() });
         }
         let id = self.next_segment;
-        let meta = segment_meta::new_segment(id);
-        let created = match segment_meta::create_segment(&self.handle, &meta, &self.epoch).await {
-            Ok(v) => v,
-            Err(e @ WoodpeckerError::WriterFenced { .. }) => {
-                if let WoodpeckerError::WriterFenced { reason, .. } = &e {
-                    self.lose(WoodpeckerErrorKind::Fenced(reason.clone()));
+        // A segment whose metadata this writer created but whose storage writer failed to start is taken
+        // up again as it is: creating it anew would write other bytes (a new create time) at the same key,
+        // which reads as another writer's segment, and the writer would fence itself.
+        let created = match self.created_unstarted.take() {
+            Some(created) if created.value.seg_no == id => created,
+            _ => {
+                let meta = segment_meta::new_segment(id);
+                match segment_meta::create_segment(&self.handle, &meta, &self.epoch).await {
+                    Ok(v) => v,
+                    Err(e @ WoodpeckerError::WriterFenced { .. }) => {
+                        if let WoodpeckerError::WriterFenced { reason, .. } = &e {
+                            self.lose(WoodpeckerErrorKind::Fenced(reason.clone()));
+                        }
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
                 }
-                return Err(e);
             }
-            Err(e) => return Err(e),
         };
-        let writer = self.handle.shared.backend.create_writer(self.handle.seg_ref(id)).await?;
+        let writer = match self.handle.shared.backend.create_writer(self.handle.seg_ref(id)).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.created_unstarted = Some(created);
+                return Err(e.into());
+            }
+        };
         tracing::debug!(log = %self.log(), segment = id, since_roll = ?self.roll_started.elapsed(), "segment started");
         self.next_segment = id + 1;
         self.seg = Some(ActiveSegment {
