@@ -4,11 +4,16 @@
 //! ```text
 //!  write_async ──(byte budget: waits when maxBytes are buffered)──▶ channel ──▶ writer task
 //!
-//!  writer task:  pending entries ──cut at maxFlushSize / maxInterval──▶ block n ──▶ upload ┐ up to
-//!                                                                       block n+1 ─▶ upload ├ maxFlushThreads
-//!                                                                       block n+2 ─▶ upload ┘ in flight
+//!  writer task:  pending entries ──cut (below)──▶ block n   ──▶ upload ┐ up to
+//!                                                block n+1 ─▶ upload ├ maxFlushThreads
+//!                                                block n+2 ─▶ upload ┘ in flight
 //!                results are taken in block order: block n is acknowledged (every entry's future resolves
 //!                with its id) only after blocks 0..n-1 were; a failed block fails itself and every later one.
+//!
+//!  cut:          a full block (maxFlushSize / maxEntries) as soon as it is full;
+//!                a short block when no block is in flight (group commit: a lone write waits for one
+//!                upload or one write+fsync, and what arrives during it goes in the next block);
+//!                a short block when none was cut for maxInterval (an upper bound, not the usual wait).
 //! ```
 //!
 //! Entry ids are given when a block is cut, so entries still pending when a segment rolls simply go to

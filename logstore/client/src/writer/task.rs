@@ -188,17 +188,24 @@ impl WriterTask {
             let budget = BudgetHeld::new(self.budget.clone(), drained.budget);
             self.take(drained.entries, drained.acks, budget, drained.bytes);
             flushing |= drained.flush;
-            // A block is cut when full; a short one when the timer finds none cut for maxInterval, at a
-            // flush (until what was pending then is cut) and at close.
-            self.cut_blocks(closing || flush_due || flushing).await;
+            // Group commit: a block is cut when full, and a short one whenever no block is in flight, so a
+            // lone write waits for one backend round trip; entries that arrive while blocks are in flight
+            // gather into the next block, cut when it is full or when those blocks are done. A short block
+            // is also cut when the timer finds none cut for maxInterval (an upper bound, e.g. behind a slow
+            // upload), at a flush (until what was pending then is cut) and at close.
+            let idle = self.idle();
+            self.cut_blocks(closing || flush_due || flushing || idle).await;
             flush_due = false;
             flushing &= !self.pending.is_empty();
             if closing && self.pending.is_empty() && self.in_flight.is_empty() {
                 break;
             }
-            // Wake for new entries only once they complete a block with what is pending; a full pending
-            // queue waits for a block slot instead (a finished upload wakes the task).
-            if self.pending_bytes >= self.flush_size || self.pending.len() >= self.flush_entries {
+            // Wake for the first new entry when idle; otherwise only once new entries complete a block with
+            // what is pending; a full pending queue waits for a block slot instead (a finished upload wakes
+            // the task).
+            if self.idle() {
+                inbox.rearm(1, 1);
+            } else if self.pending_bytes >= self.flush_size || self.pending.len() >= self.flush_entries {
                 inbox.rearm(self.flush_size, self.flush_entries);
             } else {
                 inbox.rearm(self.flush_size - self.pending_bytes, self.flush_entries - self.pending.len());
@@ -307,6 +314,11 @@ impl WriterTask {
         self.pending_budget.absorb(budget);
         self.pending.push(entries);
         self.pending_bytes += bytes;
+    }
+
+    /// No block is in flight and none is held back by a roll: the next entry can be cut at once.
+    fn idle(&self) -> bool {
+        self.in_flight.is_empty() && !self.rolling
     }
 
     fn max_parallel(&self) -> usize {
