@@ -126,6 +126,10 @@ pub struct Limits {
     pub deadline: Option<Instant>,
     /// Stop submitting once this many payload bytes were submitted.
     pub max_payload_bytes: Option<u64>,
+    /// Open loop: submit at this many entries per second, each at its scheduled time from the start, and
+    /// count its latency from that time (a submission held up by a full buffer is counted late, so
+    /// queueing is not hidden by the loop slowing down). `None`: submit as fast as the window allows.
+    pub entries_per_sec: Option<f64>,
 }
 
 /// What a run did.
@@ -189,6 +193,46 @@ async fn wait_unless_stopped<T>(
         _ = ctrl_c => Waited::Interrupted,
         _ = deadline => Waited::Deadline,
         r = fut => Waited::Done(r),
+    }
+}
+
+/// Open loop: waits until `due`, taking outcomes as they come meanwhile (so that each is timed when it
+/// arrives, not when the schedule next wakes the loop). Returns at once when `due` has passed.
+async fn wait_for_schedule(
+    due: Instant,
+    queue: &mut VecDeque<InFlight>,
+    acked: &mut Acked,
+    mut ctrl_c: std::pin::Pin<&mut impl std::future::Future>,
+    mut deadline: std::pin::Pin<&mut impl std::future::Future>,
+    progress: &ProgressBar,
+) -> Waited<()> {
+    loop {
+        acked.take_ready(queue, progress);
+        if Instant::now() >= due {
+            return Waited::Done(());
+        }
+        let sleep = tokio::time::sleep_until(due.into());
+        let Some(front) = queue.front_mut() else {
+            return wait_unless_stopped(ctrl_c.as_mut(), deadline.as_mut(), sleep).await;
+        };
+        let waited = wait_unless_stopped(ctrl_c.as_mut(), deadline.as_mut(), async {
+            tokio::select! {
+                outcome = &mut front.ack => Some(outcome),
+                _ = sleep => None,
+            }
+        })
+        .await;
+        match waited {
+            Waited::Done(Some(outcome)) => {
+                if let Some(inflight) = queue.pop_front() {
+                    acked.record(&inflight, outcome, Instant::now());
+                    progress.inc(1);
+                }
+            }
+            Waited::Done(None) => return Waited::Done(()),
+            Waited::Interrupted => return Waited::Interrupted,
+            Waited::Deadline => return Waited::Deadline,
+        }
     }
 }
 
@@ -320,6 +364,8 @@ pub async fn run(
     let mut clock = Instant::now();
     let mut since_clock = 0u32;
     let mut producer_error: Option<anyhow::Error> = None;
+    // Open loop: entries scheduled so far.
+    let mut scheduled = 0u64;
     loop {
         acked.take_ready(&mut queue, progress);
         if acked.error.is_some() || limits.max_payload_bytes.is_some_and(|max| submitted_bytes >= max) {
@@ -344,6 +390,29 @@ pub async fn run(
             since_clock = 0;
             continue;
         }
+        let submitted = match limits.entries_per_sec {
+            Some(rate) => {
+                let due = start + Duration::from_secs_f64(scheduled as f64 / rate);
+                match wait_for_schedule(due, &mut queue, &mut acked, ctrl_c.as_mut(), deadline.as_mut(), progress).await
+                {
+                    Waited::Done(()) => {}
+                    Waited::Interrupted => {
+                        interrupted = true;
+                        break;
+                    }
+                    Waited::Deadline => break,
+                }
+                scheduled += 1;
+                due
+            }
+            None => {
+                if since_clock == 0 {
+                    clock = Instant::now();
+                }
+                since_clock = (since_clock + 1) % CLOCK_EVERY;
+                clock
+            }
+        };
         let msg = match source.next().await {
             Ok(Some(msg)) => msg,
             Ok(None) => break,
@@ -352,11 +421,6 @@ pub async fn run(
                 break;
             }
         };
-        if since_clock == 0 {
-            clock = Instant::now();
-        }
-        since_clock = (since_clock + 1) % CLOCK_EVERY;
-        let submitted = clock;
         if limits.deadline.is_some_and(|d| submitted >= d) {
             break;
         }

@@ -213,6 +213,16 @@ pub struct BenchArgs {
     /// flush slot busy (maxFlushSize x (maxFlushThreads + 2)), within maxBytes.
     #[arg(long = "async", value_name = "WINDOW")]
     pub window: Option<usize>,
+    /// Latency profile instead of throughput: the backend's single-operation latency, then synchronous
+    /// writes (one at a time), then open-loop runs at 1%, 10%, 50% and 90% of the measured ceiling, each
+    /// with p50/p99/p999 (--duration per run, default 5s).
+    #[arg(long, conflicts_with_all = ["total_bytes", "window"])]
+    pub latency: bool,
+    /// One open-loop run at this rate instead (entries/s, e.g. 2000 or 2000/s; or bytes/s, e.g. 10MiB/s):
+    /// each entry is sent at its scheduled time and its latency counts from then, beside the backend's
+    /// single-operation latency.
+    #[arg(long, value_parser = crate::bench_latency::parse_rate, value_name = "RATE", conflicts_with_all = ["total_bytes", "window", "latency"])]
+    pub rate: Option<crate::bench_latency::Rate>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,

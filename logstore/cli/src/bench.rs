@@ -21,7 +21,7 @@ use crate::append::{self, AppendReport, Limits, MessageSource, Payload};
 use crate::args::BenchArgs;
 use crate::ceiling::{self, Budget, CeilingReport};
 use crate::log_cmd::human_bytes;
-use crate::{cpu, peak_rss, progress, setup};
+use crate::{bench_latency, cpu, peak_rss, progress, setup};
 
 /// Default length of each write run.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -32,20 +32,20 @@ const ENVELOPE_ESTIMATE: u64 = 8;
 
 /// Which backend the bench measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Local,
     Object,
 }
 
 /// The fixed parameters of one bench invocation.
-struct Setup {
-    backend: Backend,
-    flush_size: u64,
+pub(crate) struct Setup {
+    pub(crate) backend: Backend,
+    pub(crate) flush_size: u64,
     /// Blocks in flight at once: maxFlushThreads on object storage; 2 on local files (one appending and
     /// syncing, the next being encoded behind it).
-    parallelism: usize,
-    max_bytes: u64,
-    budget: Budget,
+    pub(crate) parallelism: usize,
+    pub(crate) max_bytes: u64,
+    pub(crate) budget: Budget,
 }
 
 /// One entry size's results.
@@ -92,7 +92,13 @@ pub async fn run(cfg: Config, args: BenchArgs) -> Result<()> {
         max_bytes: sync.max_bytes,
         budget: match args.total_bytes {
             Some(0) => bail!("--total-bytes must be at least 1"),
+            Some(b) if args.latency || args.rate.is_some() => {
+                bail!("--total-bytes {b}: latency runs are timed; use --duration")
+            }
             Some(b) => Budget::Bytes(b),
+            None if args.latency || args.rate.is_some() => {
+                Budget::Time(args.duration.unwrap_or(bench_latency::DEFAULT_POINT_DURATION))
+            }
             None => Budget::Time(args.duration.unwrap_or(DEFAULT_DURATION)),
         },
     };
@@ -115,6 +121,9 @@ pub async fn run(cfg: Config, args: BenchArgs) -> Result<()> {
     let target = setup::describe_storage(&cfg);
     if !args.json {
         eprintln!("bench on {target}");
+    }
+    if args.latency || args.rate.is_some() {
+        return bench_latency::run(cfg, &setup, &args, &target).await;
     }
     let client = setup::open_client(cfg.clone()).await?;
     let mut results = Vec::new();
@@ -148,32 +157,62 @@ async fn run_size(client: &Client, cfg: &Config, setup: &Setup, args: &BenchArgs
         Budget::Bytes(b) => (Budget::Bytes(b / 2), Budget::Bytes(b - b / 2)),
     };
     let mut ceiling = measure_ceiling(cfg, setup, before).await.context("ceiling measurement failed")?;
+    let limits = match setup.budget {
+        Budget::Time(d) => Limits { deadline: Some(Instant::now() + d), ..Limits::default() },
+        Budget::Bytes(b) => Limits { max_payload_bytes: Some(b), ..Limits::default() },
+    };
+    let WalRun { report: wal, peak_rss, peak_rss_reset, cpu: wal_cpu } =
+        wal_run(client, args, len, Some(window), limits, &format!("WAL {}", human_size(size))).await?;
 
-    let name =
-        format!("bench-{}-{}-{}", human_size(size).replace(' ', ""), std::process::id(), crate::log_cmd::now_ms());
+    let second = measure_ceiling(cfg, setup, after).await.context("ceiling measurement failed")?;
+    ceiling.absorb(second)?;
+    Ok(SizeResult { entry_size: size, window, wal, ceiling, peak_rss, peak_rss_reset, wal_cpu })
+}
+
+/// What one write run of the WAL did.
+pub(crate) struct WalRun {
+    pub(crate) report: AppendReport,
+    pub(crate) peak_rss: Option<u64>,
+    pub(crate) peak_rss_reset: bool,
+    /// CPU time this process used during the run.
+    pub(crate) cpu: Option<Duration>,
+}
+
+/// Writes entries of `len` bytes to a fresh log (deleted afterwards unless --keep-logs) within `limits`,
+/// `window` in flight at most.
+pub(crate) async fn wal_run(
+    client: &Client,
+    args: &BenchArgs,
+    len: usize,
+    window: Option<usize>,
+    limits: Limits,
+    label: &str,
+) -> Result<WalRun> {
+    let name = format!(
+        "bench-{}-{}-{}",
+        human_size(len as u64).replace(' ', ""),
+        std::process::id(),
+        crate::log_cmd::now_ms()
+    );
     client.create_log(&name).await.with_context(|| format!("cannot create log {name:?}"))?;
     let outcome = async {
         let log = client.open_log(&name).await?;
         let writer = log.open_writer().await?;
-        let limits = match setup.budget {
-            Budget::Time(d) => Limits { deadline: Some(Instant::now() + d), max_payload_bytes: None },
-            Budget::Bytes(b) => Limits { deadline: None, max_payload_bytes: Some(b) },
-        };
         let mut source = MessageSource::generated(u64::MAX, Payload::Fixed(static_payload(len)), BTreeMap::new());
-        let pb = if args.json { progress::hidden() } else { progress::spinner(&format!("WAL {}", human_size(size))) };
-        let reset = peak_rss::reset();
+        let pb = if args.json { progress::hidden() } else { progress::spinner(label) };
+        let peak_rss_reset = peak_rss::reset();
         let cpu_before = cpu::process_time();
-        let wal = append::run(&writer, &mut source, Some(window), limits, &pb).await;
-        let wal_cpu = cpu::used_since(cpu_before);
+        let report = append::run(&writer, &mut source, window, limits, &pb).await;
+        let cpu = cpu::used_since(cpu_before);
         pb.finish_and_clear();
         let closed = writer.close().await;
-        let peak = peak_rss::read();
-        let wal = wal?;
+        let peak_rss = peak_rss::read();
+        let report = report?;
         closed?;
-        if wal.interrupted {
+        if report.interrupted {
             bail!("interrupted");
         }
-        anyhow::Ok((wal, peak, reset, wal_cpu))
+        anyhow::Ok(WalRun { report, peak_rss, peak_rss_reset, cpu })
     }
     .await;
     if !args.keep_logs {
@@ -182,11 +221,7 @@ async fn run_size(client: &Client, cfg: &Config, setup: &Setup, args: &BenchArgs
             deleted?;
         }
     }
-    let (wal, peak_rss, peak_rss_reset, wal_cpu) = outcome?;
-
-    let second = measure_ceiling(cfg, setup, after).await.context("ceiling measurement failed")?;
-    ceiling.absorb(second)?;
-    Ok(SizeResult { entry_size: size, window, wal, ceiling, peak_rss, peak_rss_reset, wal_cpu })
+    outcome
 }
 
 /// A payload of `len` bytes whose copies share no reference count: every entry of a run is a copy of it,
@@ -198,7 +233,7 @@ fn static_payload(len: usize) -> Bytes {
 }
 
 /// The raw backend with the WAL's flush size and parallelism (see `ceiling`).
-async fn measure_ceiling(cfg: &Config, setup: &Setup, budget: Budget) -> Result<CeilingReport> {
+pub(crate) async fn measure_ceiling(cfg: &Config, setup: &Setup, budget: Budget) -> Result<CeilingReport> {
     let report = match setup.backend {
         Backend::Local => {
             let rolling = cfg.woodpecker.client.segment_rolling_policy.max_size;
@@ -237,7 +272,7 @@ pub fn human_size(n: u64) -> String {
     }
 }
 
-fn ms(us: u64) -> f64 {
+pub(crate) fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 

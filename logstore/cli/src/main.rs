@@ -4,6 +4,7 @@
 mod append;
 mod args;
 mod bench;
+mod bench_latency;
 mod ceiling;
 mod cpu;
 mod entry_format;

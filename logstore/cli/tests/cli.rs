@@ -233,6 +233,43 @@ fn bench_on_local_storage_reports_a_ratio_against_the_ceiling() {
 }
 
 #[test]
+fn bench_latency_profile_reports_quantiles_beside_the_single_operation() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let r = ok(d, &["bench", "--latency", "--duration", "1", "--entry-size", "1KiB"]);
+    let out = &r.stdout;
+    for column in ["single op", "ceiling", "sync", "1%", "10%", "50%", "90%", "p999 ms", "p99/OP"] {
+        assert!(out.contains(column), "{column:?} missing:\n{out}");
+    }
+    assert!(out.contains("sync p50 / single-op p50") && out.contains("p99 at 50% / single-op p99"), "{out}");
+
+    let r = ok(d, &["bench", "--rate", "500/s", "--duration", "1", "--entry-size", "512", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let run = &v["results"][0];
+    assert_eq!(run["entry_size"], 512);
+    assert!(run["single_op"]["ops"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["ceiling_mb_per_s"].is_null(), "a --rate run measures no ceiling: {run}");
+    let point = &run["points"][0];
+    assert_eq!(point["load"], "500/s");
+    assert_eq!(point["target_entries_per_s"], 500.0);
+    // Open loop: about 500 entries in one second, whatever the backend could do.
+    let entries = point["entries"].as_u64().unwrap();
+    assert!((400..=600).contains(&entries), "{point}");
+    let l = &point["latency_ms"];
+    assert!(l["p999"].as_f64().unwrap() >= l["p99"].as_f64().unwrap(), "{point}");
+    assert_eq!(ok(d, &["log", "list"]).stdout, "", "the bench deletes its logs");
+
+    // A bad rate is a usage error (clap's exit status 2) that says what is wrong, without a panic.
+    for (rate, why) in [("0/s", "must be more than zero"), ("fast", "invalid rate `fast`")] {
+        let r = woodpecker(d, &["bench", "--rate", rate]);
+        assert_eq!(r.code, Some(2), "{}", r.stderr);
+        assert!(r.stderr.contains(why) && !r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    let r = woodpecker(d, &["bench", "--latency", "--total-bytes", "1MiB"]);
+    assert_eq!(r.code, Some(2), "--latency is timed: --total-bytes is a usage error");
+}
+
+#[test]
 fn a_second_process_on_the_embedded_store_is_told_to_use_etcd() {
     let dir = TempDir::new().unwrap();
     let d = dir.path();

@@ -103,7 +103,10 @@ async fn entries_arriving_during_a_flush_share_the_next_block() {
     assert_eq!(block_puts(&proxy, &root, log.id()), Vec::<String>::new(), "nothing was uploaded behind block 0");
     assert_eq!(hold.held(), 1);
     hold.release();
-    assert_eq!(tokio::time::timeout(PROMPT, first).await.expect("block 0 acknowledged").unwrap(), LogMessageId::new(0, 0));
+    assert_eq!(
+        tokio::time::timeout(PROMPT, first).await.expect("block 0 acknowledged").unwrap(),
+        LogMessageId::new(0, 0)
+    );
     for (i, f) in rest.into_iter().enumerate() {
         let id = tokio::time::timeout(PROMPT, f).await.expect("the next block is cut when block 0 is done").unwrap();
         assert_eq!(id, LogMessageId::new(0, i as i64 + 1));
