@@ -8,11 +8,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::fault_proxy::{Action, FaultProxy, Hold, Rule};
 use common::{bed_config, bed_config_via, bed_minio_hostport, local_config, unique};
-use woodpecker_client::{Client, Config, LogMessageId, WriteMessage};
+use woodpecker_client::{Client, Config, LogHandle, LogMessageId, WriteMessage};
 
 /// Both sync timers at one hour.
 const NO_TIMER: &str = "woodpecker:\n  logstore:\n    segmentSyncPolicy:\n      maxInterval: 3600000\n      \
@@ -74,13 +75,14 @@ async fn wait_held(hold: &Hold, n: usize, limit: Duration) {
     }
 }
 
-#[tokio::test]
-async fn entries_arriving_during_a_flush_share_the_next_block() {
-    let root = unique("group");
+/// A client of a fresh log named `tag` behind a fault proxy that holds the upload of block 0 of segment 0
+/// until the returned gate is released.
+async fn log_with_block_0_held(tag: &str, extra: &str) -> (String, FaultProxy, Client, LogHandle, Arc<Hold>) {
+    let root = unique(tag);
     let proxy = FaultProxy::start(&bed_minio_hostport()).await;
-    let client = Client::open(bed_config_via(&root, NO_TIMER, &proxy.addr.to_string())).await.unwrap();
-    client.create_log("g").await.unwrap();
-    let log = client.open_log("g").await.unwrap();
+    let client = Client::open(bed_config_via(&root, extra, &proxy.addr.to_string())).await.unwrap();
+    client.create_log(tag).await.unwrap();
+    let log = client.open_log(tag).await.unwrap();
     let hold = Hold::new();
     proxy.add_rule(Rule {
         method: "PUT",
@@ -89,6 +91,12 @@ async fn entries_arriving_during_a_flush_share_the_next_block() {
         times: 1,
         action: Action::Hold(hold.clone()),
     });
+    (root, proxy, client, log, hold)
+}
+
+#[tokio::test]
+async fn entries_arriving_during_a_flush_share_the_next_block() {
+    let (root, proxy, client, log, hold) = log_with_block_0_held("group", NO_TIMER).await;
     let writer = log.open_writer().await.unwrap();
     let first = writer.write_async(message(0)).await.unwrap();
     // The lone entry goes at once, as block 0, and is held at the proxy.
@@ -119,21 +127,9 @@ async fn entries_arriving_during_a_flush_share_the_next_block() {
 
 #[tokio::test]
 async fn max_interval_still_bounds_a_block_that_never_fills() {
-    let root = unique("bound");
-    let proxy = FaultProxy::start(&bed_minio_hostport()).await;
     let timer = "woodpecker:\n  logstore:\n    segmentSyncPolicy:\n      maxInterval: 200\n";
-    let client = Client::open(bed_config_via(&root, timer, &proxy.addr.to_string())).await.unwrap();
-    client.create_log("b").await.unwrap();
-    let log = client.open_log("b").await.unwrap();
     // Block 0 is held for as long as the test wants; block 1 must still be cut behind it, by the timer.
-    let hold = Hold::new();
-    proxy.add_rule(Rule {
-        method: "PUT",
-        path_contains: format!("{root}/{}/0/0.blk", log.id()),
-        min_body: 64,
-        times: 1,
-        action: Action::Hold(hold.clone()),
-    });
+    let (root, proxy, client, log, hold) = log_with_block_0_held("bound", timer).await;
     let writer = log.open_writer().await.unwrap();
     let first = writer.write_async(message(0)).await.unwrap();
     wait_held(&hold, 1, PROMPT).await;

@@ -463,6 +463,27 @@ mod tests {
         (out, second)
     }
 
+    /// The index of [`two_blocks`] (`len` bytes, the second block at `second`), the second block's last
+    /// entry id as given.
+    fn two_block_index(len: usize, second: usize, second_last_entry: EntryId) -> [IndexRecord; 2] {
+        [
+            IndexRecord {
+                block_number: 0,
+                start_offset: HEADER_RECORD_LEN as i64,
+                block_size: (second - HEADER_RECORD_LEN) as u32,
+                first_entry_id: 0,
+                last_entry_id: 1,
+            },
+            IndexRecord {
+                block_number: 1,
+                start_offset: second as i64,
+                block_size: (len - second) as u32,
+                first_entry_id: 2,
+                last_entry_id: second_last_entry,
+            },
+        ]
+    }
+
     #[test]
     fn rebase_moves_every_variant() {
         let e = rebase(CodecError::UnknownType { offset: 3, tag: 9 }, 100);
@@ -590,22 +611,7 @@ mod tests {
     fn footer_index_reaching_the_largest_entry_id_is_corrupt_not_an_overflow() {
         let (mut bytes, second) = two_blocks();
         let end = bytes.len() as u64;
-        let index = [
-            IndexRecord {
-                block_number: 0,
-                start_offset: HEADER_RECORD_LEN as i64,
-                block_size: (second - HEADER_RECORD_LEN) as u32,
-                first_entry_id: 0,
-                last_entry_id: 1,
-            },
-            IndexRecord {
-                block_number: 1,
-                start_offset: second as i64,
-                block_size: (bytes.len() - second) as u32,
-                first_entry_id: 2,
-                last_entry_id: EntryId::MAX,
-            },
-        ];
+        let index = two_block_index(bytes.len(), second, EntryId::MAX);
         bytes.extend_from_slice(&encode_tail(&index, end, false, None));
         let (_t, f, len) = file_with(&bytes);
         match read_footer(&f, len) {
@@ -618,22 +624,7 @@ mod tests {
     fn a_v5_footer_covers_every_entry_its_index_lists() {
         let (mut bytes, second) = two_blocks();
         let end = bytes.len() as u64;
-        let index = [
-            IndexRecord {
-                block_number: 0,
-                start_offset: HEADER_RECORD_LEN as i64,
-                block_size: (second - HEADER_RECORD_LEN) as u32,
-                first_entry_id: 0,
-                last_entry_id: 1,
-            },
-            IndexRecord {
-                block_number: 1,
-                start_offset: second as i64,
-                block_size: (bytes.len() - second) as u32,
-                first_entry_id: 2,
-                last_entry_id: 2,
-            },
-        ];
+        let index = two_block_index(bytes.len(), second, 2);
         // The v6 tail, with its footer record replaced by upstream's older v5 one (no LAC field).
         let tail = encode_tail(&index, end, false, None);
         let index_bytes = index.len() * codec::INDEX_RECORD_LEN;
