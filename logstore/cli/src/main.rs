@@ -5,6 +5,8 @@ mod append;
 mod args;
 mod bench;
 mod ceiling;
+#[cfg(test)]
+mod cli_reference;
 mod cpu;
 mod entry_format;
 mod log_cmd;
