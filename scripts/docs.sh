@@ -2,7 +2,7 @@
 # The documentation book under docs/ (mdBook).
 #   scripts/docs.sh install   install mdbook, cached under ~/.cache/woodpecker-testbed/mdbook-<version>
 #   scripts/docs.sh build     build the book into docs/book (installs first)
-#   scripts/docs.sh check     check every relative link and #anchor under docs/src, then build
+#   scripts/docs.sh check     build, then check every relative link and #anchor of the built book
 # The generated references (docs/src/reference/*.md) are checked by `cargo test` (see docs/README.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,8 +28,8 @@ build() {
 }
 
 check() {
-  python3 scripts/check-doc-links.py docs/src
   build
+  python3 scripts/check-doc-links.py docs/book
 }
 
 case "${1:-}" in
