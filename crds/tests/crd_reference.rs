@@ -21,7 +21,9 @@ Every field of the `WoodpeckerCluster` custom resource (`woodpecker.zilliz.io/v1
 from the schema in `crds/woodpecker.zilliz.io_woodpeckerclusters.yaml`. Fields of
 Kubernetes' own types (affinity, tolerations, resources, ...) are not expanded; see the Kubernetes API
 reference for those. **Rules** are the CEL validations the API server enforces; the operator checks the
-rest and reports them in the `ConfigValid` condition.
+rest and reports them in the `ConfigValid` condition. What each condition means and what to do about it is
+on [Status conditions](../operating/conditions.md); how the operator acts on these fields is on
+[Operating on Kubernetes](../operating/kubernetes.md).
 ";
 
 /// Kubernetes types used in the schema, by the set of their property names.
