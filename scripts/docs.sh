@@ -3,7 +3,7 @@
 #   scripts/docs.sh install   install mdbook, cached under ~/.cache/woodpecker-testbed/mdbook-<version>
 #   scripts/docs.sh build     build the book into docs/book (installs first)
 #   scripts/docs.sh check     build, then check every relative link and #anchor of the built book
-# The generated references (docs/src/reference/*.md) are checked by `cargo test` (see docs/README.md).
+# The generated references (docs/src/reference/*.md) are checked by `cargo test` (see docs/src/reference/docs.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,8 +11,17 @@ MDBOOK_VERSION=0.5.4
 MDBOOK_ROOT="${HOME}/.cache/woodpecker-testbed/mdbook-${MDBOOK_VERSION}"
 MDBOOK="${MDBOOK_ROOT}/bin/mdbook"
 
+installed() { [ -x "$MDBOOK" ] && "$MDBOOK" --version | grep -q "v${MDBOOK_VERSION}\$"; }
+
 install() {
-  if [ -x "$MDBOOK" ] && "$MDBOOK" --version | grep -q "v${MDBOOK_VERSION}\$"; then
+  if installed; then
+    return 0
+  fi
+  # Parallel callers build once: the second waits for the first, then finds it installed.
+  mkdir -p "$(dirname "$MDBOOK_ROOT")"
+  exec 9>"${MDBOOK_ROOT}.lock"
+  flock 9
+  if installed; then
     return 0
   fi
   # Only the `build` command is needed: no `serve`/`watch` (they pull in tokio, axum and notify).
