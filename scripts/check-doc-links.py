@@ -2,8 +2,10 @@
 """Checks every relative link of the built book: the target page exists and, for `page.html#anchor` or
 `#anchor`, that page has an element with that id. External links (with a scheme) are not fetched.
 
-Usage: scripts/check-doc-links.py docs/book
-Exit status 1 and one line per broken link when any is broken.
+Usage: scripts/check-doc-links.py docs/book [docs/src]
+With the source directory, also fails for a page under it that SUMMARY.md does not list (mdBook does not
+build such a page, so nothing could link to it).
+Exit status 1 and one line per problem when there is any.
 """
 import html.parser
 import os
@@ -34,9 +36,16 @@ def parse(path, cache={}):
     return cache[path]
 
 
-def main(book):
+def main(book, src=None):
     book = os.path.abspath(book)
     broken = []
+    if src:
+        for root, _, files in os.walk(src):
+            for name in sorted(files):
+                if name.endswith(".md") and name != "SUMMARY.md":
+                    rel = os.path.relpath(os.path.join(root, name), src)
+                    if not os.path.isfile(os.path.join(book, rel[: -len(".md")] + ".html")):
+                        broken.append(f"{rel}: not listed in SUMMARY.md, so not built")
     pages = 0
     checked = 0
     for root, _, files in os.walk(book):
@@ -74,4 +83,4 @@ def main(book):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/book"))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/book", sys.argv[2] if len(sys.argv) > 2 else None))

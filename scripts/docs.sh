@@ -38,7 +38,7 @@ build() {
 
 check() {
   build
-  python3 scripts/check-doc-links.py docs/book
+  python3 scripts/check-doc-links.py docs/book docs/src
 }
 
 case "${1:-}" in
