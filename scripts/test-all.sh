@@ -37,6 +37,10 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "docs: mdbook (cached), book build, internal links and anchors; rustdoc of woodpecker-client without warnings"
+scripts/docs.sh check
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p woodpecker-client
+
 step "start etcd + MinIO"
 scripts/testbed.sh start
 eval "$(scripts/testbed.sh env)"

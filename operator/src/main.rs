@@ -12,6 +12,9 @@ use woodpecker_operator::controller::{self, Settings};
 use woodpecker_operator::leader::{LeaderElector, LeaseConfig};
 use woodpecker_operator::metrics::{self, Metrics};
 
+#[cfg(test)]
+mod cli_reference;
+
 /// The Kubernetes operator for WoodpeckerCluster (woodpecker.zilliz.io/v1alpha1).
 #[derive(Parser, Debug)]
 #[command(name = "woodpecker-operator", version, about, long_about = None)]

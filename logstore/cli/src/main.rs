@@ -6,6 +6,8 @@ mod args;
 mod bench;
 mod bench_latency;
 mod ceiling;
+#[cfg(test)]
+mod cli_reference;
 mod cpu;
 mod entry_format;
 mod log_cmd;

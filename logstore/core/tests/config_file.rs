@@ -82,3 +82,21 @@ fn multi_line_list_items_round_trip_through_the_commented_yaml() {
     let yaml = config.to_commented_yaml().expect("renders");
     assert_eq!(Config::from_yaml_str(&yaml).expect("parses"), config, "{yaml}");
 }
+
+/// The book's configuration reference is generated from the same key tables; CI fails when it is stale.
+#[test]
+fn configuration_reference_page_is_current() {
+    let generated = Config::reference_markdown().expect("reference renders");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/src/reference/configuration.md");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("create docs/src/reference");
+        std::fs::write(&path, &generated).expect("write docs/src/reference/configuration.md");
+        return;
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "docs/src/reference/configuration.md is stale; regenerate with `UPDATE_DOCS=1 cargo test -p woodpecker-core \
+         --test config_file`"
+    );
+}

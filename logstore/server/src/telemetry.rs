@@ -50,7 +50,7 @@ const TRACER_NAME: &str = "woodpecker-server";
 /// up; never the transport crates, whose spans would also trace the exporter's own requests.
 const EXPORTED_TARGETS_PREFIX: &str = "woodpecker";
 
-/// The layer that turns spans into OTLP spans, filtered to [`EXPORTED_TARGETS_PREFIX`].
+/// The layer that turns spans into OTLP spans, filtered to `EXPORTED_TARGETS_PREFIX`.
 pub type OtlpLayer<S> = Filtered<tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>, Targets, S>;
 
 /// Why span export cannot start as configured.

@@ -148,7 +148,7 @@ config_section! {
         /// Pool name, referenced by custom placement rules.
         #[key = "name", with = "crate::config::units::lenient_string"]
         pub name: String = "default-region-pool".to_owned(),
-        /// Gossip addresses (host:port) of nodes in the pool; service mode needs at least one.
+        /// gRPC service addresses (host:servicePort) of nodes in the pool, asked for SelectNodes; service mode needs one.
         #[key = "seeds", with = "crate::config::units::string_list"]
         pub seeds: Vec<String> = Vec::new(),
     }

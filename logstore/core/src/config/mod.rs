@@ -17,6 +17,7 @@ mod external;
 mod generate;
 mod load;
 mod logstore;
+mod reference;
 pub mod schema;
 pub mod units;
 mod validate;
@@ -123,5 +124,11 @@ impl Config {
     /// The checked-in `config/woodpecker.yaml`: the defaults, every key commented.
     pub fn default_yaml() -> Result<String, ConfigError> {
         generate::to_commented_yaml(&Config::default())
+    }
+
+    /// The configuration reference page of the book (`docs/src/reference/configuration.md`): every key
+    /// with its type, default, allowed range and description.
+    pub fn reference_markdown() -> Result<String, ConfigError> {
+        reference::reference_markdown()
     }
 }

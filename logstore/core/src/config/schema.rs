@@ -12,6 +12,13 @@ pub struct KeyDoc {
     pub doc: &'static str,
     /// Keys of the nested section (or of each list item), `None` for scalar values.
     pub children: fn() -> Option<&'static [KeyDoc]>,
+    /// The value's type as the configuration reference names it (`integer`, `string`, `section`, ...).
+    pub value_type: fn() -> String,
+    /// The accepted spellings of an enumerated value, `None` for any other value.
+    pub allowed_values: fn() -> Option<&'static [&'static str]>,
+    /// The serde `with` module of the key (`crate::config::units::millis`, ...), `""` when none: it sets
+    /// the unit of a plain number.
+    pub with: &'static str,
 }
 
 impl KeyDoc {
@@ -27,19 +34,46 @@ pub trait Documented {
     fn key_docs() -> Option<&'static [KeyDoc]> {
         None
     }
+
+    /// The value's type as the configuration reference names it.
+    fn value_type() -> String {
+        "section".to_owned()
+    }
+
+    /// The accepted spellings of an enumerated value.
+    fn allowed_values() -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 macro_rules! scalar_documented {
-    ($($ty:ty),* $(,)?) => {
-        $(impl Documented for $ty {})*
+    ($($ty:ty => $name:literal),* $(,)?) => {
+        $(impl Documented for $ty {
+            fn value_type() -> String {
+                $name.to_owned()
+            }
+        })*
     };
 }
 
-scalar_documented!(u16, u32, u64, usize, f64, bool, String, std::time::Duration);
+scalar_documented!(
+    u16 => "integer",
+    u32 => "integer",
+    u64 => "integer",
+    usize => "integer",
+    f64 => "number",
+    bool => "boolean",
+    String => "string",
+    std::time::Duration => "duration",
+);
 
 impl<T: Documented> Documented for Vec<T> {
     fn key_docs() -> Option<&'static [KeyDoc]> {
         T::key_docs()
+    }
+
+    fn value_type() -> String {
+        format!("list of {}", T::value_type())
     }
 }
 
@@ -91,6 +125,9 @@ macro_rules! config_section {
                         key: $key,
                         doc: concat!($($doc, "\n"),+),
                         children: <$ty as $crate::config::schema::Documented>::key_docs,
+                        value_type: <$ty as $crate::config::schema::Documented>::value_type,
+                        allowed_values: <$ty as $crate::config::schema::Documented>::allowed_values,
+                        with: concat!("" $(, $with)?),
                     },
                 )*];
                 Some(DOCS)
@@ -138,7 +175,15 @@ macro_rules! config_enum {
             }
         }
 
-        impl $crate::config::schema::Documented for $name {}
+        impl $crate::config::schema::Documented for $name {
+            fn value_type() -> String {
+                "string".to_owned()
+            }
+
+            fn allowed_values() -> Option<&'static [&'static str]> {
+                Some(Self::NAMES)
+            }
+        }
     };
 }
 

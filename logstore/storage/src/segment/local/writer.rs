@@ -391,7 +391,7 @@ impl LocalSegmentWriter {
 /// Durable bytes of a segment kept in the page cache behind its end, for tail readers (a few blocks).
 const CACHED_TAIL: u64 = 8 << 20;
 
-/// Tells the kernel that the synced part of `data.log` more than [`CACHED_TAIL`] behind the end (after
+/// Tells the kernel that the synced part of `data.log` more than `CACHED_TAIL` behind the end (after
 /// this append, which spans `start..end`) is not needed in memory. A WAL writes gigabytes it seldom
 /// reads back. Left cached, they filled the page cache until 2 MB appends slowed from ~0.5 ms to ~5 ms;
 /// even 64 MB left behind per segment slowed the copy into the page cache ~4x once a few gigabytes had
