@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use woodpecker_crds::{CONDITION_CONFIG_VALID, ClusterPhase, WoodpeckerCluster, WoodpeckerClusterStatus};
 
-use super::apply::{Applied, FIELD_MANAGER, apply, matches_live};
+use super::apply::{Applied, FIELD_MANAGER, apply, stamp};
 use super::observe::{PodView, observe_pods};
 use super::plan::{self, Desired, Plan, RollStep, ScaleStep};
 use super::{Context, Error, LABEL_CLUSTER, conditions, deletion, load};
@@ -481,17 +481,16 @@ async fn apply_pod_monitor(
         // The Prometheus operator's CRD is not installed: report it through the error.
         Err(e) => return Err(Error::kube("get", "PodMonitor", &name, e)),
     };
-    if let Some(live) = &live
-        && matches_live(&pm, live).map_err(|e| Error::Serialize {
-            kind: "PodMonitor".into(),
-            name: name.clone(),
-            source: e,
-        })?
-    {
+    let (stamped, same) = stamp(&pm, live.as_ref()).map_err(|e| Error::Serialize {
+        kind: "PodMonitor".into(),
+        name: name.clone(),
+        source: e,
+    })?;
+    if same {
         ctx.metrics.write("PodMonitor", "skip");
         return Ok(0);
     }
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&pm))
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&stamped))
         .await
         .map_err(|e| Error::kube("apply", "PodMonitor", &name, e))?;
     ctx.metrics.write("PodMonitor", "apply");
