@@ -647,6 +647,7 @@ pub fn plan(
                     });
                     ScalePodView {
                         exists: v.is_some(),
+                        started: v.is_some_and(|v| v.started),
                         state: v.and_then(|v| v.status.as_ref()).map(|s| NodeState::parse(&s.state)),
                         safe_to_terminate: v.and_then(|v| v.decommission.as_ref()).is_some_and(|d| d.safe_to_terminate),
                         pvc_exists: obs.pvcs.contains_key(&pvc_name),
@@ -705,10 +706,22 @@ pub fn plan(
         }
         for v in &sp.victims {
             victims.insert(v.clone());
-            let since = memory.decommission_since.get(v).copied().or_else(|| decommission_since.get(v).copied());
-            if let Some(t) = since {
-                decommission_since.insert(v.clone(), t);
-            }
+            // A victim first seen in an unknown state starts its timeout now.
+            let since = memory
+                .decommission_since
+                .get(v)
+                .copied()
+                .or_else(|| decommission_since.get(v).copied())
+                .or_else(|| {
+                    obs.previous
+                        .decommission
+                        .iter()
+                        .find(|d| &d.pod == v)
+                        .and_then(|d| d.since.as_ref())
+                        .map(|t| t.0.as_second())
+                })
+                .unwrap_or(secs);
+            decommission_since.insert(v.clone(), since);
         }
         for s in &sp.stalled {
             if !memory.stalled_reported.contains(s) {
@@ -955,6 +968,7 @@ mod tests {
             name: name.clone(),
             ready: true,
             terminating: false,
+            started: true,
             status: Some(AdminStatus {
                 node_name: name,
                 state: state.into(),

@@ -5,6 +5,10 @@
 //!   the admin API; only when every victim reports `decommissioned` and `safe_to_terminate` does the
 //!   StatefulSet shrink. A victim that vanished while its PVC remains keeps the shrink blocked (the
 //!   StatefulSet recreates it so it can finish draining). Nothing is ever forced.
+//! * A victim whose server never started (Pending, crash-looping: no container running and no
+//!   admin answer) holds nothing to drain, so it does not hold the shrink.
+//! * A victim that drains, or whose admin API does not answer, for longer than
+//!   `decommissionTimeoutSeconds` is reported stalled (still never forced).
 //! * Cancel: any pod below the desired count that reports `decommissioning`/`decommissioned` gets a
 //!   cancel — that covers raising replicas mid-drain, a manual decommission and an operator crash.
 //! * PVCs of removed ordinals are deleted once their pod is gone (with `pvcPolicy: Delete`).
@@ -22,13 +26,16 @@ pub struct ScalePodView {
     pub exists: bool,
     /// `/admin/node/status` state, `None` when unreachable.
     pub state: Option<NodeState>,
+    /// Its server has started: the pod is Ready, a container runs, or the admin API answered.
+    pub started: bool,
     /// `/admin/node/decommission/progress` `safe_to_terminate`.
     pub safe_to_terminate: bool,
     /// Its data PVC still exists.
     pub pvc_exists: bool,
     /// PVC name (`data-<pod>`).
     pub pvc_name: String,
-    /// When the operator first asked this pod to decommission (Unix seconds), if it did.
+    /// When the operator first asked this pod to decommission, or first saw it as a victim in an
+    /// unknown state (Unix seconds).
     pub decommission_since: Option<i64>,
 }
 
@@ -173,15 +180,16 @@ pub fn plan_pool_scale(input: &PoolScaleInput) -> ScalePlan {
                         Some(state) => {
                             all_safe = false;
                             plan.waiting.push(format!("{name} is draining (state {state:?})"));
-                            if let Some(since) = p.decommission_since
-                                && input.now - since >= input.decommission_timeout_seconds
-                            {
-                                plan.stalled.push(name.clone());
-                            }
+                            stall_check(input, p, &mut plan);
+                        }
+                        // Nothing ever ran there: nothing to drain.
+                        None if !p.started => {
+                            group_victims.pop();
                         }
                         None => {
                             all_safe = false;
                             plan.waiting.push(format!("admin API of victim {name} did not answer"));
+                            stall_check(input, p, &mut plan);
                         }
                     }
                 }
@@ -195,6 +203,15 @@ pub fn plan_pool_scale(input: &PoolScaleInput) -> ScalePlan {
         }
     }
     plan
+}
+
+/// Report `p` stalled once it has waited longer than the decommission timeout.
+fn stall_check(input: &PoolScaleInput, p: &ScalePodView, plan: &mut ScalePlan) {
+    if let Some(since) = p.decommission_since
+        && input.now - since >= input.decommission_timeout_seconds
+    {
+        plan.stalled.push(p.name.clone());
+    }
 }
 
 /// PVCs at or above `keep_below` whose pod is gone are removed (policy Delete).

@@ -335,6 +335,7 @@ fn slot(ordinal: i32, state: Option<NodeState>, safe: bool) -> ScalePodView {
         name: format!("wal-p-az-a-{ordinal}"),
         ordinal,
         exists: true,
+        started: state.is_some(),
         state,
         safe_to_terminate: safe,
         pvc_exists: true,
@@ -450,4 +451,29 @@ fn an_unreachable_victim_is_waited_for() {
     let plan = plan_pool_scale(&pool(3, Some(4), pods));
     assert!(plan.actions.is_empty());
     assert!(plan.waiting.iter().any(|w| w.contains("did not answer")));
+}
+
+#[test]
+fn a_victim_that_does_not_answer_stalls_after_the_timeout() {
+    let mut pods = active(4);
+    pods[3].state = None;
+    pods[3].started = true;
+    pods[3].decommission_since = Some(10_000 - 3_599);
+    let plan = plan_pool_scale(&pool(3, Some(4), pods.clone()));
+    assert!(plan.stalled.is_empty(), "not yet: {:?}", plan.stalled);
+    pods[3].decommission_since = Some(10_000 - 3_600);
+    let plan = plan_pool_scale(&pool(3, Some(4), pods));
+    assert_eq!(plan.stalled, vec!["wal-p-az-a-3".to_string()]);
+    assert!(plan.actions.is_empty(), "never forced: {:?}", plan.actions);
+}
+
+#[test]
+fn a_victim_that_never_started_shrinks_without_a_drain() {
+    // Pending or crash-looping: not Ready, no container running, no admin answer.
+    let mut pods = active(3);
+    pods.push(slot(3, None, false));
+    let plan = plan_pool_scale(&pool(3, Some(4), pods));
+    assert_eq!(plan.actions, vec![ScaleAction::SetReplicas { stateful_set: "wal-p-az-a".to_string(), replicas: 3 }]);
+    assert!(plan.victims.is_empty(), "{:?}", plan.victims);
+    assert!(!plan.in_progress());
 }
