@@ -17,7 +17,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use woodpecker_crds::{CONDITION_CONFIG_VALID, ClusterPhase, WoodpeckerCluster, WoodpeckerClusterStatus};
+use woodpecker_crds::{
+    CONDITION_CONFIG_VALID, CONDITION_MONITORING_UNAVAILABLE, ClusterPhase, WoodpeckerCluster, WoodpeckerClusterStatus,
+};
 
 use super::apply::{Applied, FIELD_MANAGER, apply, stamp};
 use super::observe::{PodView, observe_pods};
@@ -78,10 +80,6 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     writes += apply_all(&ctx, &ns, &ctx.stores.secrets, &desired.secrets, &owner).await?;
     writes += apply_all(&ctx, &ns, &ctx.stores.pdbs, &desired.pdbs, &owner).await?;
 
-    if let Some(pm) = &desired.rendered.pod_monitor {
-        writes += apply_pod_monitor(&ctx, &ns, pm, &owner).await?;
-    }
-
     // 5. Observe.
     let pods = cluster_objects(&ctx.stores.pods, &ns, &name);
     let sts_live = cluster_objects(&ctx.stores.stateful_sets, &ns, &name);
@@ -119,6 +117,10 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     let evicted = execute_roll(&cr, &ctx, &ns, &key, &plan.roll).await?;
     ctx.with_memory(&key, |m| plan::remember(m, &plan, evicted));
 
+    // Optional monitoring objects last: a missing Prometheus operator must not hold the cluster.
+    let (monitoring, monitoring_writes) = sync_pod_monitor(&ctx, &ns, &desired, &owner, &previous).await;
+    writes += monitoring_writes;
+
     // 8. Status.
     let mut status = plan.status.clone();
     status.observed_generation = cr.metadata.generation;
@@ -141,6 +143,15 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
         true,
         "Valid",
         "",
+        cr.metadata.generation,
+    );
+    conditions::set(
+        &mut conds,
+        &previous.conditions,
+        CONDITION_MONITORING_UNAVAILABLE,
+        monitoring.unavailable,
+        monitoring.reason,
+        &monitoring.message,
         cr.metadata.generation,
     );
     status.conditions = conds;
@@ -459,6 +470,73 @@ async fn execute_scale(
     }
 }
 
+/// The MonitoringUnavailable condition of a pass.
+struct Monitoring {
+    unavailable: bool,
+    reason: &'static str,
+    message: String,
+}
+
+/// Reason of MonitoringUnavailable=False once the PodMonitor is applied; also how a later pass
+/// knows there is a PodMonitor to delete when `monitoring.podMonitor` is switched off.
+const POD_MONITOR_APPLIED: &str = "PodMonitorApplied";
+
+fn pod_monitor_api(ctx: &Context, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "podmonitors");
+    Api::namespaced_with(ctx.client.clone(), ns, &ar)
+}
+
+/// Apply the PodMonitor when requested, delete it when no longer requested. Never fails the pass:
+/// a missing CRD (404) or a refusal becomes MonitoringUnavailable=True with the API server's words.
+async fn sync_pod_monitor(
+    ctx: &Context,
+    ns: &str,
+    desired: &Desired,
+    owner: &OwnerReference,
+    previous: &WoodpeckerClusterStatus,
+) -> (Monitoring, usize) {
+    let Some(pm) = &desired.rendered.pod_monitor else {
+        let was_applied = conditions::get(&previous.conditions, CONDITION_MONITORING_UNAVAILABLE)
+            .is_some_and(|c| c.reason == POD_MONITOR_APPLIED);
+        let mut writes = 0;
+        if was_applied {
+            let name = desired.rendered.plan.names.pod_monitor();
+            match pod_monitor_api(ctx, ns).delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {
+                    ctx.metrics.write("PodMonitor", "delete");
+                    writes = 1;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    let message = format!("deleting PodMonitor {name} failed: {e}");
+                    return (Monitoring { unavailable: true, reason: "DeleteFailed", message }, 0);
+                }
+            }
+        }
+        return (Monitoring { unavailable: false, reason: "NotRequested", message: String::new() }, writes);
+    };
+    match apply_pod_monitor(ctx, ns, pm, owner).await {
+        Ok(writes) => (Monitoring { unavailable: false, reason: POD_MONITOR_APPLIED, message: String::new() }, writes),
+        Err(e) => {
+            let missing = matches!(&e, Error::Kube { source, .. } if matches!(source.as_ref(), kube::Error::Api(s) if s.code == 404));
+            let (reason, message) = if missing {
+                (
+                    "PodMonitorCRDMissing",
+                    format!(
+                        "monitoring.podMonitor is set but the API server does not serve monitoring.coreos.com/v1 \
+                         PodMonitor (is the Prometheus operator installed?): {e}"
+                    ),
+                )
+            } else {
+                ("PodMonitorApplyFailed", e.to_string())
+            };
+            tracing::warn!(%ns, error = %e, "PodMonitor not applied; the rest of the cluster is reconciled");
+            (Monitoring { unavailable: true, reason, message: truncate(&message, 1000) }, 0)
+        }
+    }
+}
+
 /// Apply the PodMonitor (a CRD of the Prometheus operator, so not cached: read, compare, apply).
 async fn apply_pod_monitor(
     ctx: &Context,
@@ -466,9 +544,7 @@ async fn apply_pod_monitor(
     pm: &DynamicObject,
     owner: &OwnerReference,
 ) -> Result<usize, Error> {
-    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor");
-    let ar = ApiResource::from_gvk_with_plural(&gvk, "podmonitors");
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let api = pod_monitor_api(ctx, ns);
     let mut pm = pm.clone();
     pm.metadata.namespace = Some(ns.to_string());
     let refs = pm.metadata.owner_references.get_or_insert_with(Vec::new);
@@ -476,11 +552,7 @@ async fn apply_pod_monitor(
         refs.push(owner.clone());
     }
     let name = pm.name_any();
-    let live = match api.get_opt(&name).await {
-        Ok(l) => l,
-        // The Prometheus operator's CRD is not installed: report it through the error.
-        Err(e) => return Err(Error::kube("get", "PodMonitor", &name, e)),
-    };
+    let live = api.get_opt(&name).await.map_err(|e| Error::kube("get", "PodMonitor", &name, e))?;
     let (stamped, same) = stamp(&pm, live.as_ref()).map_err(|e| Error::Serialize {
         kind: "PodMonitor".into(),
         name: name.clone(),
