@@ -132,6 +132,14 @@ pub enum ScaleStep {
         /// PVC name.
         name: String,
     },
+    /// Delete the StatefulSet of a removed node group once its pods are drained, and these PVCs
+    /// (`scaleDown.pvcPolicy: Delete`; the API server keeps each until its pod is gone).
+    DeleteStatefulSet {
+        /// StatefulSet name.
+        name: String,
+        /// PVCs to delete with it.
+        pvcs: Vec<String>,
+    },
     /// Grow a data PVC to the group's new storage size (the StatefulSet template is immutable).
     ExpandPvc {
         /// PVC name.
@@ -233,6 +241,32 @@ pub fn remember(m: &mut ClusterMemory, plan: &Plan, evicted: bool) {
     }
     m.decommission_since = plan.decommission_since.clone();
     m.stalled_reported = plan.stalled.iter().cloned().collect();
+}
+
+/// A pool as the scale planner sees it: name, ensemble size to keep (0: retired), and its
+/// StatefulSets with the replicas wanted.
+type PoolToScale = (String, i32, Vec<(String, i32)>);
+
+/// Whether `obj` names the cluster `cr` as its controller.
+pub fn controlled_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    cr: &WoodpeckerCluster,
+) -> bool {
+    let Some(uid) = cr.metadata.uid.as_deref() else { return false };
+    meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Live StatefulSets the cluster controls that the render no longer contains (removed groups).
+fn removed_stateful_sets<'a>(
+    cr: &WoodpeckerCluster,
+    rendered: &Rendered,
+    live: &'a [Arc<StatefulSet>],
+) -> Vec<&'a StatefulSet> {
+    let wanted: BTreeSet<&str> = rendered.stateful_sets.iter().filter_map(|s| s.metadata.name.as_deref()).collect();
+    live.iter()
+        .map(|s| s.as_ref())
+        .filter(|s| !s.metadata.name.as_deref().is_some_and(|n| wanted.contains(n)) && controlled_by(&s.metadata, cr))
+        .collect()
 }
 
 /// Group key of a pod: (pool, node group) labels.
@@ -619,22 +653,45 @@ pub fn plan(
     let mut refused = Vec::new();
     let mut decommission_since = BTreeMap::new();
     let mut scaling_up = false;
-    for pool in cplan.pools.iter().filter(|p| !p.groups.is_empty()) {
+    let es = spec.quorum.ensemble_size;
+    // Pools to scale: every rendered group, plus the StatefulSets this cluster owns that are no longer
+    // rendered (a removed node group or pool). Those drain to zero like any victim and are deleted.
+    let mut pools_to_scale: Vec<PoolToScale> = cplan
+        .pools
+        .iter()
+        .filter(|p| !p.groups.is_empty())
+        .map(|p| (p.name.clone(), es, p.groups.iter().map(|g| (g.stateful_set.clone(), g.replicas)).collect()))
+        .collect();
+    let mut removed_sts = BTreeSet::new();
+    for s in removed_stateful_sets(cr, rendered, obs.stateful_sets) {
+        let name = s.name_any();
+        let pool_label = s.labels().get(LABEL_POOL).cloned().unwrap_or_default();
+        removed_sts.insert(name.clone());
+        match pools_to_scale.iter_mut().find(|(p, e, _)| *e > 0 && names::label_value(p) == pool_label) {
+            Some((_, _, groups)) => groups.push((name, 0)),
+            // A removed pool: none of it stays, so the ensemble-size refusal does not apply.
+            None => match pools_to_scale.iter_mut().find(|(p, e, _)| *e == 0 && *p == pool_label) {
+                Some((_, _, groups)) => groups.push((name, 0)),
+                None => pools_to_scale.push((pool_label, 0, vec![(name, 0)])),
+            },
+        }
+    }
+    for (pool_name, pool_es, pool_groups) in &pools_to_scale {
         let mut groups = Vec::new();
-        for g in &pool.groups {
-            let live = live_sts.get(&g.stateful_set);
+        for (sts_name, wanted) in pool_groups {
+            let live = live_sts.get(sts_name);
             let current = live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
-            let prefix = format!("data-{}-", g.stateful_set);
+            let prefix = format!("data-{sts_name}-");
             let pvc_max = obs
                 .pvcs
                 .keys()
                 .filter_map(|n| n.strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok()))
                 .max()
                 .map_or(0, |m| m + 1);
-            let slots = g.replicas.max(current.unwrap_or(0)).max(pvc_max);
+            let slots = (*wanted).max(current.unwrap_or(0)).max(pvc_max);
             let views = (0..slots)
                 .map(|ordinal| {
-                    let name = format!("{}-{ordinal}", g.stateful_set);
+                    let name = format!("{sts_name}-{ordinal}");
                     let v = pods.get(name.as_str()).copied().filter(|v| !v.terminating);
                     let pvc_name = format!("data-{name}");
                     let since = memory.decommission_since.get(&name).copied().or_else(|| {
@@ -658,19 +715,14 @@ pub fn plan(
                     }
                 })
                 .collect();
-            if current.is_some_and(|c| g.replicas > c) {
+            if current.is_some_and(|c| *wanted > c) {
                 scaling_up = true;
             }
-            groups.push(GroupScaleInput {
-                stateful_set: g.stateful_set.clone(),
-                desired: g.replicas,
-                current,
-                pods: views,
-            });
+            groups.push(GroupScaleInput { stateful_set: sts_name.clone(), desired: *wanted, current, pods: views });
         }
         let input = PoolScaleInput {
-            pool: pool.name.clone(),
-            ensemble_size: spec.quorum.ensemble_size,
+            pool: pool_name.clone(),
+            ensemble_size: *pool_es,
             delete_pvcs: spec.scale_down.pvc_policy == PvcPolicy::Delete,
             decommission_timeout_seconds: i64::from(spec.scale_down.decommission_timeout_seconds),
             now: secs,
@@ -679,6 +731,8 @@ pub fn plan(
         let sp = plan_pool_scale(&input);
         for a in sp.actions {
             match a {
+                // A removed group is drained: delete its StatefulSet (below).
+                ScaleAction::SetReplicas { stateful_set, .. } if removed_sts.contains(&stateful_set) => {}
                 ScaleAction::SetReplicas { stateful_set, replicas } => {
                     let shrink = groups
                         .iter()
@@ -702,6 +756,20 @@ pub fn plan(
                 }
                 ScaleAction::CancelDecommission { pod } => scale.push(ScaleStep::Cancel { pod }),
                 ScaleAction::DeletePvc { pvc } => scale.push(ScaleStep::DeletePvc { name: pvc }),
+            }
+        }
+        // A removed group whose pods are drained and gone: delete its StatefulSet (and, by policy, its PVCs).
+        for g in groups.iter().filter(|g| removed_sts.contains(&g.stateful_set)) {
+            let drained = !sp.victims.iter().any(|v| v.starts_with(&format!("{}-", g.stateful_set)))
+                && !g.pods.iter().any(|p| p.exists && p.started);
+            if drained {
+                let prefix = format!("data-{}-", g.stateful_set);
+                let pvcs = if spec.scale_down.pvc_policy == PvcPolicy::Delete {
+                    obs.pvcs.keys().filter(|n| n.starts_with(&prefix)).cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                scale.push(ScaleStep::DeleteStatefulSet { name: g.stateful_set.clone(), pvcs });
             }
         }
         for v in &sp.victims {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
@@ -108,6 +109,11 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     // StatefulSets: replicas held at max(old, new) while a scale-down drains (the plan decides).
     writes += apply_all(&ctx, &ns, &ctx.stores.stateful_sets, &plan.stateful_sets, &owner).await?;
     writes += collect_old_configs(&ctx, &ns, &name, &desired, &views).await?;
+    // Objects the render no longer contains (pdb.enabled false, a removed pool's Services, a
+    // ServiceAccount the spec now names itself). Removed groups' StatefulSets drain first (scale).
+    writes += delete_unwanted(&ctx, &cr, &ctx.stores.services, &desired.services).await?;
+    writes += delete_unwanted(&ctx, &cr, &ctx.stores.pdbs, &desired.pdbs).await?;
+    writes += delete_unwanted(&ctx, &cr, &ctx.stores.service_accounts, &desired.service_accounts).await?;
 
     // 6. Scale steps.
     for step in &plan.scale {
@@ -434,6 +440,21 @@ async fn execute_scale(
             ctx.publish(&event(EventType::Warning, "DecommissionStalled", "Decommission", note, None), &cref).await;
             Ok(())
         }
+        ScaleStep::DeleteStatefulSet { name, pvcs } => {
+            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+            if delete_quietly(&api, name, ctx, "StatefulSet").await? == 1 {
+                let note = format!("deleted StatefulSet {name}: its node group was removed and its pods are drained");
+                ctx.publish(&event(EventType::Normal, "DeletedStatefulSet", "Delete", note, None), &cref).await;
+            }
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+            for pvc in pvcs {
+                if delete_quietly(&api, pvc, ctx, "PersistentVolumeClaim").await? == 1 {
+                    let note = format!("deleted PVC {pvc} of removed StatefulSet {name} (scaleDown.pvcPolicy Delete)");
+                    ctx.publish(&event(EventType::Normal, "DeletedPVC", "Delete", note, None), &cref).await;
+                }
+            }
+            Ok(())
+        }
         ScaleStep::ExpandPvc { name, size } => {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
             let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
@@ -638,6 +659,36 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(0),
         Err(e) => Err(Error::kube("delete", kind, name, e)),
     }
+}
+
+/// Delete the objects of one kind the cluster controls (cluster label and controller owner reference)
+/// that are not among `wanted`.
+async fn delete_unwanted<K>(
+    ctx: &Context,
+    cr: &WoodpeckerCluster,
+    store: &Store<K>,
+    wanted: &[K],
+) -> Result<usize, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let ns = cr.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let wanted: BTreeSet<String> = wanted.iter().map(|o| o.name_any()).collect();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut deleted = 0;
+    for obj in cluster_objects(store, &ns, &cr.name_any()) {
+        let name = obj.name_any();
+        if wanted.contains(&name) || obj.meta().deletion_timestamp.is_some() || !plan::controlled_by(obj.meta(), cr) {
+            continue;
+        }
+        if delete_quietly(&api, &name, ctx, &kind).await? == 1 {
+            tracing::info!(%ns, %kind, %name, "deleted an object the cluster no longer renders");
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Kinds rendered by the operator, for documentation and the RBAC test.

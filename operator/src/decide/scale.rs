@@ -124,7 +124,9 @@ pub fn plan_pool_scale(input: &PoolScaleInput) -> ScalePlan {
     let desired_total: i32 = input.groups.iter().map(|g| g.desired).sum();
     let current_total: i32 = input.groups.iter().map(|g| g.current.unwrap_or(g.desired)).sum();
     let shrinking = input.groups.iter().any(|g| g.current.is_some_and(|c| g.desired < c));
-    let refuse = shrinking && desired_total < input.ensemble_size && desired_total < current_total;
+    // Retiring a whole pool (every group to 0, which the CRD requires before a pool is removed) is
+    // no quorum shortfall; stopping anywhere between 0 and the ensemble size is.
+    let refuse = shrinking && desired_total > 0 && desired_total < input.ensemble_size && desired_total < current_total;
     if refuse {
         plan.refused = Some(format!(
             "pool {} would shrink to {desired_total} pods, below ensembleSize {}; scale-down refused",

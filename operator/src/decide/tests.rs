@@ -477,3 +477,12 @@ fn a_victim_that_never_started_shrinks_without_a_drain() {
     assert!(plan.victims.is_empty(), "{:?}", plan.victims);
     assert!(!plan.in_progress());
 }
+
+#[test]
+fn retiring_a_whole_pool_is_not_refused_but_stopping_below_the_ensemble_size_is() {
+    let plan = plan_pool_scale(&pool(0, Some(3), active(3)));
+    assert!(plan.refused.is_none(), "{:?}", plan.refused);
+    assert_eq!(plan.actions.len(), 3, "every pod is decommissioned: {:?}", plan.actions);
+    assert!(plan.actions.iter().all(|a| matches!(a, ScaleAction::Decommission { .. })));
+    assert!(plan_pool_scale(&pool(1, Some(3), active(3))).refused.is_some());
+}
