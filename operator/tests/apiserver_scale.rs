@@ -287,3 +287,60 @@ async fn a_victim_that_never_started_is_removed_without_a_drain() {
     assert!(t.fake.decommissions.lock().unwrap().is_empty(), "nothing to decommission");
     t.stop().await;
 }
+
+fn reconciles(op: &RunningOperator) -> f64 {
+    op.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("woodpecker_operator_reconciles_total"))
+        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_paused_cluster_gets_no_write_at_all_until_it_is_unpaused() {
+    let t = Realistic::start("paused", Drain::Instant, &[], 2, 4).await;
+    let mark = t.op.requests.len();
+    // Pause and ask for a scale-down and a restart in the same change.
+    let groups = small_groups(1);
+    t.clusters
+        .patch(
+            "wal",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true, "bufferPools": groups,
+                "rolloutPolicy": {"restartToken": "now"}}})),
+        )
+        .await
+        .expect("pausing with a scale-down and a restart");
+    for i in 0..3 {
+        let before = reconciles(&t.op);
+        t.clusters
+            .patch(
+                "wal",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": i.to_string()}}})),
+            )
+            .await
+            .expect("poking the cluster");
+        t.ns.wait_for(&t.client, "a pass after the poke", Duration::from_secs(20), || async {
+            (reconciles(&t.op) > before).then_some(())
+        })
+        .await;
+    }
+    let writes: Vec<String> =
+        t.op.requests
+            .since(mark)
+            .into_iter()
+            .filter(|r| r.is_write())
+            .map(|r| format!("{} {}", r.method, r.uri))
+            .collect();
+    assert!(writes.is_empty(), "a paused cluster was written to: {writes:?}");
+    assert!(t.fake.decommissions.lock().unwrap().is_empty(), "a paused cluster was decommissioned");
+
+    t.clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": false}})))
+        .await
+        .expect("unpausing");
+    t.sts_replicas(1, "the scale-down proceeds once unpaused").await;
+    t.stop().await;
+}

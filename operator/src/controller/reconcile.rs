@@ -52,6 +52,12 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     if cr.metadata.deletion_timestamp.is_some() {
         return deletion::finalize(&cr, &ctx).await;
     }
+    // `spec.paused` stops reconciling: no apply, decommission, eviction, PVC deletion or status
+    // write until it is cleared (deletion still runs, so a paused cluster can be removed).
+    if cr.spec.paused {
+        tracing::debug!(%ns, %name, "spec.paused: not reconciling");
+        return Ok(Action::requeue(ctx.settings.idle_requeue));
+    }
     deletion::sync_finalizer(&cr, &ctx).await?;
     let key = format!("{ns}/{name}");
     let previous = cr.status.clone().unwrap_or_default();
