@@ -217,6 +217,55 @@ pub struct WoodpeckerClusterSpec {
     /// Prometheus integration.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+
+    /// Timings of the server container's probes: startup on `/healthz`, liveness on `/livez`
+    /// (process only, so a partitioned pod is not restarted), readiness on `/readyz`.
+    #[serde(default, skip_serializing_if = "ProbesSpec::is_default")]
+    pub probes: ProbesSpec,
+}
+
+/// Timings of the server container's probes; an unset field keeps the operator's default.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbesSpec {
+    /// Startup probe (`/healthz`): default every 5 s, 60 failures (5 minutes) before a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeTiming>,
+    /// Liveness probe (`/livez`): default every 10 s, 3 failures before a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeTiming>,
+    /// Readiness probe (`/readyz`): default every 5 s, 3 failures before NotReady.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeTiming>,
+}
+
+impl ProbesSpec {
+    /// True when nothing is set (the field is then left out of the serialized spec).
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// One probe's timings; an unset field keeps the default of that probe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeTiming {
+    /// Seconds before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub period_seconds: Option<i32>,
+    /// Seconds a probe may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive failures before the probe counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: Option<i32>,
 }
 
 /// Image pull policy of the server container.

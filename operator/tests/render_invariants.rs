@@ -260,6 +260,10 @@ fn pods_are_pinned_to_their_zone_and_run_hardened() {
         );
         assert_eq!(
             c.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone()).as_deref(),
+            Some("/livez")
+        );
+        assert_eq!(
+            c.startup_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone()).as_deref(),
             Some("/healthz")
         );
         assert_eq!(pod.image_pull_secrets.as_ref().map(|s| s.len()), Some(1));
@@ -333,4 +337,40 @@ fn names_and_hashes_follow_secret_versions_not_secret_values() {
         after.credentials_overlay.as_ref().map(|s| &s.metadata.name)
     );
     assert_eq!(base.server_config, after.server_config);
+}
+
+#[test]
+fn liveness_checks_the_process_only_and_probe_timings_come_from_the_spec() {
+    let mut cluster = three_zones();
+    cluster.spec.probes = woodpecker_crds::ProbesSpec::default();
+    let probes = |r: &woodpecker_operator::render::Rendered| -> Vec<serde_json::Value> {
+        pod_template_json(r)
+            .iter()
+            .map(|t| {
+                let c = &t["spec"]["containers"][0];
+                serde_json::json!([c["startupProbe"], c["livenessProbe"], c["readinessProbe"]])
+            })
+            .collect()
+    };
+    let r = render(&cluster, &support::inputs_for(&cluster)).expect("render");
+    for p in probes(&r) {
+        // A partitioned pod still passes liveness: /livez depends on no peer, disk or etcd.
+        assert_eq!(p[0]["httpGet"]["path"], "/healthz", "startup: {p}");
+        assert_eq!(p[1]["httpGet"]["path"], "/livez", "liveness: {p}");
+        assert_eq!(p[2]["httpGet"]["path"], "/readyz", "readiness: {p}");
+        assert_eq!((p[1]["periodSeconds"].as_i64(), p[1]["failureThreshold"].as_i64()), (Some(10), Some(3)));
+    }
+    cluster.spec.probes.liveness = Some(woodpecker_crds::ProbeTiming {
+        period_seconds: Some(30),
+        failure_threshold: Some(6),
+        ..Default::default()
+    });
+    cluster.spec.probes.startup =
+        Some(woodpecker_crds::ProbeTiming { failure_threshold: Some(120), ..Default::default() });
+    let r = render(&cluster, &support::inputs_for(&cluster)).expect("render");
+    for p in probes(&r) {
+        assert_eq!((p[1]["periodSeconds"].as_i64(), p[1]["failureThreshold"].as_i64()), (Some(30), Some(6)), "{p}");
+        assert_eq!(p[1]["timeoutSeconds"].as_i64(), Some(3), "unset fields keep the default: {p}");
+        assert_eq!((p[0]["periodSeconds"].as_i64(), p[0]["failureThreshold"].as_i64()), (Some(5), Some(120)), "{p}");
+    }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use woodpecker_crds::WoodpeckerClusterSpec;
+use woodpecker_crds::{ProbeTiming, WoodpeckerClusterSpec};
 
 use super::names::{
     self, ANNOTATION_CONFIG_HASH, ANNOTATION_RESTART_TOKEN, LABEL_NODE_GROUP, LABEL_POOL, LABEL_REGION,
@@ -81,21 +81,38 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32, initial: i32) -> Probe {
+/// An HTTP probe on the admin port: the defaults, overridden field by field by `timing`.
+fn http_probe(path: &str, defaults: ProbeDefaults, timing: Option<&ProbeTiming>) -> Probe {
+    let t = timing.cloned().unwrap_or_default();
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String(PORT_NAME_ADMIN.to_string()),
             ..Default::default()
         }),
-        initial_delay_seconds: Some(initial),
-        period_seconds: Some(period),
-        timeout_seconds: Some(3),
-        failure_threshold: Some(failures),
+        initial_delay_seconds: Some(t.initial_delay_seconds.unwrap_or(0)),
+        period_seconds: Some(t.period_seconds.unwrap_or(defaults.period)),
+        timeout_seconds: Some(t.timeout_seconds.unwrap_or(3)),
+        failure_threshold: Some(t.failure_threshold.unwrap_or(defaults.failures)),
         success_threshold: Some(1),
         ..Default::default()
     }
 }
+
+/// Default period and failure threshold of a probe.
+#[derive(Clone, Copy)]
+struct ProbeDefaults {
+    period: i32,
+    failures: i32,
+}
+
+/// Startup on `/healthz` (gossip joined, data dir writable): up to 5 minutes to start.
+const STARTUP_PROBE: ProbeDefaults = ProbeDefaults { period: 5, failures: 60 };
+/// Liveness on `/livez` (the process answers): never depends on peers, disk or etcd, so a zone
+/// partition does not make the kubelets restart the isolated pods (CONTRACT.md).
+const LIVENESS_PROBE: ProbeDefaults = ProbeDefaults { period: 10, failures: 3 };
+/// Readiness on `/readyz` (healthy and `active`): a decommissioning server leaves the Services.
+const READINESS_PROBE: ProbeDefaults = ProbeDefaults { period: 5, failures: 3 };
 
 /// Pod labels: user labels first, then the operator's (which always win).
 pub fn pod_labels(w: &WorkloadInputs<'_>, g: &GroupPlan) -> BTreeMap<String, String> {
@@ -303,9 +320,9 @@ pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPla
         ]),
         resources: g.resources.clone(),
         volume_mounts: Some(mounts),
-        startup_probe: Some(http_probe("/healthz", 5, 60, 0)),
-        liveness_probe: Some(http_probe("/healthz", 10, 3, 0)),
-        readiness_probe: Some(http_probe("/readyz", 5, 3, 0)),
+        startup_probe: Some(http_probe("/healthz", STARTUP_PROBE, w.spec.probes.startup.as_ref())),
+        liveness_probe: Some(http_probe("/livez", LIVENESS_PROBE, w.spec.probes.liveness.as_ref())),
+        readiness_probe: Some(http_probe("/readyz", READINESS_PROBE, w.spec.probes.readiness.as_ref())),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
