@@ -185,3 +185,51 @@ async fn quantities_the_api_server_normalises_cause_no_write_on_a_no_change_pass
     op.stop().await;
     kubelet.abort();
 }
+
+#[tokio::test]
+async fn adding_a_zone_restarts_no_existing_pod() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "addzone").await;
+    let fake = FakeCluster::new().await;
+    let kubelet = spawn_kubelet(client.clone(), &ns.name, fake.clone());
+    let op = RunningOperator::start(config().await, &ns.name);
+    let clusters: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns.name);
+    clusters.create(&PostParams::default(), &cluster(spec(fake.port))).await.expect("creating the cluster");
+    ns.wait_for(&client, "3/3 Ready", Duration::from_secs(90), || async {
+        let st = clusters.get("wal").await.ok()?.status?;
+        (st.ready_replicas == 3).then_some(())
+    })
+    .await;
+    let uids = |list: kube::core::ObjectList<k8s_openapi::api::core::v1::Pod>| -> Vec<(String, String)> {
+        list.items
+            .iter()
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p.metadata.uid.clone().unwrap_or_default()))
+            .collect()
+    };
+    let before = uids(pods.list(&Default::default()).await.expect("pods"));
+
+    let mut s = spec(fake.port);
+    s["bufferPools"][0]["nodeGroups"]
+        .as_array_mut()
+        .expect("groups")
+        .push(json!({"name": "az-d", "zone": "zone-d", "replicas": 1}));
+    clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"bufferPools": s["bufferPools"]}})))
+        .await
+        .expect("adding zone d");
+    ns.wait_for(&client, "4/4 Ready with nothing outdated", Duration::from_secs(60), || async {
+        let st = clusters.get("wal").await.ok()?.status?;
+        let idle = st.rollout.as_ref().is_some_and(|r| r.state == RolloutState::Idle && r.outdated == 0);
+        let updated: i32 = st.node_groups.iter().map(|g| g.updated).sum();
+        (st.ready_replicas == 4 && updated == 4 && idle).then_some(())
+    })
+    .await;
+    let after = uids(pods.list(&Default::default()).await.expect("pods"));
+    for (name, uid) in &before {
+        assert!(after.contains(&(name.clone(), uid.clone())), "pod {name} was restarted by adding a zone");
+    }
+    op.stop().await;
+    kubelet.abort();
+}

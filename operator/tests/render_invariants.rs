@@ -374,3 +374,45 @@ fn liveness_checks_the_process_only_and_probe_timings_come_from_the_spec() {
         assert_eq!((p[0]["periodSeconds"].as_i64(), p[0]["failureThreshold"].as_i64()), (Some(5), Some(120)), "{p}");
     }
 }
+
+#[test]
+fn adding_a_node_group_restarts_no_existing_pod() {
+    // 3 → 4 groups (the seed count used to follow the group count) and 1 → 2 → 3 groups.
+    let base = three_zones();
+    let mut sizes = Vec::new();
+    for n in 1..=4 {
+        let mut c = base.clone();
+        let first = c.spec.buffer_pools[0].node_groups[0].clone();
+        c.spec.buffer_pools[0].node_groups.truncate(n.min(3));
+        if n == 4 {
+            let mut extra = first;
+            extra.name = "az-d".to_string();
+            extra.zone = Some("us-east-1d".to_string());
+            c.spec.buffer_pools[0].node_groups.push(extra);
+        }
+        sizes.push(render(&c, &support::inputs_for(&c)).expect("render"));
+    }
+    for pair in sizes.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        for (i, tmpl) in pod_template_json(before).iter().enumerate() {
+            assert_eq!(
+                Some(tmpl),
+                pod_template_json(after).get(i),
+                "group {i}'s pod template changed when a group was added"
+            );
+        }
+        assert_ne!(
+            before.gossip_seeds.data, after.gossip_seeds.data,
+            "the seeds themselves may grow with the groups (in the ConfigMap)"
+        );
+    }
+    // The pods read their pool's seeds from the seeds ConfigMap.
+    let r = &sizes[3];
+    let seeds = r.gossip_seeds.data.as_ref().and_then(|d| d.get("seeds.default-region-pool")).expect("pool seeds");
+    assert_eq!(seeds, &r.plan.pools[0].gossip_seeds.join(","));
+    let c = &pod_template_json(r)[0]["spec"]["containers"][0];
+    let env = c["env"].as_array().expect("env");
+    let seeds_env = env.iter().find(|e| e["name"] == "WOODPECKER_GOSSIP_SEEDS").expect("seeds env");
+    assert_eq!(seeds_env["valueFrom"]["configMapKeyRef"]["key"], "seeds.default-region-pool");
+    assert!(c["args"].as_array().expect("args").iter().any(|a| a == "--seeds=$(WOODPECKER_GOSSIP_SEEDS)"));
+}

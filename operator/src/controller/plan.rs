@@ -66,7 +66,11 @@ pub fn render(cr: &WoodpeckerCluster, resolved: &Resolved) -> Result<Desired, St
     Ok(Desired {
         service_accounts: rendered.service_account.iter().cloned().collect(),
         services,
-        config_maps: vec![rendered.server_config.clone(), rendered.client_bundle.clone()],
+        config_maps: vec![
+            rendered.server_config.clone(),
+            rendered.client_bundle.clone(),
+            rendered.gossip_seeds.clone(),
+        ],
         secrets: rendered.credentials_overlay.iter().cloned().collect(),
         pdbs: rendered.pdb.iter().cloned().collect(),
         admin_port: admin_port(cr),

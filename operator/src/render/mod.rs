@@ -244,6 +244,9 @@ pub struct Rendered {
     pub credentials_overlay: Option<Secret>,
     /// Client bundle ConfigMap (its name goes into `status.clientConfigMap`).
     pub client_bundle: ConfigMap,
+    /// Every pool's gossip seeds (`seeds.<pool>`), read by the pods through an env var so that a
+    /// change of seeds restarts nothing.
+    pub gossip_seeds: ConfigMap,
     /// PodDisruptionBudget, unless disabled or there are no local pods.
     pub pdb: Option<PodDisruptionBudget>,
     /// One StatefulSet per local node group, in spec order.
@@ -267,6 +270,7 @@ impl Rendered {
             out.push(RenderedObject::Secret(s.clone()));
         }
         out.push(RenderedObject::ConfigMap(self.client_bundle.clone()));
+        out.push(RenderedObject::ConfigMap(self.gossip_seeds.clone()));
         out.extend(self.headless_services.iter().cloned().map(RenderedObject::Service));
         out.extend(self.seed_services.iter().cloned().map(RenderedObject::Service));
         out.push(RenderedObject::Service(self.admin_service.clone()));
@@ -425,6 +429,19 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         ..Default::default()
     };
 
+    let seeds_name = plan.names.gossip_seeds();
+    let gossip_seeds = ConfigMap {
+        metadata: object_meta(seeds_name.clone(), ns, names::common_labels(cr, "gossip-seeds", &version), &owner),
+        data: Some(
+            plan.pools
+                .iter()
+                .filter(|p| !p.gossip_seeds.is_empty())
+                .map(|p| (names::gossip_seeds_key(&p.name), p.gossip_seeds.join(",")))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+
     let iam = spec.object_storage.as_ref().and_then(|o| o.credentials.as_ref()).and_then(|c| c.iam.clone());
     let (service_account, service_account_name) = match &spec.service_account_name {
         Some(name) => (None, name.clone()),
@@ -462,6 +479,7 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         template_hash: &template_hash,
         owner: &owner,
         iam_pod_labels: &iam_pod_labels,
+        seeds_config_map: &seeds_name,
     };
     let service_ctx = services::ServiceContext { spec, namespace: ns, cluster: cr, version: &version, owner: &owner };
     for pool in &plan.pools {
@@ -469,7 +487,7 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         headless_services.push(services::headless_service(&service_ctx, hs, &pool.name));
         seed_services.push(services::seed_service(&service_ctx, seed, &pool.name));
         for g in &pool.groups {
-            stateful_sets.push(statefulset::render_stateful_set(&workload, pool, g));
+            stateful_sets.push(statefulset::render_stateful_set(&workload, g));
         }
     }
     let admin_service = services::admin_service(&service_ctx, &plan.names.admin_service());
@@ -513,6 +531,7 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         server_config,
         credentials_overlay,
         client_bundle,
+        gossip_seeds,
         pdb,
         stateful_sets,
         pod_monitor,

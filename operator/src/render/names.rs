@@ -15,6 +15,11 @@ pub const MAX_STATEFULSET_NAME: usize = 52;
 pub const APP_NAME: &str = "woodpecker";
 /// `app.kubernetes.io/managed-by` value.
 pub const MANAGED_BY: &str = "woodpecker-operator";
+/// Key of a pool's gossip seeds in the [`Names::gossip_seeds`] ConfigMap.
+pub fn gossip_seeds_key(pool: &str) -> String {
+    format!("seeds.{}", label_value(pool))
+}
+
 /// Label key: the WoodpeckerCluster name.
 pub const LABEL_CLUSTER: &str = "woodpecker.zilliz.io/cluster";
 /// Label key: the buffer pool.
@@ -113,6 +118,11 @@ impl Names {
     /// Client bundle ConfigMap.
     pub fn client_bundle(&self) -> String {
         fit_name(&format!("{}-client", self.cluster), MAX_NAME)
+    }
+
+    /// ConfigMap of every pool's gossip seeds, read by the server pods through an env var.
+    pub fn gossip_seeds(&self) -> String {
+        fit_name(&format!("{}-gossip-seeds", self.cluster), MAX_NAME)
     }
 
     /// PodDisruptionBudget.

@@ -7,11 +7,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, TopologySpreadConstraint,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -22,7 +22,7 @@ use super::names::{
     self, ANNOTATION_CONFIG_HASH, ANNOTATION_RESTART_TOKEN, LABEL_NODE_GROUP, LABEL_POOL, LABEL_REGION,
     LABEL_RESOURCE_GROUP, LABEL_TOPOLOGY_ZONE, LABEL_ZONE, label_value,
 };
-use super::plan::{GroupPlan, PoolPlan};
+use super::plan::GroupPlan;
 use super::server_config::{CA_DIR, CA_FILE, CONFIG_DIR, CONFIG_KEY, DATA_DIR, USER_CONFIG_DIR, USER_CONFIG_KEY};
 
 /// Seconds the kubelet waits after SIGTERM; the server finishes within 30 s.
@@ -64,7 +64,12 @@ pub struct WorkloadInputs<'a> {
     pub owner: &'a OwnerReference,
     /// Extra pod labels from IAM settings.
     pub iam_pod_labels: &'a BTreeMap<String, String>,
+    /// The ConfigMap holding every pool's gossip seeds.
+    pub seeds_config_map: &'a str,
 }
+
+/// Env var carrying the pool's gossip seeds from the seeds ConfigMap into `--seeds`.
+pub const SEEDS_ENV: &str = "WOODPECKER_GOSSIP_SEEDS";
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_string(), value: Some(value.into()), ..Default::default() }
@@ -184,7 +189,7 @@ fn spread_constraints(w: &WorkloadInputs<'_>, g: &GroupPlan) -> Vec<TopologySpre
 }
 
 /// Server flags (`woodpecker server …`), per CONTRACT.md.
-pub fn server_args(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> Vec<String> {
+pub fn server_args(w: &WorkloadInputs<'_>, g: &GroupPlan) -> Vec<String> {
     let spec = w.spec;
     let fqdn = format!("$(POD_NAME).{}.$(POD_NAMESPACE).svc.{}", g.headless_service, spec.cluster_domain);
     let mut args = vec!["server".to_string(), format!("--config={CONFIG_DIR}/{CONFIG_KEY}")];
@@ -196,7 +201,9 @@ pub fn server_args(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> Ve
         format!("--gossip-port={}", spec.gossip_port),
         "--node-name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
-        format!("--seeds={}", pool.gossip_seeds.join(",")),
+        // From a ConfigMap, not the template: adding a node group changes the seeds, and that must
+        // restart nothing (seeds only matter when a server joins).
+        format!("--seeds=$({SEEDS_ENV})"),
         format!("--advertise-gossip-addr={fqdn}:{}", spec.gossip_port),
         format!("--advertise-service-addr={fqdn}:{}", spec.service_port),
         format!("--cluster={}", w.cluster),
@@ -212,7 +219,7 @@ pub fn server_args(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> Ve
 }
 
 /// The StatefulSet of node group `g`.
-pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> StatefulSet {
+pub fn render_stateful_set(w: &WorkloadInputs<'_>, g: &GroupPlan) -> StatefulSet {
     let spec = w.spec;
     let labels = pod_labels(w, g);
     let mut annotations = spec.pod_annotations.clone();
@@ -228,6 +235,18 @@ pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPla
         env("METRICS_PORT", spec.metrics_port.to_string()),
         env("CLUSTER_NAME", w.cluster),
         env("RESOURCE_GROUP", g.resource_group.clone()),
+        EnvVar {
+            name: SEEDS_ENV.to_string(),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: w.seeds_config_map.to_string(),
+                    key: names::gossip_seeds_key(&g.pool),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ];
     if let Some(zone) = &g.zone {
         env_vars.push(env("AVAILABILITY_ZONE", zone.clone()));
@@ -310,7 +329,7 @@ pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPla
         image: Some(spec.image.clone()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
         command: Some(vec!["woodpecker".to_string()]),
-        args: Some(server_args(w, pool, g)),
+        args: Some(server_args(w, g)),
         env: Some(env_vars),
         ports: Some(vec![
             port(PORT_NAME_SERVICE, spec.service_port, "TCP"),
