@@ -233,3 +233,73 @@ async fn adding_a_zone_restarts_no_existing_pod() {
     op.stop().await;
     kubelet.abort();
 }
+
+#[tokio::test]
+async fn relabelling_a_referenced_secret_restarts_nothing_but_changing_its_data_rolls() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "secretmeta").await;
+    let fake = FakeCluster::new().await;
+    let kubelet = spawn_kubelet(client.clone(), &ns.name, fake.clone());
+    let op = RunningOperator::start(config().await, &ns.name);
+    let clusters: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123"},
+    }))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("creating the Secret");
+    let mut s = spec(fake.port);
+    s["objectStorage"] = json!({
+        "endpoint": {"address": "minio.example", "port": 9000},
+        "bucket": "wal",
+        "credentials": {"secretRef": {"name": "s3-creds"}},
+    });
+    clusters.create(&PostParams::default(), &cluster(s)).await.expect("creating the cluster");
+    ns.wait_for(&client, "3/3 Ready", Duration::from_secs(90), || async {
+        let st = clusters.get("wal").await.ok()?.status?;
+        (st.ready_replicas == 3).then_some(())
+    })
+    .await;
+    let hash = |s: &StatefulSet| template(s)["metadata"]["annotations"]["woodpecker.zilliz.io/config-hash"].clone();
+    let before = hash(&sts.get("wal-pool-az-a").await.expect("sts"));
+
+    // kubectl label / a backup tool's annotation: a new resourceVersion, the same data.
+    for i in 0..2 {
+        let passes = reconciles(&op);
+        secrets
+            .patch(
+                "s3-creds",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"backup": format!("run-{i}")}}})),
+            )
+            .await
+            .expect("labelling the Secret");
+        ns.wait_for(&client, "a pass after the Secret changed", Duration::from_secs(20), || async {
+            (reconciles(&op) > passes).then_some(())
+        })
+        .await;
+    }
+    let now = hash(&sts.get("wal-pool-az-a").await.expect("sts"));
+    assert_eq!(before, now, "relabelling a referenced Secret changed the pod template (a cluster-wide restart)");
+
+    // A change of its data rolls the pods.
+    secrets
+        .patch(
+            "s3-creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"AWS_SECRET_ACCESS_KEY": "rotated456"}})),
+        )
+        .await
+        .expect("rotating the Secret");
+    ns.wait_for(&client, "a new template hash after the rotation", Duration::from_secs(20), || async {
+        let now = hash(&sts.get("wal-pool-az-a").await.ok()?);
+        (now != before).then_some(())
+    })
+    .await;
+    op.stop().await;
+    kubelet.abort();
+}

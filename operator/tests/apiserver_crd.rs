@@ -204,7 +204,7 @@ async fn every_rendered_object_of_every_sample_passes_server_side_dry_run() {
         doc["metadata"] = json!({"name": name, "namespace": ns.name});
         let cr: WoodpeckerCluster = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{what}: {e}"));
         let created = api.create(&PostParams::default(), &cr).await.unwrap_or_else(|e| panic!("{what}: create: {e}"));
-        let mut inputs = RenderInputs { secrets: BTreeMap::new(), config_maps: BTreeMap::new() };
+        let mut inputs = RenderInputs { secrets: BTreeMap::new(), config_maps: BTreeMap::new(), stamp_key: None };
         for r in load::references(&created) {
             let data: BTreeMap<String, String> = r
                 .keys

@@ -416,3 +416,42 @@ fn adding_a_node_group_restarts_no_existing_pod() {
     assert_eq!(seeds_env["valueFrom"]["configMapKeyRef"]["key"], "seeds.default-region-pool");
     assert!(c["args"].as_array().expect("args").iter().any(|a| a == "--seeds=$(WOODPECKER_GOSSIP_SEEDS)"));
 }
+
+#[test]
+fn with_the_stamp_key_hashes_follow_secret_data_not_versions_and_need_the_key() {
+    let text = std::fs::read_to_string(support::samples_dir().join("external-etcd-tls.yaml")).expect("sample");
+    let cluster = support::parse_cluster(&text);
+    let mut inputs = support::inputs_for(&cluster);
+    inputs.stamp_key = Some(b"k1-0123456789abcdef0123456789abcd".to_vec());
+    for s in inputs.secrets.values_mut() {
+        s.metadata.resource_version = Some("100".to_string());
+    }
+    let base = render(&cluster, &inputs).expect("render");
+    let overlay =
+        |r: &woodpecker_operator::render::Rendered| r.credentials_overlay.as_ref().map(|s| s.metadata.name.clone());
+
+    // A label, an annotation or a restore of the same data: new resourceVersion, same data.
+    let mut relabelled = inputs.clone();
+    for s in relabelled.secrets.values_mut() {
+        s.metadata.resource_version = Some("200".to_string());
+        s.metadata.labels = Some([("backup".to_string(), "yes".to_string())].into());
+    }
+    let same = render(&cluster, &relabelled).expect("render");
+    assert_eq!(base.template_hash, same.template_hash, "a metadata-only write must restart nothing");
+    assert_eq!(overlay(&base), overlay(&same));
+
+    // A change of data rolls the pods onto a new overlay.
+    let mut rotated = inputs.clone();
+    if let Some(data) = rotated.secrets.get_mut("minio-creds").and_then(|s| s.data.as_mut()) {
+        data.insert("secretkey".to_string(), ByteString(b"rotated".to_vec()));
+    }
+    let after = render(&cluster, &rotated).expect("render");
+    assert_ne!(base.template_hash, after.template_hash);
+    assert_ne!(overlay(&base), overlay(&after));
+
+    // Without the key the published hash cannot be recomputed from guessed data.
+    let mut other_key = inputs.clone();
+    other_key.stamp_key = Some(b"k2-0123456789abcdef0123456789abcd".to_vec());
+    let other = render(&cluster, &other_key).expect("render");
+    assert_ne!(base.template_hash, other.template_hash);
+}

@@ -58,7 +58,11 @@ pub fn render(cr: &WoodpeckerCluster, resolved: &Resolved) -> Result<Desired, St
     if let Err(errors) = render::validate_cluster(cr) {
         return Err(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
     }
-    let inputs = RenderInputs { secrets: resolved.secrets.clone(), config_maps: resolved.config_maps.clone() };
+    let inputs = RenderInputs {
+        secrets: resolved.secrets.clone(),
+        config_maps: resolved.config_maps.clone(),
+        stamp_key: resolved.stamp_key.clone(),
+    };
     let rendered = render::render(cr, &inputs).map_err(|e| e.to_string())?;
     let mut services = rendered.headless_services.clone();
     services.extend(rendered.seed_services.iter().cloned());

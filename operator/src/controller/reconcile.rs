@@ -66,10 +66,13 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     let refs = load::references(&cr);
     let named: Vec<(String, String)> = refs.iter().map(|r| (r.kind.to_string(), r.name.clone())).collect();
     ctx.references.set(&ns, &name, &named);
-    let resolved = load::resolve(&ctx.client, &ctx.users, &ns, &refs).await?;
+    let mut resolved = load::resolve(&ctx.client, &ctx.users, &ns, &refs).await?;
     if !resolved.missing.is_empty() {
         let message = resolved.missing.join("; ");
         return invalid(&cr, &ctx, &previous, "MissingReference", &message).await;
+    }
+    if !refs.is_empty() {
+        resolved.stamp_key = Some(stamp_key(&cr, &ctx, &ns).await?);
     }
 
     // 2. Render (pure).
@@ -171,6 +174,50 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
 
     let busy = plan.busy || writes > 0;
     Ok(if busy { Action::requeue(ctx.settings.busy_requeue) } else { Action::requeue(ctx.settings.idle_requeue) })
+}
+
+/// Data key of the stamp key Secret.
+const STAMP_KEY: &str = "key";
+
+/// The cluster's stamp key: read from its `<cluster>-stamp-key` Secret (cached), created with 32
+/// random bytes the first time. Owned by the cluster, so it goes with it.
+async fn stamp_key(cr: &WoodpeckerCluster, ctx: &Context, ns: &str) -> Result<Vec<u8>, Error> {
+    let plan_names = crate::render::names::Names::new(&cr.name_any());
+    let name = plan_names.stamp_key();
+    let key_of =
+        |s: &Secret| s.data.as_ref().and_then(|d| d.get(STAMP_KEY)).map(|b| b.0.clone()).filter(|k| !k.is_empty());
+    if let Some(k) = ctx.stores.secrets.get(&ObjectRef::new(&name).within(ns)).as_deref().and_then(key_of) {
+        return Ok(k);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut labels = crate::render::names::common_labels(&cr.name_any(), "stamp-key", "");
+    labels.retain(|_, v| !v.is_empty());
+    let key: [u8; 32] = rand::random();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner_reference(cr)?]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(STAMP_KEY.to_string(), k8s_openapi::ByteString(key.to_vec()))])),
+        immutable: Some(true),
+        type_: Some("Opaque".to_string()),
+        ..Default::default()
+    };
+    match api.create(&kube::api::PostParams::default(), &secret).await {
+        Ok(_) => {
+            ctx.metrics.write("Secret", "create");
+            Ok(key.to_vec())
+        }
+        // Created by an earlier pass the cache has not seen yet.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let live = api.get(&name).await.map_err(|e| Error::kube("get", "Secret", &name, e))?;
+            key_of(&live).ok_or_else(|| Error::Render(format!("Secret {name} has no {STAMP_KEY:?} key")))
+        }
+        Err(e) => Err(Error::kube("create", "Secret", &name, e)),
+    }
 }
 
 /// Stop before any write: ConfigValid=False, a Warning Event, and a slow requeue.

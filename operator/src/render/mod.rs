@@ -87,6 +87,10 @@ pub struct RenderInputs {
     pub secrets: BTreeMap<String, Secret>,
     /// The ConfigMap named by `configRef`.
     pub config_maps: BTreeMap<String, ConfigMap>,
+    /// The cluster's stamp key (its `<cluster>-stamp-key` Secret): the contents of referenced
+    /// objects are stamped with a digest keyed by it. `None` (inputs built by hand) stamps with
+    /// the resourceVersion instead.
+    pub stamp_key: Option<Vec<u8>>,
 }
 
 impl RenderInputs {
@@ -100,24 +104,30 @@ impl RenderInputs {
         secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.as_bytes().to_vec()).ok_or_else(missing)
     }
 
-    /// A version stamp of a referenced object: its resourceVersion, so that hashes published in
-    /// pod annotations and object names are no oracle for guessing credential values. Objects
-    /// without one (built in tests) fall back to a digest of their content.
+    /// A version stamp of a referenced object, published in pod annotations and object names.
+    ///
+    /// With the stamp key it is a keyed digest of the object's contents: a label, an annotation or a
+    /// backup restore of the same data (a new resourceVersion) restarts nothing, a change of data
+    /// rolls the pods, and without the key nobody can test a guessed credential against it.
+    /// Without the key it is the resourceVersion (or, for objects built in tests without one, a
+    /// digest of the contents).
     fn version_of(
+        &self,
         kind: &str,
         name: &str,
         resource_version: Option<&String>,
         content: impl FnOnce() -> Vec<u8>,
     ) -> String {
-        match resource_version {
-            Some(rv) => format!("{kind}/{name}@{rv}"),
-            None => format!("{kind}/{name}#{}", names::short_hash(&content(), 16)),
+        match (&self.stamp_key, resource_version) {
+            (Some(key), _) => format!("{kind}/{name}%{}", names::keyed_hash(key, &content(), 16)),
+            (None, Some(rv)) => format!("{kind}/{name}@{rv}"),
+            (None, None) => format!("{kind}/{name}#{}", names::short_hash(&content(), 16)),
         }
     }
 
     fn secret_version(&self, name: &str) -> String {
         let secret = self.secrets.get(name);
-        Self::version_of("Secret", name, secret.and_then(|s| s.metadata.resource_version.as_ref()), || {
+        self.version_of("Secret", name, secret.and_then(|s| s.metadata.resource_version.as_ref()), || {
             let mut bytes = Vec::new();
             for (k, ByteString(v)) in secret.and_then(|s| s.data.as_ref()).into_iter().flatten() {
                 bytes.extend(k.as_bytes());
@@ -137,12 +147,18 @@ impl RenderInputs {
 
     fn config_map_version(&self, name: &str) -> String {
         let cm = self.config_maps.get(name);
-        Self::version_of("ConfigMap", name, cm.and_then(|c| c.metadata.resource_version.as_ref()), || {
+        self.version_of("ConfigMap", name, cm.and_then(|c| c.metadata.resource_version.as_ref()), || {
             let mut bytes = Vec::new();
             for (k, v) in cm.and_then(|c| c.data.as_ref()).into_iter().flatten() {
                 bytes.extend(k.as_bytes());
                 bytes.push(0);
                 bytes.extend(v.as_bytes());
+                bytes.push(0);
+            }
+            for (k, ByteString(v)) in cm.and_then(|c| c.binary_data.as_ref()).into_iter().flatten() {
+                bytes.extend(k.as_bytes());
+                bytes.push(0);
+                bytes.extend(v);
                 bytes.push(0);
             }
             bytes

@@ -47,6 +47,17 @@ pub fn short_hash(data: &[u8], len: usize) -> String {
     digest[..len.min(digest.len())].to_string()
 }
 
+/// Hex SHA-256 of `key`, a separator and `data`, cut to `len` characters: a digest only the holder
+/// of `key` can compute, so publishing it reveals nothing testable about `data`.
+pub fn keyed_hash(key: &[u8], data: &[u8], len: usize) -> String {
+    let mut h = Sha256::new();
+    h.update((key.len() as u64).to_be_bytes());
+    h.update(key);
+    h.update(data);
+    let digest = hex::encode(h.finalize());
+    digest[..len.min(digest.len())].to_string()
+}
+
 /// `base` if it fits in `max` characters, else a prefix of it plus `-<hash8 of base>`.
 pub fn fit_name(base: &str, max: usize) -> String {
     if base.len() <= max {
@@ -118,6 +129,11 @@ impl Names {
     /// Client bundle ConfigMap.
     pub fn client_bundle(&self) -> String {
         fit_name(&format!("{}-client", self.cluster), MAX_NAME)
+    }
+
+    /// Secret holding the key of the digests that stamp referenced objects' contents.
+    pub fn stamp_key(&self) -> String {
+        fit_name(&format!("{}-stamp-key", self.cluster), MAX_NAME)
     }
 
     /// ConfigMap of every pool's gossip seeds, read by the server pods through an env var.
