@@ -248,7 +248,16 @@ pub fn remember(m: &mut ClusterMemory, plan: &Plan, evicted: bool) {
         m.roll = plan.roll_memory.clone();
     }
     m.decommission_since = plan.decommission_since.clone();
+    m.replicas_applied.retain(|name, _| plan.stateful_sets.iter().any(|s| s.metadata.name.as_deref() == Some(name)));
     m.stalled_reported = plan.stalled.iter().cloned().collect();
+}
+
+/// The replicas the StatefulSet `name` runs with: what this operator last applied, else what the
+/// cache shows. The cache may still show the count from before our own shrink (the pod it drained is
+/// terminating, so the planner holds nothing): rendering from it would write the old count back and
+/// recreate the drained pod.
+fn applied_replicas(memory: &ClusterMemory, name: &str, live: Option<&StatefulSet>) -> Option<i32> {
+    memory.replicas_applied.get(name).copied().or_else(|| live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas))
 }
 
 /// A pool as the scale planner sees it: name, ensemble size to keep (0: retired), and its
@@ -688,7 +697,7 @@ pub fn plan(
         let mut groups = Vec::new();
         for (sts_name, wanted) in pool_groups {
             let live = live_sts.get(sts_name);
-            let current = live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
+            let current = applied_replicas(memory, sts_name, live.copied());
             let prefix = format!("data-{sts_name}-");
             let pvc_max = obs
                 .pvcs
@@ -821,7 +830,10 @@ pub fn plan(
             let mut s = s.clone();
             let name = s.name_any();
             let live = live_sts.get(&name).and_then(|l| l.spec.as_ref());
-            let replicas = replicas_override.get(&name).copied().or(live.and_then(|l| l.replicas));
+            let replicas = replicas_override
+                .get(&name)
+                .copied()
+                .or_else(|| applied_replicas(memory, &name, live_sts.get(&name).copied()));
             if let Some(spec) = s.spec.as_mut() {
                 if let Some(r) = replicas {
                     spec.replicas = Some(r);
@@ -859,7 +871,7 @@ pub fn plan(
             let replicas = replicas_override
                 .get(&g.stateful_set)
                 .copied()
-                .or_else(|| live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas))
+                .or_else(|| applied_replicas(memory, &g.stateful_set, live.copied()))
                 .unwrap_or(g.replicas);
             ExpectedGroup {
                 pool: g.pool.clone(),
@@ -1176,6 +1188,27 @@ mod tests {
             }
             other => panic!("expected an eviction, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn replicas_are_not_rendered_from_a_cache_behind_our_own_shrink() {
+        // Last pass shrank az-a 2 → 1; the cache still shows 2 and the drained pod terminating.
+        let cr = cluster(1);
+        let desired = render(&cr, &Resolved::default()).unwrap();
+        let sts = live_sts(&desired, &[("wal-pool-az-a", 2)]);
+        let mut pods = four_active_pods(&desired);
+        pods[1].terminating = true;
+        let pvcs: BTreeMap<String, Option<String>> = ["data-wal-pool-az-a-0", "data-wal-pool-az-a-1"]
+            .iter()
+            .map(|n| (n.to_string(), Some("10Gi".to_string())))
+            .collect();
+        let previous = WoodpeckerClusterStatus::default();
+        let obs = Observed { stateful_sets: &sts, pods: &pods, pvcs: &pvcs, previous: &previous };
+        let mut memory = ClusterMemory::default();
+        memory.replicas_applied.insert("wal-pool-az-a".into(), 1);
+        let p = plan(&cr, &desired, &obs, &memory, Timestamp::now());
+        let a = p.stateful_sets.iter().find(|s| s.metadata.name.as_deref() == Some("wal-pool-az-a")).unwrap();
+        assert_eq!(a.spec.as_ref().unwrap().replicas, Some(1), "the old count would recreate the drained pod");
     }
 
     #[test]

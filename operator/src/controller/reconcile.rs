@@ -117,6 +117,13 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
 
     // StatefulSets: replicas held at max(old, new) while a scale-down drains (the plan decides).
     writes += apply_all(&ctx, &ns, &ctx.stores.stateful_sets, &plan.stateful_sets, &owner).await?;
+    ctx.with_memory(&key, |m| {
+        for s in &plan.stateful_sets {
+            if let (Some(name), Some(r)) = (s.metadata.name.clone(), s.spec.as_ref().and_then(|s| s.replicas)) {
+                m.replicas_applied.insert(name, r);
+            }
+        }
+    });
     writes += collect_old_configs(&ctx, &ns, &name, &desired, &views).await?;
     // Objects the render no longer contains (pdb.enabled false, a removed pool's Services, a
     // ServiceAccount the spec now names itself). Removed groups' StatefulSets drain first (scale).
