@@ -78,7 +78,9 @@ pub const DEFAULT_RESOURCE_GROUP: &str = "default";
     validation = Rule::new("!has(oldSelf.bufferPools) || oldSelf.bufferPools.all(o, o.nodeGroups.all(g, g.replicas == 0) || (has(self.bufferPools) && self.bufferPools.exists(n, n.name == o.name)))")
         .message("a buffer pool can only be removed after all its node groups are scaled to 0 replicas"),
     validation = Rule::new("has(oldSelf.bufferPools) == has(self.bufferPools)")
-        .message("switching between the implicit pool (spec.replicas) and spec.bufferPools would rename every pod; it is not allowed")
+        .message("switching between the implicit pool (spec.replicas) and spec.bufferPools would rename every pod; it is not allowed"),
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
+        .message("storageClassName is immutable: the StatefulSets' volumeClaimTemplates cannot change")
 )]
 pub struct WoodpeckerClusterSpec {
     /// Server image (upstream field).
@@ -107,7 +109,7 @@ pub struct WoodpeckerClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Default StorageClass of the data PVCs (upstream field).
+    /// Default StorageClass of the data PVCs (upstream field). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
 

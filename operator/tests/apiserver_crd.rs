@@ -113,6 +113,23 @@ async fn cel_rejects_invalid_specs_with_clear_messages() {
         {"name": "a", "zone": "z2", "replicas": 1, "storage": {"size": "10Gi"}}]}]);
     let rezone = api.patch("immut", &pp, &Patch::Merge(json!({"spec": {"bufferPools": rezone_pools}}))).await;
     expect_rejected(rezone, "zone is immutable");
+    // The cluster-wide StorageClass too (a change used to reach the StatefulSet as a 422 and halt
+    // every pass): neither set, changed nor cleared.
+    let set = api.patch("immut", &pp, &Patch::Merge(json!({"spec": {"storageClassName": "fast"}}))).await;
+    expect_rejected(set, "storageClassName is immutable");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(raw("sc", json!({"storageClassName": "gp3", "bufferPools": pools}))).unwrap(),
+    )
+    .await
+    .expect("valid cluster with a StorageClass");
+    let change = api.patch("sc", &pp, &Patch::Merge(json!({"spec": {"storageClassName": "gp2"}}))).await;
+    expect_rejected(change, "storageClassName is immutable");
+    let clear = api.patch("sc", &pp, &Patch::Merge(json!({"spec": {"storageClassName": null}}))).await;
+    expect_rejected(clear, "storageClassName is immutable");
+    api.patch("sc", &pp, &Patch::Merge(json!({"spec": {"storageClassName": "gp3", "paused": true}})))
+        .await
+        .expect("other fields still change");
 }
 
 fn samples_dir() -> PathBuf {

@@ -472,6 +472,12 @@ pub fn observed_status(
     if counts.len() > 1 {
         degraded.push(format!("pods disagree on member counts: {counts:?}"));
     }
+    // An admin API that does not answer would otherwise show only as "0 active members".
+    let admin_errors: Vec<String> =
+        live.iter().filter_map(|v| v.admin_error.as_ref().map(|e| format!("{}: {e}", v.name))).collect();
+    if !admin_errors.is_empty() {
+        degraded.push(format!("admin API failed on {}", admin_errors.join("; ")));
+    }
     let unhealthy: Vec<&str> = live.iter().filter(|v| v.log_healthy == Some(false)).map(|v| v.name.as_str()).collect();
     if !unhealthy.is_empty() {
         degraded.push(format!("log-health 503 on {}", unhealthy.join(", ")));

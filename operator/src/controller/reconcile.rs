@@ -19,7 +19,8 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use woodpecker_crds::{
-    CONDITION_CONFIG_VALID, CONDITION_MONITORING_UNAVAILABLE, ClusterPhase, WoodpeckerCluster, WoodpeckerClusterStatus,
+    CONDITION_CONFIG_VALID, CONDITION_MONITORING_UNAVAILABLE, CONDITION_RECONCILE_FAILED, ClusterPhase,
+    WoodpeckerCluster, WoodpeckerClusterStatus,
 };
 
 use super::apply::{Applied, FIELD_MANAGER, apply, stamp};
@@ -37,6 +38,26 @@ pub async fn reconcile(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result<
             let previous = cr.status.clone().unwrap_or_default();
             let message = format!("the API server rejected {action} of {kind} {name}: {source}");
             invalid(&cr, &ctx, &previous, "RenderedObjectRejected", &message).await
+        }
+        // Any other API error (403 exceeded quota or forbidden, 404, 409, 5xx): say so in the
+        // status, then retry with backoff. A pass that gets through clears it.
+        Err(e @ Error::Kube { .. }) => {
+            let previous = cr.status.clone().unwrap_or_default();
+            let mut status = previous.clone();
+            let message = truncate(&e.to_string(), 1000);
+            conditions::set(
+                &mut status.conditions,
+                &previous.conditions,
+                CONDITION_RECONCILE_FAILED,
+                true,
+                "APIError",
+                &message,
+                cr.metadata.generation,
+            );
+            if let Err(status_err) = patch_status(&cr, &ctx, &previous, status).await {
+                tracing::warn!(error = %status_err, "reporting a failed pass in status failed too");
+            }
+            Err(e)
         }
         other => other,
     }
@@ -164,6 +185,15 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
         CONDITION_CONFIG_VALID,
         true,
         "Valid",
+        "",
+        cr.metadata.generation,
+    );
+    conditions::set(
+        &mut conds,
+        &previous.conditions,
+        CONDITION_RECONCILE_FAILED,
+        false,
+        "Reconciled",
         "",
         cr.metadata.generation,
     );

@@ -274,6 +274,8 @@ pub struct FakeNode {
     pub joined_at: Option<Instant>,
     /// Answer 503 on /admin/log-health.
     pub log_unhealthy: bool,
+    /// Answer 500 on /admin/node/status.
+    pub status_fails: bool,
 }
 
 /// The fake LogStore cluster behind every pod's admin port.
@@ -345,7 +347,14 @@ impl FakeCluster {
         };
         self.nodes.lock().unwrap().insert(
             name.to_string(),
-            FakeNode { ip, az: az.to_string(), state: "active".into(), joined_at: None, log_unhealthy: false },
+            FakeNode {
+                ip,
+                az: az.to_string(),
+                state: "active".into(),
+                joined_at: None,
+                log_unhealthy: false,
+                status_fails: false,
+            },
         );
         self.ips.lock().unwrap().insert(ip, name.to_string());
         let app = Router::new()
@@ -407,6 +416,7 @@ async fn status_h(State((c, name)): FakeState) -> impl IntoResponse {
     let members = c.members().len() as u32;
     let n = c.nodes.lock().unwrap().get(&name).cloned();
     match n {
+        Some(n) if n.status_fails => (StatusCode::INTERNAL_SERVER_ERROR, "data dir not writable").into_response(),
         Some(n) => axum::Json(NodeStatus {
             node_name: name,
             state: n.state,
