@@ -164,6 +164,16 @@ fn small_groups(a: i32) -> serde_json::Value {
 
 impl Realistic {
     async fn start(prefix: &str, drain: Drain, never_start: &[&str], a: i32, ready: usize) -> Self {
+        Self::start_with(prefix, drain, never_start, small_groups(a), ready).await
+    }
+
+    async fn start_with(
+        prefix: &str,
+        drain: Drain,
+        never_start: &[&str],
+        groups: serde_json::Value,
+        ready: usize,
+    ) -> Self {
         let client = client().await;
         install_crd(&client).await;
         let ns = TestNamespace::new(&client, prefix).await;
@@ -184,7 +194,7 @@ impl Realistic {
                 "metricsPort": fake.port,
                 "quorum": {"ensembleSize": 3, "strategy": "multi-az-single-rg", "affinityMode": "hard"},
                 "rolloutPolicy": {"settleTimeSeconds": 0},
-                "bufferPools": small_groups(a),
+                "bufferPools": groups,
             },
         }))
         .expect("cluster");
@@ -353,5 +363,52 @@ async fn a_paused_cluster_gets_no_write_at_all_until_it_is_unpaused() {
         .await
         .expect("unpausing");
     t.sts_replicas(1, "the scale-down proceeds once unpaused").await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn victims_drain_one_at_a_time_from_the_top() {
+    let t = Realistic::start("onebyone", Drain::After(Duration::from_secs(1)), &[], 3, 5).await;
+    t.scale_a(1).await;
+    t.sts_replicas(1, "az-a shrunk to 1").await;
+    assert_eq!(
+        t.fake.decommissions.lock().unwrap().as_slice(),
+        ["wal-pool-az-a-2".to_string(), "wal-pool-az-a-1".to_string()],
+        "the highest ordinal first, each once"
+    );
+    assert_eq!(*t.fake.max_draining.lock().unwrap(), 1, "two victims drained at once (maxUnavailable is 1)");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_scale_down_that_leaves_fewer_zones_than_the_ensemble_size_is_refused() {
+    let groups = |c: i32| {
+        json!([{"name": "pool", "nodeGroups": [
+            {"name": "az-a", "zone": "zone-a", "replicas": 2},
+            {"name": "az-b", "zone": "zone-b", "replicas": 2},
+            {"name": "az-c", "zone": "zone-c", "replicas": c},
+        ]}])
+    };
+    let t = Realistic::start_with("zones", Drain::Instant, &[], groups(1), 5).await;
+    // 4 pods stay (≥ ES 3), but only 2 zones: a hard multi-az strategy cannot place a segment.
+    t.clusters
+        .patch("wal", &PatchParams::default(), &Patch::Merge(json!({"spec": {"bufferPools": groups(0)}})))
+        .await
+        .expect("emptying zone c");
+    let cond =
+        t.ns.wait_for(
+            &t.client,
+            "TopologyValid=False saying the scale-down was refused",
+            Duration::from_secs(30),
+            || async {
+                let st = t.clusters.get("wal").await.ok()?.status?;
+                st.conditions.into_iter().find(|c| c.type_ == "TopologyValid" && c.reason == "ScaleDownRefused")
+            },
+        )
+        .await;
+    assert!(cond.message.contains("zone"), "{}", cond.message);
+    assert!(t.fake.decommissions.lock().unwrap().is_empty(), "zone c's pod was decommissioned");
+    let sts: Api<StatefulSet> = Api::namespaced(t.client.clone(), &t.ns.name);
+    assert_eq!(sts.get("wal-pool-az-c").await.expect("sts").spec.and_then(|s| s.replicas), Some(1));
     t.stop().await;
 }

@@ -699,6 +699,10 @@ pub fn plan(
             },
         }
     }
+    // One victim drains at a time per unit of maxUnavailable, across the whole cluster (the PDB is).
+    let mut budget = spec.rollout_policy.max_unavailable;
+    let hard_multi_az =
+        spec.quorum.strategy.is_multi_az() && spec.quorum.affinity_mode == woodpecker_crds::AffinityMode::Hard;
     for (pool_name, pool_es, pool_groups) in &pools_to_scale {
         let mut groups = Vec::new();
         for (sts_name, wanted) in pool_groups {
@@ -727,6 +731,7 @@ pub fn plan(
                     });
                     ScalePodView {
                         exists: v.is_some(),
+                        terminating: pods.get(name.as_str()).is_some_and(|v| v.terminating),
                         started: v.is_some_and(|v| v.started),
                         state: v.and_then(|v| v.status.as_ref()).map(|s| NodeState::parse(&s.state)),
                         safe_to_terminate: v.and_then(|v| v.decommission.as_ref()).is_some_and(|d| d.safe_to_terminate),
@@ -741,17 +746,32 @@ pub fn plan(
             if current.is_some_and(|c| *wanted > c) {
                 scaling_up = true;
             }
-            groups.push(GroupScaleInput { stateful_set: sts_name.clone(), desired: *wanted, current, pods: views });
+            let zone = cplan
+                .pools
+                .iter()
+                .flat_map(|p| p.groups.iter())
+                .find(|g| &g.stateful_set == sts_name)
+                .and_then(|g| g.zone.clone());
+            groups.push(GroupScaleInput {
+                stateful_set: sts_name.clone(),
+                desired: *wanted,
+                current,
+                pods: views,
+                zone,
+            });
         }
         let input = PoolScaleInput {
             pool: pool_name.clone(),
             ensemble_size: *pool_es,
             delete_pvcs: spec.scale_down.pvc_policy == PvcPolicy::Delete,
             decommission_timeout_seconds: i64::from(spec.scale_down.decommission_timeout_seconds),
+            budget: budget.max(0),
+            min_zones: if hard_multi_az && *pool_es > 0 { es } else { 0 },
             now: secs,
             groups: groups.clone(),
         };
         let sp = plan_pool_scale(&input);
+        budget -= sp.draining;
         for a in sp.actions {
             match a {
                 // A removed group is drained: delete its StatefulSet (below).

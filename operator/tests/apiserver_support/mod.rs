@@ -294,6 +294,8 @@ pub struct FakeCluster {
     pub decommissions: Arc<Mutex<Vec<String>>>,
     /// Cancel requests received, by pod.
     pub cancels: Arc<Mutex<Vec<String>>>,
+    /// Most pods draining at once (in gossip and not `active`), seen when a decommission arrives.
+    pub max_draining: Arc<Mutex<usize>>,
     /// How a decommission drains.
     pub drain: Arc<Mutex<Drain>>,
     /// Pods the kubelet never starts (they stay Pending, as on a node that cannot run them).
@@ -327,6 +329,7 @@ impl FakeCluster {
             listeners: Default::default(),
             decommissions: Default::default(),
             cancels: Default::default(),
+            max_draining: Default::default(),
             drain: Arc::new(Mutex::new(Drain::Instant)),
             never_start: Default::default(),
             started: Default::default(),
@@ -445,6 +448,13 @@ async fn health_h(State((c, name)): FakeState) -> impl IntoResponse {
 async fn decom_h(State((c, name)): FakeState) -> impl IntoResponse {
     c.decommissions.lock().unwrap().push(name.clone());
     let drain = *c.drain.lock().unwrap();
+    {
+        let nodes = c.nodes.lock().unwrap();
+        let others =
+            nodes.iter().filter(|(n, node)| **n != name && node.joined_at.is_some() && node.state != "active").count();
+        let mut max = c.max_draining.lock().unwrap();
+        *max = (*max).max(others + 1);
+    }
     if let Some(n) = c.nodes.lock().unwrap().get_mut(&name) {
         if n.state != "active" {
             return StatusCode::OK;
