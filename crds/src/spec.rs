@@ -446,7 +446,10 @@ pub struct CustomPlacement {
 pub struct BufferPool {
     /// Pool name, DNS-1123 label. Immutable (it is the key of this list).
     #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("buffer pool name is immutable"))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("buffer pool name is immutable"),
+        validation = Rule::new("self != 'admin'").message("a buffer pool cannot be named admin: its seed Service would be the admin Service")
+    )]
     pub name: String,
     /// Node groups; each renders one StatefulSet, usually one per zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

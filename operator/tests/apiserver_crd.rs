@@ -92,6 +92,14 @@ async fn cel_rejects_invalid_specs_with_clear_messages() {
         "cross-region needs at least 2 buffer pools",
     );
     expect_rejected(
+        create_raw(
+            &api,
+            raw("adminpool", json!({"bufferPools": [{"name": "admin", "nodeGroups": [{"name": "a", "replicas": 3}]}]})),
+        )
+        .await,
+        "cannot be named admin",
+    );
+    expect_rejected(
         create_raw(&api, raw("a-very-long-cluster-name-that-exceeds-the-forty-char-limit", json!({}))).await,
         "at most 40 characters",
     );

@@ -254,6 +254,8 @@ fn pods_are_pinned_to_their_zone_and_run_hardened() {
         assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
         let args = c.args.clone().unwrap_or_default();
         assert!(args.contains(&format!("--availability-zone={zone}")), "{args:?}");
+        // The binary by absolute path (CONTRACT.md), not whatever PATH the image has.
+        assert_eq!(c.command.as_deref(), Some(&["/usr/local/bin/woodpecker".to_string()][..]));
         assert_eq!(
             c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone()).as_deref(),
             Some("/readyz")

@@ -68,6 +68,10 @@ pub struct WorkloadInputs<'a> {
     pub seeds_config_map: &'a str,
 }
 
+/// The server binary, by absolute path (CONTRACT.md: the image puts it in `/usr/local/bin`; the
+/// image's PATH is not part of the contract).
+pub const SERVER_BINARY: &str = "/usr/local/bin/woodpecker";
+
 /// Env var carrying the pool's gossip seeds from the seeds ConfigMap into `--seeds`.
 pub const SEEDS_ENV: &str = "WOODPECKER_GOSSIP_SEEDS";
 
@@ -328,7 +332,7 @@ pub fn render_stateful_set(w: &WorkloadInputs<'_>, g: &GroupPlan) -> StatefulSet
         name: CONTAINER_NAME.to_string(),
         image: Some(spec.image.clone()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
-        command: Some(vec!["woodpecker".to_string()]),
+        command: Some(vec![SERVER_BINARY.to_string()]),
         args: Some(server_args(w, g)),
         env: Some(env_vars),
         ports: Some(vec![
