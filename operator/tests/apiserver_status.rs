@@ -50,6 +50,15 @@ async fn a_failing_admin_api_is_named_in_the_degraded_condition() {
     if let Some(n) = fake.nodes.lock().unwrap().get_mut("wal-pool-az-b-0") {
         n.status_fails = true;
     }
+    // A converged cluster is looked at again only on its idle requeue: poke it (a watch event).
+    clusters
+        .patch(
+            "wal",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"test/poke": "1"}}})),
+        )
+        .await
+        .expect("poking the cluster");
     let cond = ns
         .wait_for(&client, "Degraded naming the failing admin API", Duration::from_secs(60), || async {
             let st = clusters.get("wal").await.ok()?.status?;
