@@ -304,25 +304,22 @@ fn template_pending(sts: &StatefulSet, target_hash: &str, token: &str) -> bool {
         || observed.is_none_or(|o| Some(o) < sts.metadata.generation)
 }
 
-/// Whether a pod runs the target revision, config hash and restart token; `Err` names what differs.
+/// Whether a pod runs the target revision, config hash and restart token; `Err` names what differs
+/// ([`crate::decide::rollout::outdated_reason`], the roll's own definition).
 pub fn pod_is_current(pod: &Pod, sts: Option<&StatefulSet>, target_hash: &str, token: &str) -> Result<(), String> {
     let ann = pod.annotations();
-    let hash = ann.get(ANNOTATION_CONFIG_HASH).map(String::as_str).unwrap_or("");
-    if hash != target_hash {
-        return Err(format!("config hash {hash:?} differs from target {target_hash:?}"));
-    }
-    let pod_token = ann.get(ANNOTATION_RESTART_TOKEN).map(String::as_str).unwrap_or("");
-    if pod_token != token {
-        return Err(format!("restart token {pod_token:?} differs from {token:?}"));
-    }
     let update_rev = sts.and_then(|s| s.status.as_ref()).and_then(|s| s.update_revision.as_deref());
-    let pod_rev = pod.labels().get("controller-revision-hash").map(String::as_str);
-    if let (Some(u), Some(p)) = (update_rev, pod_rev)
-        && u != p
-    {
-        return Err(format!("revision {p} differs from the StatefulSet's update revision {u}"));
+    match crate::decide::rollout::outdated_reason(
+        pod.labels().get("controller-revision-hash").map(String::as_str),
+        ann.get(ANNOTATION_CONFIG_HASH).map(String::as_str),
+        ann.get(ANNOTATION_RESTART_TOKEN).map(String::as_str).unwrap_or(""),
+        update_rev,
+        target_hash,
+        token,
+    ) {
+        Some(reason) => Err(reason),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn most_common<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
@@ -1235,6 +1232,38 @@ mod tests {
         let p = plan(&cr, &desired, &obs, &memory, Timestamp::now());
         let a = p.stateful_sets.iter().find(|s| s.metadata.name.as_deref() == Some("wal-pool-az-a")).unwrap();
         assert_eq!(a.spec.as_ref().unwrap().replicas, Some(1), "the old count would recreate the drained pod");
+    }
+
+    #[test]
+    fn status_and_roll_agree_on_what_is_outdated() {
+        use crate::decide::rollout::is_outdated;
+        let cr = cluster(1);
+        let desired = render(&cr, &Resolved::default()).unwrap();
+        let sts = live_sts(&desired, &[]);
+        let a = sts.iter().find(|s| s.metadata.name.as_deref() == Some("wal-pool-az-a")).unwrap();
+        let names = ["wal-pool-az-a-0", "wal-pool-az-b-0", "wal-pool-az-c-0"].map(String::from);
+        let current = pod(&desired, "wal-pool-az-a", 0, "active", &names);
+        // The same pod without its revision label, and one of another revision.
+        let mut unlabelled = current.clone();
+        let mut p = (*unlabelled.pod).clone();
+        p.metadata.labels.as_mut().unwrap().remove("controller-revision-hash");
+        unlabelled.pod = Arc::new(p);
+        let mut other = current.clone();
+        let mut p = (*other.pod).clone();
+        p.metadata.labels.as_mut().unwrap().insert("controller-revision-hash".into(), "rev0".into());
+        other.pod = Arc::new(p);
+        let token = cr.spec.rollout_policy.restart_token.as_str();
+        let update_rev = a.status.as_ref().and_then(|s| s.update_revision.as_deref());
+        for (v, want_outdated) in [(&current, false), (&unlabelled, true), (&other, true)] {
+            let status_says = pod_is_current(&v.pod, Some(a), &desired.rendered.template_hash, token).is_err();
+            let roll_says = is_outdated(
+                &observed_pod(v, &desired.rendered.plan),
+                update_rev,
+                &desired.rendered.template_hash,
+                token,
+            );
+            assert_eq!((status_says, roll_says), (want_outdated, want_outdated), "{}", v.name);
+        }
     }
 
     #[test]
