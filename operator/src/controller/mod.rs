@@ -28,7 +28,7 @@ use kube::Client;
 use kube::runtime::events::{Event, Recorder};
 
 pub use error::Error;
-pub use runner::{Settings, Stores, run};
+pub use runner::{Settings, Stores, run, slim, slim_watch};
 
 use crate::admin::AdminClient;
 use crate::metrics::Metrics;
