@@ -78,7 +78,9 @@ pub const DEFAULT_RESOURCE_GROUP: &str = "default";
     validation = Rule::new("!has(oldSelf.bufferPools) || oldSelf.bufferPools.all(o, o.nodeGroups.all(g, g.replicas == 0) || (has(self.bufferPools) && self.bufferPools.exists(n, n.name == o.name)))")
         .message("a buffer pool can only be removed after all its node groups are scaled to 0 replicas"),
     validation = Rule::new("has(oldSelf.bufferPools) == has(self.bufferPools)")
-        .message("switching between the implicit pool (spec.replicas) and spec.bufferPools would rename every pod; it is not allowed")
+        .message("switching between the implicit pool (spec.replicas) and spec.bufferPools would rename every pod; it is not allowed"),
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
+        .message("storageClassName is immutable: the StatefulSets' volumeClaimTemplates cannot change")
 )]
 pub struct WoodpeckerClusterSpec {
     /// Server image (upstream field).
@@ -107,7 +109,7 @@ pub struct WoodpeckerClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Default StorageClass of the data PVCs (upstream field).
+    /// Default StorageClass of the data PVCs (upstream field). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
 
@@ -217,6 +219,55 @@ pub struct WoodpeckerClusterSpec {
     /// Prometheus integration.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+
+    /// Timings of the server container's probes: startup on `/healthz`, liveness on `/livez`
+    /// (process only, so a partitioned pod is not restarted), readiness on `/readyz`.
+    #[serde(default, skip_serializing_if = "ProbesSpec::is_default")]
+    pub probes: ProbesSpec,
+}
+
+/// Timings of the server container's probes; an unset field keeps the operator's default.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbesSpec {
+    /// Startup probe (`/healthz`): default every 5 s, 60 failures (5 minutes) before a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeTiming>,
+    /// Liveness probe (`/livez`): default every 10 s, 3 failures before a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeTiming>,
+    /// Readiness probe (`/readyz`): default every 5 s, 3 failures before NotReady.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeTiming>,
+}
+
+impl ProbesSpec {
+    /// True when nothing is set (the field is then left out of the serialized spec).
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// One probe's timings; an unset field keeps the default of that probe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeTiming {
+    /// Seconds before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub period_seconds: Option<i32>,
+    /// Seconds a probe may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive failures before the probe counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: Option<i32>,
 }
 
 /// Image pull policy of the server container.
@@ -395,7 +446,10 @@ pub struct CustomPlacement {
 pub struct BufferPool {
     /// Pool name, DNS-1123 label. Immutable (it is the key of this list).
     #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("buffer pool name is immutable"))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("buffer pool name is immutable"),
+        validation = Rule::new("self != 'admin'").message("a buffer pool cannot be named admin: its seed Service would be the admin Service")
+    )]
     pub name: String,
     /// Node groups; each renders one StatefulSet, usually one per zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -18,6 +18,12 @@ pub const CONDITION_TOPOLOGY_VALID: &str = "TopologyValid";
 pub const CONDITION_CONFIG_VALID: &str = "ConfigValid";
 /// Condition type: a scale-down victim has been draining for longer than the decommission timeout.
 pub const CONDITION_DECOMMISSION_STALLED: &str = "DecommissionStalled";
+/// Condition type: the last reconcile pass failed on an API error (a quota, a missing permission
+/// or resource); the message carries the API server's words. Retried with backoff.
+pub const CONDITION_RECONCILE_FAILED: &str = "ReconcileFailed";
+/// Condition type: a requested monitoring object (PodMonitor) could not be applied, for example
+/// because the Prometheus operator's CRD is not installed; everything else is still reconciled.
+pub const CONDITION_MONITORING_UNAVAILABLE: &str = "MonitoringUnavailable";
 
 /// Observed state of a WoodpeckerCluster.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

@@ -92,6 +92,14 @@ async fn cel_rejects_invalid_specs_with_clear_messages() {
         "cross-region needs at least 2 buffer pools",
     );
     expect_rejected(
+        create_raw(
+            &api,
+            raw("adminpool", json!({"bufferPools": [{"name": "admin", "nodeGroups": [{"name": "a", "replicas": 3}]}]})),
+        )
+        .await,
+        "cannot be named admin",
+    );
+    expect_rejected(
         create_raw(&api, raw("a-very-long-cluster-name-that-exceeds-the-forty-char-limit", json!({}))).await,
         "at most 40 characters",
     );
@@ -113,6 +121,23 @@ async fn cel_rejects_invalid_specs_with_clear_messages() {
         {"name": "a", "zone": "z2", "replicas": 1, "storage": {"size": "10Gi"}}]}]);
     let rezone = api.patch("immut", &pp, &Patch::Merge(json!({"spec": {"bufferPools": rezone_pools}}))).await;
     expect_rejected(rezone, "zone is immutable");
+    // The cluster-wide StorageClass too (a change used to reach the StatefulSet as a 422 and halt
+    // every pass): neither set, changed nor cleared.
+    let set = api.patch("immut", &pp, &Patch::Merge(json!({"spec": {"storageClassName": "fast"}}))).await;
+    expect_rejected(set, "storageClassName is immutable");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(raw("sc", json!({"storageClassName": "gp3", "bufferPools": pools}))).unwrap(),
+    )
+    .await
+    .expect("valid cluster with a StorageClass");
+    let change = api.patch("sc", &pp, &Patch::Merge(json!({"spec": {"storageClassName": "gp2"}}))).await;
+    expect_rejected(change, "storageClassName is immutable");
+    let clear = api.patch("sc", &pp, &Patch::Merge(json!({"spec": {"storageClassName": null}}))).await;
+    expect_rejected(clear, "storageClassName is immutable");
+    api.patch("sc", &pp, &Patch::Merge(json!({"spec": {"storageClassName": "gp3", "paused": true}})))
+        .await
+        .expect("other fields still change");
 }
 
 fn samples_dir() -> PathBuf {
@@ -204,7 +229,7 @@ async fn every_rendered_object_of_every_sample_passes_server_side_dry_run() {
         doc["metadata"] = json!({"name": name, "namespace": ns.name});
         let cr: WoodpeckerCluster = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{what}: {e}"));
         let created = api.create(&PostParams::default(), &cr).await.unwrap_or_else(|e| panic!("{what}: create: {e}"));
-        let mut inputs = RenderInputs { secrets: BTreeMap::new(), config_maps: BTreeMap::new() };
+        let mut inputs = RenderInputs { secrets: BTreeMap::new(), config_maps: BTreeMap::new(), stamp_key: None };
         for r in load::references(&created) {
             let data: BTreeMap<String, String> = r
                 .keys

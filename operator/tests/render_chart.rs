@@ -125,6 +125,30 @@ fn rbac_covers_every_rendered_kind_without_wildcards() {
 }
 
 #[test]
+fn namespaced_mode_grants_a_role_in_the_watched_namespace_and_nothing_cluster_wide() {
+    let docs = template(&["--set", "watchNamespace=wal"]);
+    assert!(find(&docs, "ClusterRole").is_empty(), "no ClusterRole in namespaced mode");
+    assert!(find(&docs, "ClusterRoleBinding").is_empty(), "no ClusterRoleBinding in namespaced mode");
+    let roles = find(&docs, "Role");
+    let main = roles.iter().find(|r| r["metadata"]["namespace"] == "wal").expect("a Role in the watched namespace");
+    let rules = main["rules"].as_array().expect("rules").clone();
+    for verb in ["get", "list", "watch", "create", "delete"] {
+        assert!(grants(&rules, "", "secrets", verb), "Role lacks {verb} on secrets");
+    }
+    assert!(grants(&rules, "apps", "statefulsets", "patch"));
+    let bindings = find(&docs, "RoleBinding");
+    let binding =
+        bindings.iter().find(|b| b["metadata"]["namespace"] == "wal").expect("a RoleBinding in the watched namespace");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["subjects"][0]["namespace"], "wp-system", "bound to the operator's ServiceAccount");
+    let deployment = find(&docs, "Deployment")[0];
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].as_array().expect("args").clone();
+    assert!(args.iter().any(|a| a == "--namespace=wal"), "{args:?}");
+    // Leader election keeps its Role in the release namespace.
+    assert!(roles.iter().any(|r| r["metadata"]["namespace"] == "wp-system"));
+}
+
+#[test]
 fn chart_crd_is_the_generated_crd() {
     let on_disk = std::fs::read_to_string(chart_dir().join("crds/woodpecker.zilliz.io_woodpeckerclusters.yaml"))
         .expect("chart CRD");

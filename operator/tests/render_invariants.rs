@@ -254,12 +254,18 @@ fn pods_are_pinned_to_their_zone_and_run_hardened() {
         assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
         let args = c.args.clone().unwrap_or_default();
         assert!(args.contains(&format!("--availability-zone={zone}")), "{args:?}");
+        // The binary by absolute path (CONTRACT.md), not whatever PATH the image has.
+        assert_eq!(c.command.as_deref(), Some(&["/usr/local/bin/woodpecker".to_string()][..]));
         assert_eq!(
             c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone()).as_deref(),
             Some("/readyz")
         );
         assert_eq!(
             c.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone()).as_deref(),
+            Some("/livez")
+        );
+        assert_eq!(
+            c.startup_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone()).as_deref(),
             Some("/healthz")
         );
         assert_eq!(pod.image_pull_secrets.as_ref().map(|s| s.len()), Some(1));
@@ -333,4 +339,121 @@ fn names_and_hashes_follow_secret_versions_not_secret_values() {
         after.credentials_overlay.as_ref().map(|s| &s.metadata.name)
     );
     assert_eq!(base.server_config, after.server_config);
+}
+
+#[test]
+fn liveness_checks_the_process_only_and_probe_timings_come_from_the_spec() {
+    let mut cluster = three_zones();
+    cluster.spec.probes = woodpecker_crds::ProbesSpec::default();
+    let probes = |r: &woodpecker_operator::render::Rendered| -> Vec<serde_json::Value> {
+        pod_template_json(r)
+            .iter()
+            .map(|t| {
+                let c = &t["spec"]["containers"][0];
+                serde_json::json!([c["startupProbe"], c["livenessProbe"], c["readinessProbe"]])
+            })
+            .collect()
+    };
+    let r = render(&cluster, &support::inputs_for(&cluster)).expect("render");
+    for p in probes(&r) {
+        // A partitioned pod still passes liveness: /livez depends on no peer, disk or etcd.
+        assert_eq!(p[0]["httpGet"]["path"], "/healthz", "startup: {p}");
+        assert_eq!(p[1]["httpGet"]["path"], "/livez", "liveness: {p}");
+        assert_eq!(p[2]["httpGet"]["path"], "/readyz", "readiness: {p}");
+        assert_eq!((p[1]["periodSeconds"].as_i64(), p[1]["failureThreshold"].as_i64()), (Some(10), Some(3)));
+    }
+    cluster.spec.probes.liveness = Some(woodpecker_crds::ProbeTiming {
+        period_seconds: Some(30),
+        failure_threshold: Some(6),
+        ..Default::default()
+    });
+    cluster.spec.probes.startup =
+        Some(woodpecker_crds::ProbeTiming { failure_threshold: Some(120), ..Default::default() });
+    let r = render(&cluster, &support::inputs_for(&cluster)).expect("render");
+    for p in probes(&r) {
+        assert_eq!((p[1]["periodSeconds"].as_i64(), p[1]["failureThreshold"].as_i64()), (Some(30), Some(6)), "{p}");
+        assert_eq!(p[1]["timeoutSeconds"].as_i64(), Some(3), "unset fields keep the default: {p}");
+        assert_eq!((p[0]["periodSeconds"].as_i64(), p[0]["failureThreshold"].as_i64()), (Some(5), Some(120)), "{p}");
+    }
+}
+
+#[test]
+fn adding_a_node_group_restarts_no_existing_pod() {
+    // 3 → 4 groups (the seed count used to follow the group count) and 1 → 2 → 3 groups.
+    let base = three_zones();
+    let mut sizes = Vec::new();
+    for n in 1..=4 {
+        let mut c = base.clone();
+        let first = c.spec.buffer_pools[0].node_groups[0].clone();
+        c.spec.buffer_pools[0].node_groups.truncate(n.min(3));
+        if n == 4 {
+            let mut extra = first;
+            extra.name = "az-d".to_string();
+            extra.zone = Some("us-east-1d".to_string());
+            c.spec.buffer_pools[0].node_groups.push(extra);
+        }
+        sizes.push(render(&c, &support::inputs_for(&c)).expect("render"));
+    }
+    for pair in sizes.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        for (i, tmpl) in pod_template_json(before).iter().enumerate() {
+            assert_eq!(
+                Some(tmpl),
+                pod_template_json(after).get(i),
+                "group {i}'s pod template changed when a group was added"
+            );
+        }
+        assert_ne!(
+            before.gossip_seeds.data, after.gossip_seeds.data,
+            "the seeds themselves may grow with the groups (in the ConfigMap)"
+        );
+    }
+    // The pods read their pool's seeds from the seeds ConfigMap.
+    let r = &sizes[3];
+    let seeds = r.gossip_seeds.data.as_ref().and_then(|d| d.get("seeds.default-region-pool")).expect("pool seeds");
+    assert_eq!(seeds, &r.plan.pools[0].gossip_seeds.join(","));
+    let c = &pod_template_json(r)[0]["spec"]["containers"][0];
+    let env = c["env"].as_array().expect("env");
+    let seeds_env = env.iter().find(|e| e["name"] == "WOODPECKER_GOSSIP_SEEDS").expect("seeds env");
+    assert_eq!(seeds_env["valueFrom"]["configMapKeyRef"]["key"], "seeds.default-region-pool");
+    assert!(c["args"].as_array().expect("args").iter().any(|a| a == "--seeds=$(WOODPECKER_GOSSIP_SEEDS)"));
+}
+
+#[test]
+fn with_the_stamp_key_hashes_follow_secret_data_not_versions_and_need_the_key() {
+    let text = std::fs::read_to_string(support::samples_dir().join("external-etcd-tls.yaml")).expect("sample");
+    let cluster = support::parse_cluster(&text);
+    let mut inputs = support::inputs_for(&cluster);
+    inputs.stamp_key = Some(b"k1-0123456789abcdef0123456789abcd".to_vec());
+    for s in inputs.secrets.values_mut() {
+        s.metadata.resource_version = Some("100".to_string());
+    }
+    let base = render(&cluster, &inputs).expect("render");
+    let overlay =
+        |r: &woodpecker_operator::render::Rendered| r.credentials_overlay.as_ref().map(|s| s.metadata.name.clone());
+
+    // A label, an annotation or a restore of the same data: new resourceVersion, same data.
+    let mut relabelled = inputs.clone();
+    for s in relabelled.secrets.values_mut() {
+        s.metadata.resource_version = Some("200".to_string());
+        s.metadata.labels = Some([("backup".to_string(), "yes".to_string())].into());
+    }
+    let same = render(&cluster, &relabelled).expect("render");
+    assert_eq!(base.template_hash, same.template_hash, "a metadata-only write must restart nothing");
+    assert_eq!(overlay(&base), overlay(&same));
+
+    // A change of data rolls the pods onto a new overlay.
+    let mut rotated = inputs.clone();
+    if let Some(data) = rotated.secrets.get_mut("minio-creds").and_then(|s| s.data.as_mut()) {
+        data.insert("secretkey".to_string(), ByteString(b"rotated".to_vec()));
+    }
+    let after = render(&cluster, &rotated).expect("render");
+    assert_ne!(base.template_hash, after.template_hash);
+    assert_ne!(overlay(&base), overlay(&after));
+
+    // Without the key the published hash cannot be recomputed from guessed data.
+    let mut other_key = inputs.clone();
+    other_key.stamp_key = Some(b"k2-0123456789abcdef0123456789abcd".to_vec());
+    let other = render(&cluster, &other_key).expect("render");
+    assert_ne!(base.template_hash, other.template_hash);
 }

@@ -116,3 +116,19 @@ fn validation_errors_name_the_full_field_path() {
     assert!(text.iter().any(|t| t.starts_with("metadata.name: ") && t.contains("40 characters")), "{text:?}");
     assert!(text.iter().any(|t| t.starts_with("metadata.name: ") && t.contains("start with a letter")), "{text:?}");
 }
+
+#[test]
+fn pools_whose_service_names_collide_are_rejected() {
+    // A pool named admin: its seed Service would be the admin Service.
+    let mut c = three_zones();
+    c.spec.buffer_pools[0].name = "admin".to_string();
+    let errors = validate_cluster(&c).expect_err("admin pool");
+    assert!(errors.iter().any(|e| e.field == "bufferPools[0].name" && e.message.contains("admin")), "{errors:?}");
+    // Pool x-hs next to pool x: x-hs's seed Service is x's headless Service.
+    let mut c = three_zones();
+    let mut other = c.spec.buffer_pools[0].clone();
+    other.name = format!("{}-hs", c.spec.buffer_pools[0].name);
+    c.spec.buffer_pools.push(other);
+    let errors = validate_cluster(&c).expect_err("x and x-hs");
+    assert!(errors.iter().any(|e| e.field == "bufferPools[1].name"), "{errors:?}");
+}

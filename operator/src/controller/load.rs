@@ -38,6 +38,8 @@ pub struct Resolved {
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// One line per missing object or key; empty when everything resolved.
     pub missing: Vec<String>,
+    /// The cluster's stamp key, when it references objects (see `RenderInputs::stamp_key`).
+    pub stamp_key: Option<Vec<u8>>,
 }
 
 /// Every Secret and ConfigMap the spec names.

@@ -28,7 +28,7 @@ use kube::Client;
 use kube::runtime::events::{Event, Recorder};
 
 pub use error::Error;
-pub use runner::{Settings, Stores, run};
+pub use runner::{Settings, Stores, run, slim, slim_watch};
 
 use crate::admin::AdminClient;
 use crate::metrics::Metrics;
@@ -48,6 +48,9 @@ pub struct ClusterMemory {
     pub decommission_since: std::collections::BTreeMap<String, i64>,
     /// Stalled victims already reported by an Event.
     pub stalled_reported: std::collections::BTreeSet<String>,
+    /// `spec.replicas` of each StatefulSet as last applied by this operator (the cache may lag
+    /// behind our own writes).
+    pub replicas_applied: std::collections::BTreeMap<String, i32>,
     /// PVC expansions (name, size) the API refused; not retried until the size changes again.
     pub expand_refused: std::collections::BTreeSet<(String, String)>,
 }

@@ -1,4 +1,8 @@
-//! Observe: the cluster's pods from the cache plus what each Ready pod's admin API reports.
+//! Observe: the cluster's pods from the cache plus what each running pod's admin API reports.
+//!
+//! Every Running pod with an IP is asked, Ready or not: a decommissioning server is NotReady by
+//! contract (`/readyz` answers 503 unless `active`), and a scale-down or a cancel only finishes when
+//! the operator keeps hearing from it. Ready stays what the roll gates on.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,9 +24,11 @@ pub struct PodView {
     pub ready: bool,
     /// The pod has a deletion timestamp.
     pub terminating: bool,
-    /// `/admin/node/status`, when the pod is Ready and answered.
+    /// Its server has started: Ready, a container running, or the admin API answered this pass.
+    pub started: bool,
+    /// `/admin/node/status`, when the pod runs and answered.
     pub status: Option<NodeStatus>,
-    /// `/admin/memberlist`, when the pod is Ready and answered.
+    /// `/admin/memberlist`, when the pod runs and answered.
     pub members: Option<Vec<Member>>,
     /// `/admin/log-health` (`Some(false)` on 503), when asked and answered.
     pub log_healthy: Option<bool>,
@@ -40,13 +46,26 @@ pub fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// True when the pod is in phase Running (its containers were started by the kubelet).
+pub fn pod_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// True when one of the pod's containers is running right now (not waiting in a crash loop).
+pub fn container_running(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|st| st.running.is_some())))
+}
+
 /// The admin address of a pod: its IP and the cluster's metrics port.
 pub fn admin_addr(pod: &Pod, port: u16) -> Option<SocketAddr> {
     let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
     Some(SocketAddr::new(ip, port))
 }
 
-/// Query every Ready pod's admin API concurrently (each call is bounded by the client's timeout).
+/// Query the admin API of every Running pod with an IP concurrently (each call is bounded by the client's timeout).
 pub async fn observe_pods(
     admin: &dyn AdminClient,
     pods: Vec<Arc<Pod>>,
@@ -62,13 +81,14 @@ pub async fn observe_pods(
             name,
             ready,
             terminating,
+            started: ready || container_running(&pod),
             status: None,
             members: None,
             log_healthy: None,
             decommission: None,
             admin_error: None,
         };
-        let Some(addr) = admin_addr(&pod, port).filter(|_| ready && !terminating) else {
+        let Some(addr) = admin_addr(&pod, port).filter(|_| pod_running(&pod) && !terminating) else {
             return view;
         };
         let (status, members, health) = tokio::join!(admin.node_status(addr), admin.memberlist(addr), async {
@@ -95,6 +115,7 @@ pub async fn observe_pods(
                 Err(e) => note(&e),
             }
         }
+        view.started |= status.is_some();
         view.status = status;
         view.members = members;
         view.log_healthy = health;

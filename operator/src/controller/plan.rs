@@ -58,7 +58,11 @@ pub fn render(cr: &WoodpeckerCluster, resolved: &Resolved) -> Result<Desired, St
     if let Err(errors) = render::validate_cluster(cr) {
         return Err(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
     }
-    let inputs = RenderInputs { secrets: resolved.secrets.clone(), config_maps: resolved.config_maps.clone() };
+    let inputs = RenderInputs {
+        secrets: resolved.secrets.clone(),
+        config_maps: resolved.config_maps.clone(),
+        stamp_key: resolved.stamp_key.clone(),
+    };
     let rendered = render::render(cr, &inputs).map_err(|e| e.to_string())?;
     let mut services = rendered.headless_services.clone();
     services.extend(rendered.seed_services.iter().cloned());
@@ -66,7 +70,11 @@ pub fn render(cr: &WoodpeckerCluster, resolved: &Resolved) -> Result<Desired, St
     Ok(Desired {
         service_accounts: rendered.service_account.iter().cloned().collect(),
         services,
-        config_maps: vec![rendered.server_config.clone(), rendered.client_bundle.clone()],
+        config_maps: vec![
+            rendered.server_config.clone(),
+            rendered.client_bundle.clone(),
+            rendered.gossip_seeds.clone(),
+        ],
         secrets: rendered.credentials_overlay.iter().cloned().collect(),
         pdbs: rendered.pdb.iter().cloned().collect(),
         admin_port: admin_port(cr),
@@ -131,6 +139,14 @@ pub enum ScaleStep {
     DeletePvc {
         /// PVC name.
         name: String,
+    },
+    /// Delete the StatefulSet of a removed node group once its pods are drained, and these PVCs
+    /// (`scaleDown.pvcPolicy: Delete`; the API server keeps each until its pod is gone).
+    DeleteStatefulSet {
+        /// StatefulSet name.
+        name: String,
+        /// PVCs to delete with it.
+        pvcs: Vec<String>,
     },
     /// Grow a data PVC to the group's new storage size (the StatefulSet template is immutable).
     ExpandPvc {
@@ -232,7 +248,42 @@ pub fn remember(m: &mut ClusterMemory, plan: &Plan, evicted: bool) {
         m.roll = plan.roll_memory.clone();
     }
     m.decommission_since = plan.decommission_since.clone();
+    m.replicas_applied.retain(|name, _| plan.stateful_sets.iter().any(|s| s.metadata.name.as_deref() == Some(name)));
     m.stalled_reported = plan.stalled.iter().cloned().collect();
+}
+
+/// The replicas the StatefulSet `name` runs with: what this operator last applied, else what the
+/// cache shows. The cache may still show the count from before our own shrink (the pod it drained is
+/// terminating, so the planner holds nothing): rendering from it would write the old count back and
+/// recreate the drained pod.
+fn applied_replicas(memory: &ClusterMemory, name: &str, live: Option<&StatefulSet>) -> Option<i32> {
+    memory.replicas_applied.get(name).copied().or_else(|| live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas))
+}
+
+/// A pool as the scale planner sees it: name, ensemble size to keep (0: retired), and its
+/// StatefulSets with the replicas wanted.
+type PoolToScale = (String, i32, Vec<(String, i32)>);
+
+/// Whether `obj` names the cluster `cr` as its controller.
+pub fn controlled_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    cr: &WoodpeckerCluster,
+) -> bool {
+    let Some(uid) = cr.metadata.uid.as_deref() else { return false };
+    meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Live StatefulSets the cluster controls that the render no longer contains (removed groups).
+fn removed_stateful_sets<'a>(
+    cr: &WoodpeckerCluster,
+    rendered: &Rendered,
+    live: &'a [Arc<StatefulSet>],
+) -> Vec<&'a StatefulSet> {
+    let wanted: BTreeSet<&str> = rendered.stateful_sets.iter().filter_map(|s| s.metadata.name.as_deref()).collect();
+    live.iter()
+        .map(|s| s.as_ref())
+        .filter(|s| !s.metadata.name.as_deref().is_some_and(|n| wanted.contains(n)) && controlled_by(&s.metadata, cr))
+        .collect()
 }
 
 /// Group key of a pod: (pool, node group) labels.
@@ -253,25 +304,22 @@ fn template_pending(sts: &StatefulSet, target_hash: &str, token: &str) -> bool {
         || observed.is_none_or(|o| Some(o) < sts.metadata.generation)
 }
 
-/// Whether a pod runs the target revision, config hash and restart token; `Err` names what differs.
+/// Whether a pod runs the target revision, config hash and restart token; `Err` names what differs
+/// ([`crate::decide::rollout::outdated_reason`], the roll's own definition).
 pub fn pod_is_current(pod: &Pod, sts: Option<&StatefulSet>, target_hash: &str, token: &str) -> Result<(), String> {
     let ann = pod.annotations();
-    let hash = ann.get(ANNOTATION_CONFIG_HASH).map(String::as_str).unwrap_or("");
-    if hash != target_hash {
-        return Err(format!("config hash {hash:?} differs from target {target_hash:?}"));
-    }
-    let pod_token = ann.get(ANNOTATION_RESTART_TOKEN).map(String::as_str).unwrap_or("");
-    if pod_token != token {
-        return Err(format!("restart token {pod_token:?} differs from {token:?}"));
-    }
     let update_rev = sts.and_then(|s| s.status.as_ref()).and_then(|s| s.update_revision.as_deref());
-    let pod_rev = pod.labels().get("controller-revision-hash").map(String::as_str);
-    if let (Some(u), Some(p)) = (update_rev, pod_rev)
-        && u != p
-    {
-        return Err(format!("revision {p} differs from the StatefulSet's update revision {u}"));
+    match crate::decide::rollout::outdated_reason(
+        pod.labels().get("controller-revision-hash").map(String::as_str),
+        ann.get(ANNOTATION_CONFIG_HASH).map(String::as_str),
+        ann.get(ANNOTATION_RESTART_TOKEN).map(String::as_str).unwrap_or(""),
+        update_rev,
+        target_hash,
+        token,
+    ) {
+        Some(reason) => Err(reason),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn most_common<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
@@ -420,6 +468,12 @@ pub fn observed_status(
         live.iter().filter_map(|v| v.status.as_ref().map(|s| s.member_count)).collect();
     if counts.len() > 1 {
         degraded.push(format!("pods disagree on member counts: {counts:?}"));
+    }
+    // An admin API that does not answer would otherwise show only as "0 active members".
+    let admin_errors: Vec<String> =
+        live.iter().filter_map(|v| v.admin_error.as_ref().map(|e| format!("{}: {e}", v.name))).collect();
+    if !admin_errors.is_empty() {
+        degraded.push(format!("admin API failed on {}", admin_errors.join("; ")));
     }
     let unhealthy: Vec<&str> = live.iter().filter(|v| v.log_healthy == Some(false)).map(|v| v.name.as_str()).collect();
     if !unhealthy.is_empty() {
@@ -619,22 +673,49 @@ pub fn plan(
     let mut refused = Vec::new();
     let mut decommission_since = BTreeMap::new();
     let mut scaling_up = false;
-    for pool in cplan.pools.iter().filter(|p| !p.groups.is_empty()) {
+    let es = spec.quorum.ensemble_size;
+    // Pools to scale: every rendered group, plus the StatefulSets this cluster owns that are no longer
+    // rendered (a removed node group or pool). Those drain to zero like any victim and are deleted.
+    let mut pools_to_scale: Vec<PoolToScale> = cplan
+        .pools
+        .iter()
+        .filter(|p| !p.groups.is_empty())
+        .map(|p| (p.name.clone(), es, p.groups.iter().map(|g| (g.stateful_set.clone(), g.replicas)).collect()))
+        .collect();
+    let mut removed_sts = BTreeSet::new();
+    for s in removed_stateful_sets(cr, rendered, obs.stateful_sets) {
+        let name = s.name_any();
+        let pool_label = s.labels().get(LABEL_POOL).cloned().unwrap_or_default();
+        removed_sts.insert(name.clone());
+        match pools_to_scale.iter_mut().find(|(p, e, _)| *e > 0 && names::label_value(p) == pool_label) {
+            Some((_, _, groups)) => groups.push((name, 0)),
+            // A removed pool: none of it stays, so the ensemble-size refusal does not apply.
+            None => match pools_to_scale.iter_mut().find(|(p, e, _)| *e == 0 && *p == pool_label) {
+                Some((_, _, groups)) => groups.push((name, 0)),
+                None => pools_to_scale.push((pool_label, 0, vec![(name, 0)])),
+            },
+        }
+    }
+    // One victim drains at a time per unit of maxUnavailable, across the whole cluster (the PDB is).
+    let mut budget = spec.rollout_policy.max_unavailable;
+    let hard_multi_az =
+        spec.quorum.strategy.is_multi_az() && spec.quorum.affinity_mode == woodpecker_crds::AffinityMode::Hard;
+    for (pool_name, pool_es, pool_groups) in &pools_to_scale {
         let mut groups = Vec::new();
-        for g in &pool.groups {
-            let live = live_sts.get(&g.stateful_set);
-            let current = live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
-            let prefix = format!("data-{}-", g.stateful_set);
+        for (sts_name, wanted) in pool_groups {
+            let live = live_sts.get(sts_name);
+            let current = applied_replicas(memory, sts_name, live.copied());
+            let prefix = format!("data-{sts_name}-");
             let pvc_max = obs
                 .pvcs
                 .keys()
                 .filter_map(|n| n.strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok()))
                 .max()
                 .map_or(0, |m| m + 1);
-            let slots = g.replicas.max(current.unwrap_or(0)).max(pvc_max);
+            let slots = (*wanted).max(current.unwrap_or(0)).max(pvc_max);
             let views = (0..slots)
                 .map(|ordinal| {
-                    let name = format!("{}-{ordinal}", g.stateful_set);
+                    let name = format!("{sts_name}-{ordinal}");
                     let v = pods.get(name.as_str()).copied().filter(|v| !v.terminating);
                     let pvc_name = format!("data-{name}");
                     let since = memory.decommission_since.get(&name).copied().or_else(|| {
@@ -647,6 +728,8 @@ pub fn plan(
                     });
                     ScalePodView {
                         exists: v.is_some(),
+                        terminating: pods.get(name.as_str()).is_some_and(|v| v.terminating),
+                        started: v.is_some_and(|v| v.started),
                         state: v.and_then(|v| v.status.as_ref()).map(|s| NodeState::parse(&s.state)),
                         safe_to_terminate: v.and_then(|v| v.decommission.as_ref()).is_some_and(|d| d.safe_to_terminate),
                         pvc_exists: obs.pvcs.contains_key(&pvc_name),
@@ -657,27 +740,39 @@ pub fn plan(
                     }
                 })
                 .collect();
-            if current.is_some_and(|c| g.replicas > c) {
+            if current.is_some_and(|c| *wanted > c) {
                 scaling_up = true;
             }
+            let zone = cplan
+                .pools
+                .iter()
+                .flat_map(|p| p.groups.iter())
+                .find(|g| &g.stateful_set == sts_name)
+                .and_then(|g| g.zone.clone());
             groups.push(GroupScaleInput {
-                stateful_set: g.stateful_set.clone(),
-                desired: g.replicas,
+                stateful_set: sts_name.clone(),
+                desired: *wanted,
                 current,
                 pods: views,
+                zone,
             });
         }
         let input = PoolScaleInput {
-            pool: pool.name.clone(),
-            ensemble_size: spec.quorum.ensemble_size,
+            pool: pool_name.clone(),
+            ensemble_size: *pool_es,
             delete_pvcs: spec.scale_down.pvc_policy == PvcPolicy::Delete,
             decommission_timeout_seconds: i64::from(spec.scale_down.decommission_timeout_seconds),
+            budget: budget.max(0),
+            min_zones: if hard_multi_az && *pool_es > 0 { es } else { 0 },
             now: secs,
             groups: groups.clone(),
         };
         let sp = plan_pool_scale(&input);
+        budget -= sp.draining;
         for a in sp.actions {
             match a {
+                // A removed group is drained: delete its StatefulSet (below).
+                ScaleAction::SetReplicas { stateful_set, .. } if removed_sts.contains(&stateful_set) => {}
                 ScaleAction::SetReplicas { stateful_set, replicas } => {
                     let shrink = groups
                         .iter()
@@ -703,12 +798,38 @@ pub fn plan(
                 ScaleAction::DeletePvc { pvc } => scale.push(ScaleStep::DeletePvc { name: pvc }),
             }
         }
+        // A removed group whose pods are drained and gone: delete its StatefulSet (and, by policy, its PVCs).
+        for g in groups.iter().filter(|g| removed_sts.contains(&g.stateful_set)) {
+            let drained = !sp.victims.iter().any(|v| v.starts_with(&format!("{}-", g.stateful_set)))
+                && !g.pods.iter().any(|p| p.exists && p.started);
+            if drained {
+                let prefix = format!("data-{}-", g.stateful_set);
+                let pvcs = if spec.scale_down.pvc_policy == PvcPolicy::Delete {
+                    obs.pvcs.keys().filter(|n| n.starts_with(&prefix)).cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                scale.push(ScaleStep::DeleteStatefulSet { name: g.stateful_set.clone(), pvcs });
+            }
+        }
         for v in &sp.victims {
             victims.insert(v.clone());
-            let since = memory.decommission_since.get(v).copied().or_else(|| decommission_since.get(v).copied());
-            if let Some(t) = since {
-                decommission_since.insert(v.clone(), t);
-            }
+            // A victim first seen in an unknown state starts its timeout now.
+            let since = memory
+                .decommission_since
+                .get(v)
+                .copied()
+                .or_else(|| decommission_since.get(v).copied())
+                .or_else(|| {
+                    obs.previous
+                        .decommission
+                        .iter()
+                        .find(|d| &d.pod == v)
+                        .and_then(|d| d.since.as_ref())
+                        .map(|t| t.0.as_second())
+                })
+                .unwrap_or(secs);
+            decommission_since.insert(v.clone(), since);
         }
         for s in &sp.stalled {
             if !memory.stalled_reported.contains(s) {
@@ -732,7 +853,10 @@ pub fn plan(
             let mut s = s.clone();
             let name = s.name_any();
             let live = live_sts.get(&name).and_then(|l| l.spec.as_ref());
-            let replicas = replicas_override.get(&name).copied().or(live.and_then(|l| l.replicas));
+            let replicas = replicas_override
+                .get(&name)
+                .copied()
+                .or_else(|| applied_replicas(memory, &name, live_sts.get(&name).copied()));
             if let Some(spec) = s.spec.as_mut() {
                 if let Some(r) = replicas {
                     spec.replicas = Some(r);
@@ -770,7 +894,7 @@ pub fn plan(
             let replicas = replicas_override
                 .get(&g.stateful_set)
                 .copied()
-                .or_else(|| live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas))
+                .or_else(|| applied_replicas(memory, &g.stateful_set, live.copied()))
                 .unwrap_or(g.replicas);
             ExpectedGroup {
                 pool: g.pool.clone(),
@@ -955,6 +1079,7 @@ mod tests {
             name: name.clone(),
             ready: true,
             terminating: false,
+            started: true,
             status: Some(AdminStatus {
                 node_name: name,
                 state: state.into(),
@@ -1085,6 +1210,59 @@ mod tests {
                 assert!(reason.contains("restart token"), "{reason}");
             }
             other => panic!("expected an eviction, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replicas_are_not_rendered_from_a_cache_behind_our_own_shrink() {
+        // Last pass shrank az-a 2 → 1; the cache still shows 2 and the drained pod terminating.
+        let cr = cluster(1);
+        let desired = render(&cr, &Resolved::default()).unwrap();
+        let sts = live_sts(&desired, &[("wal-pool-az-a", 2)]);
+        let mut pods = four_active_pods(&desired);
+        pods[1].terminating = true;
+        let pvcs: BTreeMap<String, Option<String>> = ["data-wal-pool-az-a-0", "data-wal-pool-az-a-1"]
+            .iter()
+            .map(|n| (n.to_string(), Some("10Gi".to_string())))
+            .collect();
+        let previous = WoodpeckerClusterStatus::default();
+        let obs = Observed { stateful_sets: &sts, pods: &pods, pvcs: &pvcs, previous: &previous };
+        let mut memory = ClusterMemory::default();
+        memory.replicas_applied.insert("wal-pool-az-a".into(), 1);
+        let p = plan(&cr, &desired, &obs, &memory, Timestamp::now());
+        let a = p.stateful_sets.iter().find(|s| s.metadata.name.as_deref() == Some("wal-pool-az-a")).unwrap();
+        assert_eq!(a.spec.as_ref().unwrap().replicas, Some(1), "the old count would recreate the drained pod");
+    }
+
+    #[test]
+    fn status_and_roll_agree_on_what_is_outdated() {
+        use crate::decide::rollout::is_outdated;
+        let cr = cluster(1);
+        let desired = render(&cr, &Resolved::default()).unwrap();
+        let sts = live_sts(&desired, &[]);
+        let a = sts.iter().find(|s| s.metadata.name.as_deref() == Some("wal-pool-az-a")).unwrap();
+        let names = ["wal-pool-az-a-0", "wal-pool-az-b-0", "wal-pool-az-c-0"].map(String::from);
+        let current = pod(&desired, "wal-pool-az-a", 0, "active", &names);
+        // The same pod without its revision label, and one of another revision.
+        let mut unlabelled = current.clone();
+        let mut p = (*unlabelled.pod).clone();
+        p.metadata.labels.as_mut().unwrap().remove("controller-revision-hash");
+        unlabelled.pod = Arc::new(p);
+        let mut other = current.clone();
+        let mut p = (*other.pod).clone();
+        p.metadata.labels.as_mut().unwrap().insert("controller-revision-hash".into(), "rev0".into());
+        other.pod = Arc::new(p);
+        let token = cr.spec.rollout_policy.restart_token.as_str();
+        let update_rev = a.status.as_ref().and_then(|s| s.update_revision.as_deref());
+        for (v, want_outdated) in [(&current, false), (&unlabelled, true), (&other, true)] {
+            let status_says = pod_is_current(&v.pod, Some(a), &desired.rendered.template_hash, token).is_err();
+            let roll_says = is_outdated(
+                &observed_pod(v, &desired.rendered.plan),
+                update_rev,
+                &desired.rendered.template_hash,
+                token,
+            );
+            assert_eq!((status_says, roll_says), (want_outdated, want_outdated), "{}", v.name);
         }
     }
 

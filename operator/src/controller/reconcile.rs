@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
@@ -17,9 +18,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use woodpecker_crds::{CONDITION_CONFIG_VALID, ClusterPhase, WoodpeckerCluster, WoodpeckerClusterStatus};
+use woodpecker_crds::{
+    CONDITION_CONFIG_VALID, CONDITION_MONITORING_UNAVAILABLE, CONDITION_RECONCILE_FAILED, ClusterPhase,
+    WoodpeckerCluster, WoodpeckerClusterStatus,
+};
 
-use super::apply::{Applied, FIELD_MANAGER, apply, matches_live};
+use super::apply::{Applied, FIELD_MANAGER, apply, stamp};
 use super::observe::{PodView, observe_pods};
 use super::plan::{self, Desired, Plan, RollStep, ScaleStep};
 use super::{Context, Error, LABEL_CLUSTER, conditions, deletion, load};
@@ -35,6 +39,26 @@ pub async fn reconcile(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result<
             let message = format!("the API server rejected {action} of {kind} {name}: {source}");
             invalid(&cr, &ctx, &previous, "RenderedObjectRejected", &message).await
         }
+        // Any other API error (403 exceeded quota or forbidden, 404, 409, 5xx): say so in the
+        // status, then retry with backoff. A pass that gets through clears it.
+        Err(e @ Error::Kube { .. }) => {
+            let previous = cr.status.clone().unwrap_or_default();
+            let mut status = previous.clone();
+            let message = truncate(&e.to_string(), 1000);
+            conditions::set(
+                &mut status.conditions,
+                &previous.conditions,
+                CONDITION_RECONCILE_FAILED,
+                true,
+                "APIError",
+                &message,
+                cr.metadata.generation,
+            );
+            if let Err(status_err) = patch_status(&cr, &ctx, &previous, status).await {
+                tracing::warn!(error = %status_err, "reporting a failed pass in status failed too");
+            }
+            Err(e)
+        }
         other => other,
     }
 }
@@ -49,6 +73,12 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     if cr.metadata.deletion_timestamp.is_some() {
         return deletion::finalize(&cr, &ctx).await;
     }
+    // `spec.paused` stops reconciling: no apply, decommission, eviction, PVC deletion or status
+    // write until it is cleared (deletion still runs, so a paused cluster can be removed).
+    if cr.spec.paused {
+        tracing::debug!(%ns, %name, "spec.paused: not reconciling");
+        return Ok(Action::requeue(ctx.settings.idle_requeue));
+    }
     deletion::sync_finalizer(&cr, &ctx).await?;
     let key = format!("{ns}/{name}");
     let previous = cr.status.clone().unwrap_or_default();
@@ -57,10 +87,13 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     let refs = load::references(&cr);
     let named: Vec<(String, String)> = refs.iter().map(|r| (r.kind.to_string(), r.name.clone())).collect();
     ctx.references.set(&ns, &name, &named);
-    let resolved = load::resolve(&ctx.client, &ctx.users, &ns, &refs).await?;
+    let mut resolved = load::resolve(&ctx.client, &ctx.users, &ns, &refs).await?;
     if !resolved.missing.is_empty() {
         let message = resolved.missing.join("; ");
         return invalid(&cr, &ctx, &previous, "MissingReference", &message).await;
+    }
+    if !refs.is_empty() {
+        resolved.stamp_key = Some(stamp_key(&cr, &ctx, &ns).await?);
     }
 
     // 2. Render (pure).
@@ -77,10 +110,6 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     writes += apply_all(&ctx, &ns, &ctx.stores.config_maps, &desired.config_maps, &owner).await?;
     writes += apply_all(&ctx, &ns, &ctx.stores.secrets, &desired.secrets, &owner).await?;
     writes += apply_all(&ctx, &ns, &ctx.stores.pdbs, &desired.pdbs, &owner).await?;
-
-    if let Some(pm) = &desired.rendered.pod_monitor {
-        writes += apply_pod_monitor(&ctx, &ns, pm, &owner).await?;
-    }
 
     // 5. Observe.
     let pods = cluster_objects(&ctx.stores.pods, &ns, &name);
@@ -109,7 +138,19 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
 
     // StatefulSets: replicas held at max(old, new) while a scale-down drains (the plan decides).
     writes += apply_all(&ctx, &ns, &ctx.stores.stateful_sets, &plan.stateful_sets, &owner).await?;
+    ctx.with_memory(&key, |m| {
+        for s in &plan.stateful_sets {
+            if let (Some(name), Some(r)) = (s.metadata.name.clone(), s.spec.as_ref().and_then(|s| s.replicas)) {
+                m.replicas_applied.insert(name, r);
+            }
+        }
+    });
     writes += collect_old_configs(&ctx, &ns, &name, &desired, &views).await?;
+    // Objects the render no longer contains (pdb.enabled false, a removed pool's Services, a
+    // ServiceAccount the spec now names itself). Removed groups' StatefulSets drain first (scale).
+    writes += delete_unwanted(&ctx, &cr, &ctx.stores.services, &desired.services).await?;
+    writes += delete_unwanted(&ctx, &cr, &ctx.stores.pdbs, &desired.pdbs).await?;
+    writes += delete_unwanted(&ctx, &cr, &ctx.stores.service_accounts, &desired.service_accounts).await?;
 
     // 6. Scale steps.
     for step in &plan.scale {
@@ -118,6 +159,10 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
     // 7. Roll.
     let evicted = execute_roll(&cr, &ctx, &ns, &key, &plan.roll).await?;
     ctx.with_memory(&key, |m| plan::remember(m, &plan, evicted));
+
+    // Optional monitoring objects last: a missing Prometheus operator must not hold the cluster.
+    let (monitoring, monitoring_writes) = sync_pod_monitor(&ctx, &ns, &desired, &owner, &previous).await;
+    writes += monitoring_writes;
 
     // 8. Status.
     let mut status = plan.status.clone();
@@ -143,11 +188,73 @@ async fn reconcile_pass(cr: Arc<WoodpeckerCluster>, ctx: Arc<Context>) -> Result
         "",
         cr.metadata.generation,
     );
+    conditions::set(
+        &mut conds,
+        &previous.conditions,
+        CONDITION_RECONCILE_FAILED,
+        false,
+        "Reconciled",
+        "",
+        cr.metadata.generation,
+    );
+    conditions::set(
+        &mut conds,
+        &previous.conditions,
+        CONDITION_MONITORING_UNAVAILABLE,
+        monitoring.unavailable,
+        monitoring.reason,
+        &monitoring.message,
+        cr.metadata.generation,
+    );
     status.conditions = conds;
     patch_status(&cr, &ctx, &previous, status).await?;
 
     let busy = plan.busy || writes > 0;
     Ok(if busy { Action::requeue(ctx.settings.busy_requeue) } else { Action::requeue(ctx.settings.idle_requeue) })
+}
+
+/// Data key of the stamp key Secret.
+const STAMP_KEY: &str = "key";
+
+/// The cluster's stamp key: read from its `<cluster>-stamp-key` Secret (cached), created with 32
+/// random bytes the first time. Owned by the cluster, so it goes with it.
+async fn stamp_key(cr: &WoodpeckerCluster, ctx: &Context, ns: &str) -> Result<Vec<u8>, Error> {
+    let plan_names = crate::render::names::Names::new(&cr.name_any());
+    let name = plan_names.stamp_key();
+    let key_of =
+        |s: &Secret| s.data.as_ref().and_then(|d| d.get(STAMP_KEY)).map(|b| b.0.clone()).filter(|k| !k.is_empty());
+    if let Some(k) = ctx.stores.secrets.get(&ObjectRef::new(&name).within(ns)).as_deref().and_then(key_of) {
+        return Ok(k);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut labels = crate::render::names::common_labels(&cr.name_any(), "stamp-key", "");
+    labels.retain(|_, v| !v.is_empty());
+    let key: [u8; 32] = rand::random();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner_reference(cr)?]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(STAMP_KEY.to_string(), k8s_openapi::ByteString(key.to_vec()))])),
+        immutable: Some(true),
+        type_: Some("Opaque".to_string()),
+        ..Default::default()
+    };
+    match api.create(&kube::api::PostParams::default(), &secret).await {
+        Ok(_) => {
+            ctx.metrics.write("Secret", "create");
+            Ok(key.to_vec())
+        }
+        // Created by an earlier pass the cache has not seen yet.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let live = api.get(&name).await.map_err(|e| Error::kube("get", "Secret", &name, e))?;
+            key_of(&live).ok_or_else(|| Error::Render(format!("Secret {name} has no {STAMP_KEY:?} key")))
+        }
+        Err(e) => Err(Error::kube("create", "Secret", &name, e)),
+    }
 }
 
 /// Stop before any write: ConfigValid=False, a Warning Event, and a slow requeue.
@@ -423,6 +530,21 @@ async fn execute_scale(
             ctx.publish(&event(EventType::Warning, "DecommissionStalled", "Decommission", note, None), &cref).await;
             Ok(())
         }
+        ScaleStep::DeleteStatefulSet { name, pvcs } => {
+            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+            if delete_quietly(&api, name, ctx, "StatefulSet").await? == 1 {
+                let note = format!("deleted StatefulSet {name}: its node group was removed and its pods are drained");
+                ctx.publish(&event(EventType::Normal, "DeletedStatefulSet", "Delete", note, None), &cref).await;
+            }
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+            for pvc in pvcs {
+                if delete_quietly(&api, pvc, ctx, "PersistentVolumeClaim").await? == 1 {
+                    let note = format!("deleted PVC {pvc} of removed StatefulSet {name} (scaleDown.pvcPolicy Delete)");
+                    ctx.publish(&event(EventType::Normal, "DeletedPVC", "Delete", note, None), &cref).await;
+                }
+            }
+            Ok(())
+        }
         ScaleStep::ExpandPvc { name, size } => {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
             let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
@@ -459,6 +581,73 @@ async fn execute_scale(
     }
 }
 
+/// The MonitoringUnavailable condition of a pass.
+struct Monitoring {
+    unavailable: bool,
+    reason: &'static str,
+    message: String,
+}
+
+/// Reason of MonitoringUnavailable=False once the PodMonitor is applied; also how a later pass
+/// knows there is a PodMonitor to delete when `monitoring.podMonitor` is switched off.
+const POD_MONITOR_APPLIED: &str = "PodMonitorApplied";
+
+fn pod_monitor_api(ctx: &Context, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "podmonitors");
+    Api::namespaced_with(ctx.client.clone(), ns, &ar)
+}
+
+/// Apply the PodMonitor when requested, delete it when no longer requested. Never fails the pass:
+/// a missing CRD (404) or a refusal becomes MonitoringUnavailable=True with the API server's words.
+async fn sync_pod_monitor(
+    ctx: &Context,
+    ns: &str,
+    desired: &Desired,
+    owner: &OwnerReference,
+    previous: &WoodpeckerClusterStatus,
+) -> (Monitoring, usize) {
+    let Some(pm) = &desired.rendered.pod_monitor else {
+        let was_applied = conditions::get(&previous.conditions, CONDITION_MONITORING_UNAVAILABLE)
+            .is_some_and(|c| c.reason == POD_MONITOR_APPLIED);
+        let mut writes = 0;
+        if was_applied {
+            let name = desired.rendered.plan.names.pod_monitor();
+            match pod_monitor_api(ctx, ns).delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {
+                    ctx.metrics.write("PodMonitor", "delete");
+                    writes = 1;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    let message = format!("deleting PodMonitor {name} failed: {e}");
+                    return (Monitoring { unavailable: true, reason: "DeleteFailed", message }, 0);
+                }
+            }
+        }
+        return (Monitoring { unavailable: false, reason: "NotRequested", message: String::new() }, writes);
+    };
+    match apply_pod_monitor(ctx, ns, pm, owner).await {
+        Ok(writes) => (Monitoring { unavailable: false, reason: POD_MONITOR_APPLIED, message: String::new() }, writes),
+        Err(e) => {
+            let missing = matches!(&e, Error::Kube { source, .. } if matches!(source.as_ref(), kube::Error::Api(s) if s.code == 404));
+            let (reason, message) = if missing {
+                (
+                    "PodMonitorCRDMissing",
+                    format!(
+                        "monitoring.podMonitor is set but the API server does not serve monitoring.coreos.com/v1 \
+                         PodMonitor (is the Prometheus operator installed?): {e}"
+                    ),
+                )
+            } else {
+                ("PodMonitorApplyFailed", e.to_string())
+            };
+            tracing::warn!(%ns, error = %e, "PodMonitor not applied; the rest of the cluster is reconciled");
+            (Monitoring { unavailable: true, reason, message: truncate(&message, 1000) }, 0)
+        }
+    }
+}
+
 /// Apply the PodMonitor (a CRD of the Prometheus operator, so not cached: read, compare, apply).
 async fn apply_pod_monitor(
     ctx: &Context,
@@ -466,9 +655,7 @@ async fn apply_pod_monitor(
     pm: &DynamicObject,
     owner: &OwnerReference,
 ) -> Result<usize, Error> {
-    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor");
-    let ar = ApiResource::from_gvk_with_plural(&gvk, "podmonitors");
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let api = pod_monitor_api(ctx, ns);
     let mut pm = pm.clone();
     pm.metadata.namespace = Some(ns.to_string());
     let refs = pm.metadata.owner_references.get_or_insert_with(Vec::new);
@@ -476,22 +663,17 @@ async fn apply_pod_monitor(
         refs.push(owner.clone());
     }
     let name = pm.name_any();
-    let live = match api.get_opt(&name).await {
-        Ok(l) => l,
-        // The Prometheus operator's CRD is not installed: report it through the error.
-        Err(e) => return Err(Error::kube("get", "PodMonitor", &name, e)),
-    };
-    if let Some(live) = &live
-        && matches_live(&pm, live).map_err(|e| Error::Serialize {
-            kind: "PodMonitor".into(),
-            name: name.clone(),
-            source: e,
-        })?
-    {
+    let live = api.get_opt(&name).await.map_err(|e| Error::kube("get", "PodMonitor", &name, e))?;
+    let (stamped, same) = stamp(&pm, live.as_ref()).map_err(|e| Error::Serialize {
+        kind: "PodMonitor".into(),
+        name: name.clone(),
+        source: e,
+    })?;
+    if same {
         ctx.metrics.write("PodMonitor", "skip");
         return Ok(0);
     }
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&pm))
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&stamped))
         .await
         .map_err(|e| Error::kube("apply", "PodMonitor", &name, e))?;
     ctx.metrics.write("PodMonitor", "apply");
@@ -567,6 +749,36 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(0),
         Err(e) => Err(Error::kube("delete", kind, name, e)),
     }
+}
+
+/// Delete the objects of one kind the cluster controls (cluster label and controller owner reference)
+/// that are not among `wanted`.
+async fn delete_unwanted<K>(
+    ctx: &Context,
+    cr: &WoodpeckerCluster,
+    store: &Store<K>,
+    wanted: &[K],
+) -> Result<usize, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let ns = cr.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let wanted: BTreeSet<String> = wanted.iter().map(|o| o.name_any()).collect();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut deleted = 0;
+    for obj in cluster_objects(store, &ns, &cr.name_any()) {
+        let name = obj.name_any();
+        if wanted.contains(&name) || obj.meta().deletion_timestamp.is_some() || !plan::controlled_by(obj.meta(), cr) {
+            continue;
+        }
+        if delete_quietly(&api, &name, ctx, &kind).await? == 1 {
+            tracing::info!(%ns, %kind, %name, "deleted an object the cluster no longer renders");
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Kinds rendered by the operator, for documentation and the RBAC test.

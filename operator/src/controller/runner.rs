@@ -86,6 +86,30 @@ where
     }
 }
 
+/// Annotation `kubectl apply` keeps a full copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what the operator never reads but would otherwise keep for every cached object (every
+/// Secret and ConfigMap of the cluster for the metadata watches): `managedFields` and kubectl's
+/// last-applied copy, often larger than the rest of the object.
+pub fn slim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(ann) = obj.meta_mut().annotations.as_mut() {
+        ann.remove(LAST_APPLIED);
+    }
+}
+
+/// A watch whose objects are [`slim`]med before they reach a cache.
+pub fn slim_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, config).modify(slim::<K>)
+}
+
 fn referencing(index: &ReferenceIndex, kind: &str, meta: &ObjectMeta) -> Vec<ObjectRef<WoodpeckerCluster>> {
     let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else { return Vec::new() };
     index.clusters(kind, ns, name).iter().map(|c| ObjectRef::new(c).within(ns)).collect()
@@ -107,7 +131,7 @@ pub async fn run(
     macro_rules! cached {
         ($ty:ty) => {{
             let (reader, writer) = reflector::store::<$ty>();
-            let stream = reflector::reflector(writer, watcher(api::<$ty>(&client, ns), wc.clone()))
+            let stream = reflector::reflector(writer, slim_watch(api::<$ty>(&client, ns), wc.clone()))
                 .default_backoff()
                 .touched_objects();
             (reader, stream)
@@ -127,14 +151,14 @@ pub async fn run(
     let (secret_meta, secret_meta_w) = reflector::store::<PartialObjectMeta<Secret>>();
     let user_secrets = reflector::reflector(
         secret_meta_w,
-        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().any_semantic()),
+        slim_watch(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default().any_semantic()),
     )
     .default_backoff()
     .touched_objects();
     let (cm_meta, cm_meta_w) = reflector::store::<PartialObjectMeta<ConfigMap>>();
     let user_cms = reflector::reflector(
         cm_meta_w,
-        watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), watcher::Config::default().any_semantic()),
+        slim_watch(api::<PartialObjectMeta<ConfigMap>>(&client, ns), watcher::Config::default().any_semantic()),
     )
     .default_backoff()
     .touched_objects();

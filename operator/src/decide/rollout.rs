@@ -133,14 +133,44 @@ pub struct RollOutcome {
     pub outdated: Vec<String>,
 }
 
+/// Why a pod with `revision`, `config_hash` and `restart_token` is not on the target
+/// (`update_revision` of its StatefulSet, `target_hash`, `target_token`); `None` when it is.
+/// The one definition of "outdated", used by the roll and by the status alike.
+pub fn outdated_reason(
+    revision: Option<&str>,
+    config_hash: Option<&str>,
+    restart_token: &str,
+    update_revision: Option<&str>,
+    target_hash: &str,
+    target_token: &str,
+) -> Option<String> {
+    let hash = config_hash.unwrap_or("");
+    if hash != target_hash {
+        return Some(format!("config hash {hash:?} differs from target {target_hash:?}"));
+    }
+    if restart_token != target_token {
+        return Some(format!("restart token {restart_token:?} differs from {target_token:?}"));
+    }
+    match (update_revision, revision) {
+        (Some(u), Some(p)) if u != p => {
+            Some(format!("revision {p} differs from the StatefulSet's update revision {u}"))
+        }
+        (Some(u), None) => Some(format!("no revision label while the StatefulSet's update revision is {u}")),
+        _ => None,
+    }
+}
+
 /// Whether `pod` differs from its group's target revision, the target hash or the restart token.
 pub fn is_outdated(pod: &ObservedPod, update_revision: Option<&str>, target_hash: &str, restart_token: &str) -> bool {
-    let revision_differs = match (update_revision, pod.revision.as_deref()) {
-        (Some(target), Some(current)) => target != current,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    revision_differs || pod.config_hash.as_deref() != Some(target_hash) || pod.restart_token != restart_token
+    outdated_reason(
+        pod.revision.as_deref(),
+        pod.config_hash.as_deref(),
+        &pod.restart_token,
+        update_revision,
+        target_hash,
+        restart_token,
+    )
+    .is_some()
 }
 
 struct Wait {

@@ -335,6 +335,8 @@ fn slot(ordinal: i32, state: Option<NodeState>, safe: bool) -> ScalePodView {
         name: format!("wal-p-az-a-{ordinal}"),
         ordinal,
         exists: true,
+        terminating: false,
+        started: state.is_some(),
         state,
         safe_to_terminate: safe,
         pvc_exists: true,
@@ -346,10 +348,18 @@ fn slot(ordinal: i32, state: Option<NodeState>, safe: bool) -> ScalePodView {
 fn pool(desired: i32, current: Option<i32>, pods: Vec<ScalePodView>) -> PoolScaleInput {
     PoolScaleInput {
         pool: "p".to_string(),
-        groups: vec![GroupScaleInput { stateful_set: "wal-p-az-a".to_string(), desired, current, pods }],
+        groups: vec![GroupScaleInput {
+            stateful_set: "wal-p-az-a".to_string(),
+            desired,
+            current,
+            pods,
+            zone: Some("za".to_string()),
+        }],
         ensemble_size: 3,
         delete_pvcs: true,
         decommission_timeout_seconds: 3600,
+        budget: 1,
+        min_zones: 0,
         now: 10_000,
     }
 }
@@ -450,4 +460,100 @@ fn an_unreachable_victim_is_waited_for() {
     let plan = plan_pool_scale(&pool(3, Some(4), pods));
     assert!(plan.actions.is_empty());
     assert!(plan.waiting.iter().any(|w| w.contains("did not answer")));
+}
+
+#[test]
+fn a_victim_that_does_not_answer_stalls_after_the_timeout() {
+    let mut pods = active(4);
+    pods[3].state = None;
+    pods[3].started = true;
+    pods[3].decommission_since = Some(10_000 - 3_599);
+    let plan = plan_pool_scale(&pool(3, Some(4), pods.clone()));
+    assert!(plan.stalled.is_empty(), "not yet: {:?}", plan.stalled);
+    pods[3].decommission_since = Some(10_000 - 3_600);
+    let plan = plan_pool_scale(&pool(3, Some(4), pods));
+    assert_eq!(plan.stalled, vec!["wal-p-az-a-3".to_string()]);
+    assert!(plan.actions.is_empty(), "never forced: {:?}", plan.actions);
+}
+
+#[test]
+fn a_victim_that_never_started_shrinks_without_a_drain() {
+    // Pending or crash-looping: not Ready, no container running, no admin answer.
+    let mut pods = active(3);
+    pods.push(slot(3, None, false));
+    let plan = plan_pool_scale(&pool(3, Some(4), pods));
+    assert_eq!(plan.actions, vec![ScaleAction::SetReplicas { stateful_set: "wal-p-az-a".to_string(), replicas: 3 }]);
+    assert!(plan.victims.is_empty(), "{:?}", plan.victims);
+    assert!(!plan.in_progress());
+}
+
+#[test]
+fn retiring_a_whole_pool_is_not_refused_but_stopping_below_the_ensemble_size_is() {
+    let plan = plan_pool_scale(&pool(0, Some(3), active(3)));
+    assert!(plan.refused.is_none(), "{:?}", plan.refused);
+    // One at a time, from the top.
+    assert_eq!(plan.actions, vec![ScaleAction::Decommission { pod: "wal-p-az-a-2".to_string() }]);
+    assert!(plan_pool_scale(&pool(1, Some(3), active(3))).refused.is_some());
+}
+
+#[test]
+fn victims_drain_one_at_a_time_from_the_top_within_the_budget() {
+    // 5 → 3: only the highest victim is decommissioned while the budget is 1.
+    let plan = plan_pool_scale(&pool(3, Some(5), active(5)));
+    assert_eq!(plan.actions, vec![ScaleAction::Decommission { pod: "wal-p-az-a-4".to_string() }]);
+    assert!(plan.waiting.iter().any(|w| w.contains("wal-p-az-a-3") && w.contains("budget")), "{:?}", plan.waiting);
+
+    // The top victim drained: shrink past it; the next one waits until it is gone.
+    let mut pods = active(5);
+    pods[4] = slot(4, Some(NodeState::Decommissioned), true);
+    let plan = plan_pool_scale(&pool(3, Some(5), pods.clone()));
+    assert_eq!(plan.actions, vec![ScaleAction::SetReplicas { stateful_set: "wal-p-az-a".to_string(), replicas: 4 }]);
+    // Not yet deleted by the StatefulSet controller, then terminating: still unavailable.
+    let plan = plan_pool_scale(&pool(3, Some(4), pods.clone()));
+    assert!(plan.actions.iter().all(|a| !matches!(a, ScaleAction::Decommission { .. })), "{:?}", plan.actions);
+    pods[4].exists = false;
+    pods[4].terminating = true;
+    let plan = plan_pool_scale(&pool(3, Some(4), pods.clone()));
+    assert!(plan.actions.iter().all(|a| !matches!(a, ScaleAction::Decommission { .. })), "{:?}", plan.actions);
+    pods[4].terminating = false;
+    let plan = plan_pool_scale(&pool(3, Some(4), pods));
+    assert!(
+        plan.actions.contains(&ScaleAction::Decommission { pod: "wal-p-az-a-3".to_string() }),
+        "{:?}",
+        plan.actions
+    );
+
+    // A victim still draining uses the budget: nothing else starts.
+    let mut pods = active(5);
+    pods[4] = slot(4, Some(NodeState::Decommissioning), false);
+    let plan = plan_pool_scale(&pool(3, Some(5), pods.clone()));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(plan.draining, 1);
+
+    // With maxUnavailable 2, two drain at once.
+    let mut wide = pool(3, Some(5), active(5));
+    wide.budget = 2;
+    assert_eq!(plan_pool_scale(&wide).actions.len(), 2);
+}
+
+#[test]
+fn a_scale_down_leaving_fewer_zones_than_the_ensemble_size_is_refused_under_hard_multi_az() {
+    let group = |name: &str, zone: &str, desired: i32, current: i32| GroupScaleInput {
+        stateful_set: format!("wal-p-{name}"),
+        desired,
+        current: Some(current),
+        pods: (0..current).map(|i| slot(i, Some(NodeState::Active), false)).collect(),
+        zone: Some(zone.to_string()),
+    };
+    let mut input = pool(0, None, Vec::new());
+    input.groups = vec![group("az-a", "za", 2, 2), group("az-b", "zb", 2, 2), group("az-c", "zc", 0, 1)];
+    input.min_zones = 3;
+    let plan = plan_pool_scale(&input);
+    assert!(plan.refused.as_deref().is_some_and(|r| r.contains("zone")), "{:?}", plan.refused);
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    // Without the hard multi-az rule the same scale-down (4 pods ≥ ES) proceeds.
+    input.min_zones = 0;
+    let plan = plan_pool_scale(&input);
+    assert!(plan.refused.is_none());
+    assert!(plan.actions.iter().any(|a| matches!(a, ScaleAction::Decommission { .. })), "{:?}", plan.actions);
 }

@@ -87,6 +87,10 @@ pub struct RenderInputs {
     pub secrets: BTreeMap<String, Secret>,
     /// The ConfigMap named by `configRef`.
     pub config_maps: BTreeMap<String, ConfigMap>,
+    /// The cluster's stamp key (its `<cluster>-stamp-key` Secret): the contents of referenced
+    /// objects are stamped with a digest keyed by it. `None` (inputs built by hand) stamps with
+    /// the resourceVersion instead.
+    pub stamp_key: Option<Vec<u8>>,
 }
 
 impl RenderInputs {
@@ -100,24 +104,30 @@ impl RenderInputs {
         secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.as_bytes().to_vec()).ok_or_else(missing)
     }
 
-    /// A version stamp of a referenced object: its resourceVersion, so that hashes published in
-    /// pod annotations and object names are no oracle for guessing credential values. Objects
-    /// without one (built in tests) fall back to a digest of their content.
+    /// A version stamp of a referenced object, published in pod annotations and object names.
+    ///
+    /// With the stamp key it is a keyed digest of the object's contents: a label, an annotation or a
+    /// backup restore of the same data (a new resourceVersion) restarts nothing, a change of data
+    /// rolls the pods, and without the key nobody can test a guessed credential against it.
+    /// Without the key it is the resourceVersion (or, for objects built in tests without one, a
+    /// digest of the contents).
     fn version_of(
+        &self,
         kind: &str,
         name: &str,
         resource_version: Option<&String>,
         content: impl FnOnce() -> Vec<u8>,
     ) -> String {
-        match resource_version {
-            Some(rv) => format!("{kind}/{name}@{rv}"),
-            None => format!("{kind}/{name}#{}", names::short_hash(&content(), 16)),
+        match (&self.stamp_key, resource_version) {
+            (Some(key), _) => format!("{kind}/{name}%{}", names::keyed_hash(key, &content(), 16)),
+            (None, Some(rv)) => format!("{kind}/{name}@{rv}"),
+            (None, None) => format!("{kind}/{name}#{}", names::short_hash(&content(), 16)),
         }
     }
 
     fn secret_version(&self, name: &str) -> String {
         let secret = self.secrets.get(name);
-        Self::version_of("Secret", name, secret.and_then(|s| s.metadata.resource_version.as_ref()), || {
+        self.version_of("Secret", name, secret.and_then(|s| s.metadata.resource_version.as_ref()), || {
             let mut bytes = Vec::new();
             for (k, ByteString(v)) in secret.and_then(|s| s.data.as_ref()).into_iter().flatten() {
                 bytes.extend(k.as_bytes());
@@ -137,12 +147,18 @@ impl RenderInputs {
 
     fn config_map_version(&self, name: &str) -> String {
         let cm = self.config_maps.get(name);
-        Self::version_of("ConfigMap", name, cm.and_then(|c| c.metadata.resource_version.as_ref()), || {
+        self.version_of("ConfigMap", name, cm.and_then(|c| c.metadata.resource_version.as_ref()), || {
             let mut bytes = Vec::new();
             for (k, v) in cm.and_then(|c| c.data.as_ref()).into_iter().flatten() {
                 bytes.extend(k.as_bytes());
                 bytes.push(0);
                 bytes.extend(v.as_bytes());
+                bytes.push(0);
+            }
+            for (k, ByteString(v)) in cm.and_then(|c| c.binary_data.as_ref()).into_iter().flatten() {
+                bytes.extend(k.as_bytes());
+                bytes.push(0);
+                bytes.extend(v);
                 bytes.push(0);
             }
             bytes
@@ -244,6 +260,9 @@ pub struct Rendered {
     pub credentials_overlay: Option<Secret>,
     /// Client bundle ConfigMap (its name goes into `status.clientConfigMap`).
     pub client_bundle: ConfigMap,
+    /// Every pool's gossip seeds (`seeds.<pool>`), read by the pods through an env var so that a
+    /// change of seeds restarts nothing.
+    pub gossip_seeds: ConfigMap,
     /// PodDisruptionBudget, unless disabled or there are no local pods.
     pub pdb: Option<PodDisruptionBudget>,
     /// One StatefulSet per local node group, in spec order.
@@ -267,6 +286,7 @@ impl Rendered {
             out.push(RenderedObject::Secret(s.clone()));
         }
         out.push(RenderedObject::ConfigMap(self.client_bundle.clone()));
+        out.push(RenderedObject::ConfigMap(self.gossip_seeds.clone()));
         out.extend(self.headless_services.iter().cloned().map(RenderedObject::Service));
         out.extend(self.seed_services.iter().cloned().map(RenderedObject::Service));
         out.push(RenderedObject::Service(self.admin_service.clone()));
@@ -425,6 +445,19 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         ..Default::default()
     };
 
+    let seeds_name = plan.names.gossip_seeds();
+    let gossip_seeds = ConfigMap {
+        metadata: object_meta(seeds_name.clone(), ns, names::common_labels(cr, "gossip-seeds", &version), &owner),
+        data: Some(
+            plan.pools
+                .iter()
+                .filter(|p| !p.gossip_seeds.is_empty())
+                .map(|p| (names::gossip_seeds_key(&p.name), p.gossip_seeds.join(",")))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+
     let iam = spec.object_storage.as_ref().and_then(|o| o.credentials.as_ref()).and_then(|c| c.iam.clone());
     let (service_account, service_account_name) = match &spec.service_account_name {
         Some(name) => (None, name.clone()),
@@ -462,6 +495,7 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         template_hash: &template_hash,
         owner: &owner,
         iam_pod_labels: &iam_pod_labels,
+        seeds_config_map: &seeds_name,
     };
     let service_ctx = services::ServiceContext { spec, namespace: ns, cluster: cr, version: &version, owner: &owner };
     for pool in &plan.pools {
@@ -469,7 +503,7 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         headless_services.push(services::headless_service(&service_ctx, hs, &pool.name));
         seed_services.push(services::seed_service(&service_ctx, seed, &pool.name));
         for g in &pool.groups {
-            stateful_sets.push(statefulset::render_stateful_set(&workload, pool, g));
+            stateful_sets.push(statefulset::render_stateful_set(&workload, g));
         }
     }
     let admin_service = services::admin_service(&service_ctx, &plan.names.admin_service());
@@ -513,6 +547,7 @@ pub fn render(cluster: &WoodpeckerCluster, inputs: &RenderInputs) -> Result<Rend
         server_config,
         credentials_overlay,
         client_bundle,
+        gossip_seeds,
         pdb,
         stateful_sets,
         pod_monitor,

@@ -15,6 +15,11 @@ pub const MAX_STATEFULSET_NAME: usize = 52;
 pub const APP_NAME: &str = "woodpecker";
 /// `app.kubernetes.io/managed-by` value.
 pub const MANAGED_BY: &str = "woodpecker-operator";
+/// Key of a pool's gossip seeds in the [`Names::gossip_seeds`] ConfigMap.
+pub fn gossip_seeds_key(pool: &str) -> String {
+    format!("seeds.{}", label_value(pool))
+}
+
 /// Label key: the WoodpeckerCluster name.
 pub const LABEL_CLUSTER: &str = "woodpecker.zilliz.io/cluster";
 /// Label key: the buffer pool.
@@ -39,6 +44,17 @@ pub const LABEL_CONFIG_KIND: &str = "woodpecker.zilliz.io/config";
 /// Hex SHA-256 of `data`, cut to `len` characters.
 pub fn short_hash(data: &[u8], len: usize) -> String {
     let digest = hex::encode(Sha256::digest(data));
+    digest[..len.min(digest.len())].to_string()
+}
+
+/// Hex SHA-256 of `key`, a separator and `data`, cut to `len` characters: a digest only the holder
+/// of `key` can compute, so publishing it reveals nothing testable about `data`.
+pub fn keyed_hash(key: &[u8], data: &[u8], len: usize) -> String {
+    let mut h = Sha256::new();
+    h.update((key.len() as u64).to_be_bytes());
+    h.update(key);
+    h.update(data);
+    let digest = hex::encode(h.finalize());
     digest[..len.min(digest.len())].to_string()
 }
 
@@ -113,6 +129,16 @@ impl Names {
     /// Client bundle ConfigMap.
     pub fn client_bundle(&self) -> String {
         fit_name(&format!("{}-client", self.cluster), MAX_NAME)
+    }
+
+    /// Secret holding the key of the digests that stamp referenced objects' contents.
+    pub fn stamp_key(&self) -> String {
+        fit_name(&format!("{}-stamp-key", self.cluster), MAX_NAME)
+    }
+
+    /// ConfigMap of every pool's gossip seeds, read by the server pods through an env var.
+    pub fn gossip_seeds(&self) -> String {
+        fit_name(&format!("{}-gossip-seeds", self.cluster), MAX_NAME)
     }
 
     /// PodDisruptionBudget.

@@ -7,22 +7,22 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, TopologySpreadConstraint,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use woodpecker_crds::WoodpeckerClusterSpec;
+use woodpecker_crds::{ProbeTiming, WoodpeckerClusterSpec};
 
 use super::names::{
     self, ANNOTATION_CONFIG_HASH, ANNOTATION_RESTART_TOKEN, LABEL_NODE_GROUP, LABEL_POOL, LABEL_REGION,
     LABEL_RESOURCE_GROUP, LABEL_TOPOLOGY_ZONE, LABEL_ZONE, label_value,
 };
-use super::plan::{GroupPlan, PoolPlan};
+use super::plan::GroupPlan;
 use super::server_config::{CA_DIR, CA_FILE, CONFIG_DIR, CONFIG_KEY, DATA_DIR, USER_CONFIG_DIR, USER_CONFIG_KEY};
 
 /// Seconds the kubelet waits after SIGTERM; the server finishes within 30 s.
@@ -64,7 +64,16 @@ pub struct WorkloadInputs<'a> {
     pub owner: &'a OwnerReference,
     /// Extra pod labels from IAM settings.
     pub iam_pod_labels: &'a BTreeMap<String, String>,
+    /// The ConfigMap holding every pool's gossip seeds.
+    pub seeds_config_map: &'a str,
 }
+
+/// The server binary, by absolute path (CONTRACT.md: the image puts it in `/usr/local/bin`; the
+/// image's PATH is not part of the contract).
+pub const SERVER_BINARY: &str = "/usr/local/bin/woodpecker";
+
+/// Env var carrying the pool's gossip seeds from the seeds ConfigMap into `--seeds`.
+pub const SEEDS_ENV: &str = "WOODPECKER_GOSSIP_SEEDS";
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_string(), value: Some(value.into()), ..Default::default() }
@@ -81,21 +90,38 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32, initial: i32) -> Probe {
+/// An HTTP probe on the admin port: the defaults, overridden field by field by `timing`.
+fn http_probe(path: &str, defaults: ProbeDefaults, timing: Option<&ProbeTiming>) -> Probe {
+    let t = timing.cloned().unwrap_or_default();
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String(PORT_NAME_ADMIN.to_string()),
             ..Default::default()
         }),
-        initial_delay_seconds: Some(initial),
-        period_seconds: Some(period),
-        timeout_seconds: Some(3),
-        failure_threshold: Some(failures),
+        initial_delay_seconds: Some(t.initial_delay_seconds.unwrap_or(0)),
+        period_seconds: Some(t.period_seconds.unwrap_or(defaults.period)),
+        timeout_seconds: Some(t.timeout_seconds.unwrap_or(3)),
+        failure_threshold: Some(t.failure_threshold.unwrap_or(defaults.failures)),
         success_threshold: Some(1),
         ..Default::default()
     }
 }
+
+/// Default period and failure threshold of a probe.
+#[derive(Clone, Copy)]
+struct ProbeDefaults {
+    period: i32,
+    failures: i32,
+}
+
+/// Startup on `/healthz` (gossip joined, data dir writable): up to 5 minutes to start.
+const STARTUP_PROBE: ProbeDefaults = ProbeDefaults { period: 5, failures: 60 };
+/// Liveness on `/livez` (the process answers): never depends on peers, disk or etcd, so a zone
+/// partition does not make the kubelets restart the isolated pods (CONTRACT.md).
+const LIVENESS_PROBE: ProbeDefaults = ProbeDefaults { period: 10, failures: 3 };
+/// Readiness on `/readyz` (healthy and `active`): a decommissioning server leaves the Services.
+const READINESS_PROBE: ProbeDefaults = ProbeDefaults { period: 5, failures: 3 };
 
 /// Pod labels: user labels first, then the operator's (which always win).
 pub fn pod_labels(w: &WorkloadInputs<'_>, g: &GroupPlan) -> BTreeMap<String, String> {
@@ -167,7 +193,7 @@ fn spread_constraints(w: &WorkloadInputs<'_>, g: &GroupPlan) -> Vec<TopologySpre
 }
 
 /// Server flags (`woodpecker server …`), per CONTRACT.md.
-pub fn server_args(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> Vec<String> {
+pub fn server_args(w: &WorkloadInputs<'_>, g: &GroupPlan) -> Vec<String> {
     let spec = w.spec;
     let fqdn = format!("$(POD_NAME).{}.$(POD_NAMESPACE).svc.{}", g.headless_service, spec.cluster_domain);
     let mut args = vec!["server".to_string(), format!("--config={CONFIG_DIR}/{CONFIG_KEY}")];
@@ -179,7 +205,9 @@ pub fn server_args(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> Ve
         format!("--gossip-port={}", spec.gossip_port),
         "--node-name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
-        format!("--seeds={}", pool.gossip_seeds.join(",")),
+        // From a ConfigMap, not the template: adding a node group changes the seeds, and that must
+        // restart nothing (seeds only matter when a server joins).
+        format!("--seeds=$({SEEDS_ENV})"),
         format!("--advertise-gossip-addr={fqdn}:{}", spec.gossip_port),
         format!("--advertise-service-addr={fqdn}:{}", spec.service_port),
         format!("--cluster={}", w.cluster),
@@ -195,7 +223,7 @@ pub fn server_args(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> Ve
 }
 
 /// The StatefulSet of node group `g`.
-pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPlan) -> StatefulSet {
+pub fn render_stateful_set(w: &WorkloadInputs<'_>, g: &GroupPlan) -> StatefulSet {
     let spec = w.spec;
     let labels = pod_labels(w, g);
     let mut annotations = spec.pod_annotations.clone();
@@ -211,6 +239,18 @@ pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPla
         env("METRICS_PORT", spec.metrics_port.to_string()),
         env("CLUSTER_NAME", w.cluster),
         env("RESOURCE_GROUP", g.resource_group.clone()),
+        EnvVar {
+            name: SEEDS_ENV.to_string(),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: w.seeds_config_map.to_string(),
+                    key: names::gossip_seeds_key(&g.pool),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ];
     if let Some(zone) = &g.zone {
         env_vars.push(env("AVAILABILITY_ZONE", zone.clone()));
@@ -292,8 +332,8 @@ pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPla
         name: CONTAINER_NAME.to_string(),
         image: Some(spec.image.clone()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
-        command: Some(vec!["woodpecker".to_string()]),
-        args: Some(server_args(w, pool, g)),
+        command: Some(vec![SERVER_BINARY.to_string()]),
+        args: Some(server_args(w, g)),
         env: Some(env_vars),
         ports: Some(vec![
             port(PORT_NAME_SERVICE, spec.service_port, "TCP"),
@@ -303,9 +343,9 @@ pub fn render_stateful_set(w: &WorkloadInputs<'_>, pool: &PoolPlan, g: &GroupPla
         ]),
         resources: g.resources.clone(),
         volume_mounts: Some(mounts),
-        startup_probe: Some(http_probe("/healthz", 5, 60, 0)),
-        liveness_probe: Some(http_probe("/healthz", 10, 3, 0)),
-        readiness_probe: Some(http_probe("/readyz", 5, 3, 0)),
+        startup_probe: Some(http_probe("/healthz", STARTUP_PROBE, w.spec.probes.startup.as_ref())),
+        liveness_probe: Some(http_probe("/livez", LIVENESS_PROBE, w.spec.probes.liveness.as_ref())),
+        readiness_probe: Some(http_probe("/readyz", READINESS_PROBE, w.spec.probes.readiness.as_ref())),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

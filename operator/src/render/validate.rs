@@ -82,7 +82,35 @@ pub fn validate_cluster(cluster: &WoodpeckerCluster) -> Result<(), Vec<Validatio
             "the cluster name must be a DNS-1035 label (start with a letter) because Services are named after it",
         ));
     }
+    if let Some(name) = &cluster.metadata.name {
+        errors.extend(service_name_collisions(name, &cluster.spec));
+    }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// Two rendered Services with one name (a pool named `admin`, or `x-hs` next to `x`) would be
+/// applied over each other on every pass.
+fn service_name_collisions(cluster: &str, spec: &WoodpeckerClusterSpec) -> Vec<ValidationError> {
+    let names = super::names::Names::new(cluster);
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    seen.insert(names.admin_service(), "the admin Service".to_string());
+    let mut errors = Vec::new();
+    for (i, pool) in spec.buffer_pools.iter().enumerate().filter(|(_, p)| !p.node_groups.is_empty()) {
+        for (svc, what) in [
+            (names.headless_service(&pool.name), format!("the headless Service of pool {}", pool.name)),
+            (names.seed_service(&pool.name), format!("the seed Service of pool {}", pool.name)),
+        ] {
+            if let Some(other) = seen.get(&svc) {
+                errors.push(ValidationError::new(
+                    format!("bufferPools[{i}].name"),
+                    format!("{what} would be named {svc}, like {other}; rename the pool"),
+                ));
+            } else {
+                seen.insert(svc, what);
+            }
+        }
+    }
+    errors
 }
 
 /// Checks CEL cannot express (or that must also hold when the API server did not run the CEL rules).

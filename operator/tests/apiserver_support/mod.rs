@@ -274,6 +274,8 @@ pub struct FakeNode {
     pub joined_at: Option<Instant>,
     /// Answer 503 on /admin/log-health.
     pub log_unhealthy: bool,
+    /// Answer 500 on /admin/node/status.
+    pub status_fails: bool,
 }
 
 /// The fake LogStore cluster behind every pod's admin port.
@@ -290,7 +292,28 @@ pub struct FakeCluster {
     listeners: Arc<Mutex<HashMap<Ipv4Addr, tokio::task::JoinHandle<()>>>>,
     /// Decommission requests received, by pod.
     pub decommissions: Arc<Mutex<Vec<String>>>,
+    /// Cancel requests received, by pod.
+    pub cancels: Arc<Mutex<Vec<String>>>,
+    /// Most pods draining at once (in gossip and not `active`), seen when a decommission arrives.
+    pub max_draining: Arc<Mutex<usize>>,
+    /// How a decommission drains.
+    pub drain: Arc<Mutex<Drain>>,
+    /// Pods the kubelet never starts (they stay Pending, as on a node that cannot run them).
+    pub never_start: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// UIDs of the pods the kubelet started (a pod it already runs is not started again).
+    started: Arc<Mutex<std::collections::BTreeSet<String>>>,
     next_ip: Arc<Mutex<u8>>,
+}
+
+/// How a fake node drains after `POST /admin/node/decommission`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// `decommissioned` at once.
+    Instant,
+    /// `decommissioning` for this long, then `decommissioned`.
+    After(Duration),
+    /// `decommissioning` until cancelled.
+    Never,
 }
 
 impl FakeCluster {
@@ -305,6 +328,11 @@ impl FakeCluster {
             ips: Default::default(),
             listeners: Default::default(),
             decommissions: Default::default(),
+            cancels: Default::default(),
+            max_draining: Default::default(),
+            drain: Arc::new(Mutex::new(Drain::Instant)),
+            never_start: Default::default(),
+            started: Default::default(),
             next_ip: Arc::new(Mutex::new(10)),
         }
     }
@@ -322,7 +350,14 @@ impl FakeCluster {
         };
         self.nodes.lock().unwrap().insert(
             name.to_string(),
-            FakeNode { ip, az: az.to_string(), state: "active".into(), joined_at: None, log_unhealthy: false },
+            FakeNode {
+                ip,
+                az: az.to_string(),
+                state: "active".into(),
+                joined_at: None,
+                log_unhealthy: false,
+                status_fails: false,
+            },
         );
         self.ips.lock().unwrap().insert(ip, name.to_string());
         let app = Router::new()
@@ -384,6 +419,7 @@ async fn status_h(State((c, name)): FakeState) -> impl IntoResponse {
     let members = c.members().len() as u32;
     let n = c.nodes.lock().unwrap().get(&name).cloned();
     match n {
+        Some(n) if n.status_fails => (StatusCode::INTERNAL_SERVER_ERROR, "data dir not writable").into_response(),
         Some(n) => axum::Json(NodeStatus {
             node_name: name,
             state: n.state,
@@ -411,8 +447,29 @@ async fn health_h(State((c, name)): FakeState) -> impl IntoResponse {
 
 async fn decom_h(State((c, name)): FakeState) -> impl IntoResponse {
     c.decommissions.lock().unwrap().push(name.clone());
+    let drain = *c.drain.lock().unwrap();
+    {
+        let nodes = c.nodes.lock().unwrap();
+        let others =
+            nodes.iter().filter(|(n, node)| **n != name && node.joined_at.is_some() && node.state != "active").count();
+        let mut max = c.max_draining.lock().unwrap();
+        *max = (*max).max(others + 1);
+    }
     if let Some(n) = c.nodes.lock().unwrap().get_mut(&name) {
-        n.state = "decommissioned".into();
+        if n.state != "active" {
+            return StatusCode::OK;
+        }
+        n.state = if drain == Drain::Instant { "decommissioned" } else { "decommissioning" }.into();
+    }
+    if let Drain::After(d) = drain {
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            if let Some(n) = c.nodes.lock().unwrap().get_mut(&name)
+                && n.state == "decommissioning"
+            {
+                n.state = "decommissioned".into();
+            }
+        });
     }
     StatusCode::OK
 }
@@ -423,6 +480,7 @@ async fn progress_h(State((c, name)): FakeState) -> impl IntoResponse {
 }
 
 async fn cancel_h(State((c, name)): FakeState, _p: Option<Path<String>>) -> impl IntoResponse {
+    c.cancels.lock().unwrap().push(name.clone());
     if let Some(n) = c.nodes.lock().unwrap().get_mut(&name) {
         n.state = "active".into();
     }
@@ -542,7 +600,12 @@ pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task
                 }
                 continue;
             }
-            if woodpecker_operator::controller::observe::pod_ready(&pod) || !hold_pod(&pods, &pod).await {
+            let uid = pod.uid().unwrap_or_default();
+            if woodpecker_operator::controller::observe::pod_ready(&pod)
+                || fake.started.lock().unwrap().contains(&uid)
+                || fake.never_start.lock().unwrap().contains(&name)
+                || !hold_pod(&pods, &pod).await
+            {
                 continue;
             }
             let zone = pod.labels().get("woodpecker.zilliz.io/zone").cloned().unwrap_or_default();
@@ -554,9 +617,35 @@ pub fn spawn_kubelet(client: Client, ns: &str, fake: FakeCluster) -> tokio::task
             for attempt in 0..10 {
                 if set_pod_ready(&pods, &name, ip, true).await {
                     fake.join(&name, Duration::ZERO);
+                    fake.started.lock().unwrap().insert(uid.clone());
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+            }
+        }
+    })
+}
+
+/// Plays the kubelet's readiness probe against `/readyz`: a started pod is Ready exactly while its
+/// fake node is `active` (a decommissioning server answers 503 by contract). Checks every 200 ms.
+pub fn spawn_readiness_prober(client: Client, ns: &str, fake: FakeCluster) -> tokio::task::JoinHandle<()> {
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(list) = pods.list(&Default::default()).await else { continue };
+            for pod in list.items {
+                let uid = pod.uid().unwrap_or_default();
+                if pod.metadata.deletion_timestamp.is_some() || !fake.started.lock().unwrap().contains(&uid) {
+                    continue;
+                }
+                let name = pod.name_any();
+                let node = fake.nodes.lock().unwrap().get(&name).cloned();
+                let Some(node) = node else { continue };
+                let want = node.state == "active";
+                if woodpecker_operator::controller::observe::pod_ready(&pod) != want {
+                    set_pod_ready(&pods, &name, node.ip, want).await;
+                }
             }
         }
     })
