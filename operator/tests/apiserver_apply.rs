@@ -112,15 +112,6 @@ async fn fields_removed_from_the_spec_are_removed_from_the_statefulset_and_the_r
     kubelet.abort();
 }
 
-fn reconciles(op: &RunningOperator) -> f64 {
-    op.metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("woodpecker_operator_reconciles_total"))
-        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        .sum()
-}
-
 #[tokio::test]
 async fn quantities_the_api_server_normalises_cause_no_write_on_a_no_change_pass() {
     let client = client().await;
@@ -157,7 +148,7 @@ async fn quantities_the_api_server_normalises_cause_no_write_on_a_no_change_pass
         }
     }
     let mark = op.requests.len();
-    let before = reconciles(&op);
+    let before = op.reconciles();
     for i in 0..3 {
         clusters
             .patch(
@@ -169,7 +160,7 @@ async fn quantities_the_api_server_normalises_cause_no_write_on_a_no_change_pass
             .expect("poking the cluster");
         let target = before + f64::from(i) + 1.0;
         ns.wait_for(&client, "a pass after the poke", Duration::from_secs(20), || async {
-            (reconciles(&op) >= target).then_some(())
+            (op.reconciles() >= target).then_some(())
         })
         .await;
     }
@@ -269,7 +260,7 @@ async fn relabelling_a_referenced_secret_restarts_nothing_but_changing_its_data_
 
     // kubectl label / a backup tool's annotation: a new resourceVersion, the same data.
     for i in 0..2 {
-        let passes = reconciles(&op);
+        let passes = op.reconciles();
         secrets
             .patch(
                 "s3-creds",
@@ -279,7 +270,7 @@ async fn relabelling_a_referenced_secret_restarts_nothing_but_changing_its_data_
             .await
             .expect("labelling the Secret");
         ns.wait_for(&client, "a pass after the Secret changed", Duration::from_secs(20), || async {
-            (reconciles(&op) > passes).then_some(())
+            (op.reconciles() > passes).then_some(())
         })
         .await;
     }

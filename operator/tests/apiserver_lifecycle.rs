@@ -78,15 +78,6 @@ where
     api.list(&lp).await.map(|l| l.items.iter().map(|o| o.name_any()).collect()).unwrap_or_default()
 }
 
-fn reconcile_count(op: &RunningOperator) -> f64 {
-    op.metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("woodpecker_operator_reconciles_total"))
-        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        .sum()
-}
-
 #[tokio::test]
 async fn three_zone_cluster_is_created_reports_status_and_a_second_reconcile_writes_nothing() {
     let client = client().await;
@@ -165,16 +156,8 @@ async fn three_zone_cluster_is_created_reports_status_and_a_second_reconcile_wri
         }
     }
     assert!(quiet, "the operator keeps writing to a converged cluster: {last_writes:?}");
-    let reconciles = |op: &RunningOperator| {
-        op.metrics
-            .encode()
-            .lines()
-            .filter(|l| l.starts_with("woodpecker_operator_reconciles_total"))
-            .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-            .sum::<f64>()
-    };
     let mark = op.requests.len();
-    let before = reconciles(&op);
+    let before = op.reconciles();
     for i in 0..5 {
         clusters
             .patch(
@@ -186,12 +169,12 @@ async fn three_zone_cluster_is_created_reports_status_and_a_second_reconcile_wri
             .expect("annotating the cluster");
         let target = before + f64::from(i) + 1.0;
         wait_for("a reconcile after the poke", Duration::from_secs(20), || async {
-            (reconciles(&op) >= target).then_some(())
+            (op.reconciles() >= target).then_some(())
         })
         .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let passes = reconciles(&op) - before;
+    let passes = op.reconciles() - before;
     let sent = op.requests.since(mark);
     let writes: Vec<_> = sent.iter().filter(|r| r.is_write()).collect();
     println!(
@@ -305,7 +288,7 @@ async fn missing_secret_sets_config_invalid_and_writes_nothing_else() {
     let mut mark = 0;
     for poke in ["1", "2"] {
         mark = op.requests.len();
-        let before = reconcile_count(&op);
+        let before = op.reconciles();
         clusters
             .patch(
                 "wal",
@@ -315,7 +298,7 @@ async fn missing_secret_sets_config_invalid_and_writes_nothing_else() {
             .await
             .expect("poking the cluster");
         wait_for("a reconcile after the poke", Duration::from_secs(20), || async {
-            (reconcile_count(&op) > before).then_some(())
+            (op.reconciles() > before).then_some(())
         })
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;

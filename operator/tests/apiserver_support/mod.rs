@@ -224,6 +224,16 @@ pub struct RunningOperator {
 }
 
 impl RunningOperator {
+    /// Reconcile passes finished so far (every outcome), from the operator's metrics.
+    pub fn reconciles(&self) -> f64 {
+        self.metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("woodpecker_operator_reconciles_total"))
+            .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+            .sum()
+    }
+
     /// Start the controller for `namespace` with `cfg` as its identity.
     pub fn start(cfg: Config, namespace: &str) -> Self {
         let _ = tracing_subscriber::fmt()
