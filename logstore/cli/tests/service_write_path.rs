@@ -128,3 +128,36 @@ async fn a_replica_killed_mid_stream_neither_stalls_writes_nor_loses_an_acknowle
     }
     reader.close().await.unwrap();
 }
+
+#[test]
+fn cluster_status_lists_every_member_with_its_zone_and_state() {
+    let cluster = Cluster::start(3, &ClusterOptions::default());
+    let (code, _) = cluster.nodes[2].admin("POST", "/admin/node/decommission");
+    assert_eq!(code, 200);
+    let admin = format!("127.0.0.1:1,127.0.0.1:{}", cluster.nodes[0].admin_port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_woodpecker"))
+            .args(["cluster", "status", "--admin", &admin])
+            .output()
+            .expect("run woodpecker cluster status");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        let seen = text.contains("3 members (3 alive)")
+            && text.lines().any(|l| l.starts_with("node-2") && l.contains("decommissioning") && l.contains("z2"))
+            && text.lines().any(|l| l.starts_with("node-0") && l.contains("active") && l.contains("z0"));
+        if seen {
+            println!("{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the status never showed the decommissioning node:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_woodpecker"))
+        .args(["cluster", "status", "--admin", "127.0.0.1:1", "--timeout-secs", "1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:1") && err.contains("no node answered"), "a clear error naming the node: {err}");
+}
