@@ -1,15 +1,21 @@
 //! Against the real kube-apiserver: leader election over a coordination.k8s.io Lease — one
-//! leader at a time, renewals keep it, a crashed leader's lease expires and is taken over, and a
-//! released lease is taken over at once.
+//! leader at a time, renewals keep it, a crashed leader's lease expires and is taken over, a
+//! released lease is taken over at once, a leader whose renewal hangs stops within the renew
+//! deadline, and clock skew between holder and candidate changes nothing.
 
 mod apiserver_support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apiserver_support::{TestNamespace, client};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
-use woodpecker_operator::leader::{LeaderElector, LeaseConfig, LeaseState};
+use apiserver_support::stalling_proxy::StallingProxy;
+use apiserver_support::{TestNamespace, client, config};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
+use tokio_util::sync::CancellationToken;
+use woodpecker_operator::leader::{LeaderElector, LeaseConfig, LeaseState, Tenure};
 
 fn cfg(ns: &str, identity: &str) -> LeaseConfig {
     LeaseConfig {
@@ -161,4 +167,199 @@ async fn two_operator_processes_elect_one_leader_and_fail_over() {
     })
     .await;
     drop((a, b));
+}
+
+/// What each candidate's work reports: (when, who, started or stopped).
+type Timeline = Arc<Mutex<Vec<(Instant, &'static str, bool)>>>;
+
+/// The work a leader runs: reports "started" when it runs and "stopped" when it is dropped or ends.
+fn reporting_work(
+    who: &'static str,
+    timeline: Timeline,
+) -> impl FnOnce(CancellationToken) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    struct Stopped(&'static str, Timeline);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.1.lock().expect("timeline").push((Instant::now(), self.0, false));
+        }
+    }
+    move |stop| {
+        Box::pin(async move {
+            timeline.lock().expect("timeline").push((Instant::now(), who, true));
+            let _stopped = Stopped(who, timeline);
+            stop.cancelled().await;
+        })
+    }
+}
+
+fn event(timeline: &Timeline, who: &str, started: bool) -> Option<Instant> {
+    timeline.lock().expect("timeline").iter().find(|e| e.1 == who && e.2 == started).map(|e| e.0)
+}
+
+/// A leader whose renewal hangs (a proxy stops forwarding without closing; the client has no
+/// read timeout) stops its work within the renew deadline; the other candidate takes over only
+/// after the lease duration, and at no instant do both report leading.
+#[tokio::test]
+async fn hung_renewal_stops_the_leader_within_the_renew_deadline_before_anyone_takes_over() {
+    let admin = client().await;
+    let ns = TestNamespace::new(&admin, "lease-hung").await;
+    let (duration, deadline, retry) = (Duration::from_secs(4), Duration::from_secs(2), Duration::from_millis(250));
+    let timings = |id: &str| LeaseConfig {
+        lease_duration: duration,
+        renew_deadline: deadline,
+        retry_period: retry,
+        ..LeaseConfig::new("hung", &ns.name, id)
+    };
+
+    // a reaches the apiserver only through the proxy.
+    let mut via_proxy = config().await;
+    let upstream = via_proxy.cluster_url.authority().expect("apiserver address").as_str().to_string();
+    let upstream = tokio::net::lookup_host(&upstream).await.expect("resolving the apiserver").next().expect("address");
+    let proxy = StallingProxy::start(upstream).await;
+    via_proxy.cluster_url = format!("https://{}", proxy.addr).parse().expect("proxy url");
+    let a = LeaderElector::new(kube::Client::try_from(via_proxy).expect("client via proxy"), timings("a"));
+    let b = LeaderElector::new(admin.clone(), timings("b"));
+
+    let timeline: Timeline = Arc::default();
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a_task = {
+        let (w, stop) = (reporting_work("a", timeline.clone()), stop_a.clone());
+        tokio::spawn(async move { a.lead(&stop, w).await })
+    };
+    apiserver_support::wait_for("a to lead", Duration::from_secs(10), || async { event(&timeline, "a", true) }).await;
+    let b_task = {
+        let (w, stop) = (reporting_work("b", timeline.clone()), stop_b.clone());
+        tokio::spawn(async move { b.lead(&stop, w).await })
+    };
+    // a keeps renewing through the proxy: b stays a follower well past the lease duration.
+    tokio::time::sleep(duration + Duration::from_secs(1)).await;
+    assert!(event(&timeline, "b", true).is_none(), "b took over a lease that a kept renewing");
+
+    let stalled_at = Instant::now();
+    proxy.stall();
+    let tenure = tokio::time::timeout(deadline + Duration::from_secs(2), a_task)
+        .await
+        .expect("a still leads long after its renewal hung")
+        .expect("a's task");
+    assert!(matches!(tenure, Tenure::Lost), "a's tenure ended as {tenure:?}, not Lost");
+    let a_stopped = event(&timeline, "a", false).expect("a's work reported stopping");
+    let a_after = a_stopped - stalled_at;
+    assert!(
+        a_after <= deadline + Duration::from_millis(300),
+        "a stopped {a_after:?} after its renewals hung; the renew deadline is {deadline:?}"
+    );
+
+    let b_started = apiserver_support::wait_for("b to take over", Duration::from_secs(15), || async {
+        event(&timeline, "b", true)
+    })
+    .await;
+    // a's last renewal reached the apiserver at most one retry period (plus a round trip) before
+    // the stall; b times the lease from when it saw that renewal.
+    let b_after = b_started - stalled_at;
+    assert!(
+        b_after >= duration - retry - Duration::from_millis(200),
+        "b took over {b_after:?} after a's last renewals, before the {duration:?} lease could expire"
+    );
+    // Never two leaders: replay what each reported.
+    let mut leading = 0;
+    for (at, who, started) in timeline.lock().expect("timeline").iter() {
+        leading += if *started { 1 } else { -1 };
+        assert!(leading <= 1, "two candidates led at once ({who} started at {:?})", *at - stalled_at);
+    }
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns.name);
+    let spec = leases.get("hung").await.expect("lease").spec.expect("lease spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+
+    stop_b.cancel();
+    let tenure = tokio::time::timeout(Duration::from_secs(10), b_task).await.expect("b stops").expect("b's task");
+    assert!(matches!(tenure, Tenure::Finished(())), "b's tenure ended as {tenure:?}");
+    drop(proxy);
+}
+
+/// One skewed-clock scenario: a holder whose `renewTime` is `skew` away from our clock.
+async fn skewed_holder_is_kept_while_alive_and_taken_over_when_silent(client: kube::Client, ns: String, skew: i64) {
+    let name = format!("skew-{}", if skew < 0 { "past" } else { "future" });
+    let duration = Duration::from_secs(3);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let skewed_now = move || MicroTime(Timestamp::now() + SignedDuration::from_secs(skew));
+    let lease = Lease {
+        metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("skewed".into()),
+            lease_duration_seconds: Some(3),
+            acquire_time: Some(skewed_now()),
+            renew_time: Some(skewed_now()),
+            lease_transitions: Some(0),
+            ..LeaseSpec::default()
+        }),
+    };
+    leases.create(&PostParams::default(), &lease).await.expect("creating the skewed lease");
+
+    // The live holder renews every 500 ms, stamping its own (skewed) clock.
+    let silent = CancellationToken::new();
+    let last_write: Arc<Mutex<Instant>> = Arc::new(Mutex::new(Instant::now()));
+    let keeper = {
+        let (leases, name, silent, last_write) = (leases.clone(), name.clone(), silent.clone(), last_write.clone());
+        tokio::spawn(async move {
+            while !silent.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Ok(mut l) = leases.get(&name).await else { continue };
+                if let Some(spec) = l.spec.as_mut() {
+                    spec.renew_time = Some(skewed_now());
+                }
+                if leases.replace(&name, &PostParams::default(), &l).await.is_ok() {
+                    *last_write.lock().expect("last write") = Instant::now();
+                }
+            }
+        })
+    };
+    let candidate = LeaderElector::new(
+        client.clone(),
+        LeaseConfig {
+            lease_duration: duration,
+            renew_deadline: Duration::from_secs(2),
+            retry_period: Duration::from_millis(200),
+            ..LeaseConfig::new(&name, &ns, "candidate")
+        },
+    );
+    let alive_until = Instant::now() + duration * 3;
+    while Instant::now() < alive_until {
+        let state = candidate.try_acquire_or_renew().await.expect("candidate tries");
+        assert_eq!(
+            state,
+            LeaseState::Follower { holder: "skewed".into() },
+            "a live holder whose clock is {skew} s off was taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    silent.cancel();
+    keeper.await.expect("keeper");
+    let last = *last_write.lock().expect("last write");
+    let taken = loop {
+        if candidate.try_acquire_or_renew().await.expect("candidate tries") == LeaseState::Leader {
+            break last.elapsed();
+        }
+        assert!(last.elapsed() < duration * 4, "a silent holder whose clock is {skew} s off was never taken over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(taken >= duration, "the silent holder ({skew} s skew) was taken over {taken:?} after its last renewal");
+    assert!(
+        taken <= duration + Duration::from_secs(1),
+        "the silent holder ({skew} s skew) was taken over only {taken:?} after its last renewal"
+    );
+}
+
+/// Expiry is decided on the candidate's own clock: a live holder whose timestamps are an hour in
+/// the past is not taken over, and a silent holder whose timestamps are an hour in the future is
+/// taken over one lease duration after its last write.
+#[tokio::test]
+async fn clock_skew_neither_expires_a_live_holder_nor_keeps_a_silent_one() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "lease-skew").await;
+    tokio::join!(
+        skewed_holder_is_kept_while_alive_and_taken_over_when_silent(client.clone(), ns.name.clone(), -3600),
+        skewed_holder_is_kept_while_alive_and_taken_over_when_silent(client.clone(), ns.name.clone(), 3600),
+    );
 }
