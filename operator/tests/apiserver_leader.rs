@@ -75,53 +75,18 @@ async fn one_leader_at_a_time_expired_lease_is_taken_over_released_lease_at_once
 /// the Lease agree); when the leader is killed the other takes over and reconciles.
 #[tokio::test]
 async fn two_operator_processes_elect_one_leader_and_fail_over() {
-    use std::process::{Child, Command, Stdio};
-
     use kube::api::PostParams;
     use woodpecker_crds::WoodpeckerCluster;
 
-    struct Proc(Child);
-    impl Drop for Proc {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-    }
     let client = client().await;
     apiserver_support::install_crd(&client).await;
     let ns = TestNamespace::new(&client, "ha").await;
-    let spawn = |port: u16, id: &str| {
-        Proc(
-            Command::new(env!("CARGO_BIN_EXE_woodpecker-operator"))
-                .args(["run", "--leader-elect", "--namespace", &ns.name])
-                .args(["--lease-duration-seconds", "4", "--lease-renew-deadline-seconds", "3"])
-                .args(["--lease-retry-seconds", "1", "--metrics-addr", &format!("127.0.0.1:{port}")])
-                .env("KUBECONFIG", apiserver_support::kubeconfig_path())
-                .env("POD_NAME", id)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawning woodpecker-operator"),
-        )
-    };
+    let kubeconfig = apiserver_support::kubeconfig_path();
+    let spawn = |port: u16, id: &str| spawn_operator(&kubeconfig, &ns.name, port, id, ["4", "3", "1"]);
     let (pa, pb) = (free_port(), free_port());
     let mut a = Some(spawn(pa, "op-a"));
     let mut b = Some(spawn(pb, "op-b"));
 
-    async fn gauge(port: u16) -> Option<u8> {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        body.lines()
-            .find(|l| l.starts_with("woodpecker_operator_leader "))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    }
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     let first = apiserver_support::wait_for("exactly one leader", Duration::from_secs(30), || async {
         let (ga, gb) = (gauge(pa).await?, gauge(pb).await?);
@@ -159,7 +124,7 @@ async fn two_operator_processes_elect_one_leader_and_fail_over() {
     // SIGTERM: the leader stops reconciling, then releases the Lease (no wait for expiry).
     let survivor_proc = if survivor == "op-a" { a.as_ref() } else { b.as_ref() };
     let pid = survivor_proc.expect("survivor process").0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
     assert!(status.success());
     apiserver_support::wait_for("the Lease released on SIGTERM", Duration::from_secs(10), || async {
         let spec = leases.get("woodpecker-operator-leader").await.ok()?.spec?;
@@ -367,4 +332,104 @@ async fn clock_skew_neither_expires_a_live_holder_nor_keeps_a_silent_one() {
         skewed_holder_is_kept_while_alive_and_taken_over_when_silent(client.clone(), ns.name.clone(), -3600),
         skewed_holder_is_kept_while_alive_and_taken_over_when_silent(client.clone(), ns.name.clone(), 3600),
     );
+}
+
+/// A `woodpecker-operator` child process, killed on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `woodpecker-operator run --leader-elect` in `ns` against the apiserver of `kubeconfig`, metrics on
+/// `port`; `lease` is (duration, renew deadline, retry) in seconds.
+fn spawn_operator(kubeconfig: &str, ns: &str, port: u16, id: &str, lease: [&str; 3]) -> Proc {
+    use std::process::{Command, Stdio};
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_woodpecker-operator"))
+            .args(["run", "--leader-elect", "--namespace", ns])
+            .args(["--lease-duration-seconds", lease[0], "--lease-renew-deadline-seconds", lease[1]])
+            .args(["--lease-retry-seconds", lease[2], "--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", id)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning woodpecker-operator"),
+    )
+}
+
+/// The `woodpecker_operator_leader` gauge a process reports on its metrics port.
+async fn gauge(port: u16) -> Option<u8> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines().find(|l| l.starts_with("woodpecker_operator_leader ")).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The real binary: a leader whose apiserver connection stalls (every call hangs, nothing is
+/// closed) reports not leading and exits within the renew deadline; the other process reports
+/// leading only after the lease expired; polled every 20 ms, the two gauges never both say 1.
+#[tokio::test]
+async fn operator_process_whose_renewals_hang_exits_before_the_other_leads() {
+    let client = client().await;
+    apiserver_support::install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "ha-hung").await;
+    let (duration, deadline, retry) = (Duration::from_secs(4), Duration::from_secs(2), Duration::from_secs(1));
+    let lease = ["4", "2", "1"];
+
+    // a's kubeconfig points at the proxy; TLS still verifies 127.0.0.1.
+    let direct = apiserver_support::kubeconfig_path();
+    let upstream = config().await.cluster_url.authority().expect("apiserver address").as_str().to_string();
+    let upstream = tokio::net::lookup_host(&upstream).await.expect("resolving the apiserver").next().expect("address");
+    let proxy = StallingProxy::start(upstream).await;
+    let text = std::fs::read_to_string(&direct).expect("reading the kubeconfig");
+    let proxied = std::env::temp_dir().join(format!("{}-via-proxy.kubeconfig", ns.name));
+    std::fs::write(&proxied, text.replace(&format!("https://{upstream}"), &format!("https://{}", proxy.addr)))
+        .expect("writing the proxied kubeconfig");
+    assert!(std::fs::read_to_string(&proxied).expect("kubeconfig").contains(&proxy.addr.to_string()));
+
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = spawn_operator(proxied.to_str().expect("path"), &ns.name, pa, "op-a", lease);
+    apiserver_support::wait_for("a to lead", Duration::from_secs(20), || async {
+        (gauge(pa).await? == 1).then_some(())
+    })
+    .await;
+    let _b = spawn_operator(&direct, &ns.name, pb, "op-b", lease);
+    tokio::time::sleep(duration + Duration::from_secs(1)).await;
+    assert_eq!(gauge(pb).await, Some(0), "b leads while a renews");
+
+    let stalled_at = Instant::now();
+    proxy.stall();
+    let (mut a_exited, mut b_leads) = (None, None);
+    while b_leads.is_none() {
+        assert!(stalled_at.elapsed() < Duration::from_secs(20), "b never took over");
+        let (ga, gb) = (gauge(pa).await, gauge(pb).await);
+        assert!(!(ga == Some(1) && gb == Some(1)), "both processes report leading");
+        if a_exited.is_none() && a.0.try_wait().expect("a's status").is_some() {
+            a_exited = Some(stalled_at.elapsed());
+        }
+        if gb == Some(1) {
+            b_leads = Some(stalled_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a_exited = a_exited.expect("a still runs while b leads");
+    let b_leads = b_leads.expect("b leads");
+    eprintln!("after the stall: a exited at {a_exited:?}, b reported leading at {b_leads:?}");
+    assert!(a_exited <= deadline + Duration::from_secs(1), "a exited {a_exited:?} after its renewals hung");
+    assert!(b_leads >= duration - retry - Duration::from_millis(500), "b led {b_leads:?} after the stall");
+    let status = a.0.wait().expect("a's exit status");
+    assert!(!status.success(), "a lost leadership but exited successfully");
+    let _ = std::fs::remove_file(&proxied);
 }
