@@ -1,12 +1,16 @@
 //! A harness of real `woodpecker server` processes on loopback: each node with its own ports, data dir,
-//! zone and resource group; kill -9, restart (same or wiped data dir), SIGTERM, and waits on `/readyz`.
+//! zone and resource group; kill -9, restart (same or wiped data dir), SIGTERM, SIGSTOP/SIGCONT (a slow
+//! node), waits on `/readyz`, and optionally a TCP proxy in front of each service port (a partition).
 #![allow(dead_code)]
+
+pub mod tcp_proxy;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -51,11 +55,22 @@ pub struct ServerNode {
     seeds: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
+    /// A proxy in front of the service port: the node advertises it, so clients reach the node through it.
+    pub proxy: Option<Arc<tcp_proxy::TcpProxy>>,
+    paused: bool,
 }
 
 impl ServerNode {
-    /// `host:port` clients dial.
+    /// `host:port` clients dial: the proxy's when the node has one (that is what the node advertises).
     pub fn endpoint(&self) -> String {
+        match &self.proxy {
+            Some(p) => p.addr().to_string(),
+            None => self.direct_endpoint(),
+        }
+    }
+
+    /// The service port itself, bypassing any proxy.
+    pub fn direct_endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.service_port)
     }
 
@@ -119,8 +134,32 @@ impl ServerNode {
         }
     }
 
+    /// Whether the process is running (started and not killed or terminated).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn signal(&self, sig: i32) {
+        let c = self.child.as_ref().unwrap_or_else(|| panic!("server {} is not running", self.name));
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe { libc::kill(c.id() as i32, sig) };
+    }
+
+    /// SIGSTOP: the node keeps its sockets open but answers nothing (a slow or hung node).
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.paused = false;
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
+        self.paused = false;
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -199,6 +238,8 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String
 pub struct ClusterOptions {
     /// YAML merged over the generated config (passed as `--external-user-config`).
     pub extra_yaml: String,
+    /// Put a [`tcp_proxy::TcpProxy`] in front of every node's service port and advertise the proxy.
+    pub service_proxies: bool,
 }
 
 /// N server processes.
@@ -239,9 +280,11 @@ impl Cluster {
             });
             let gossip_port = free_port();
             let seeds: Vec<String> = seed.iter().cloned().collect();
+            let service_port = free_port();
+            let proxy = opts.service_proxies.then(|| tcp_proxy::TcpProxy::start(([127, 0, 0, 1], service_port).into()));
             let node = ServerNode {
                 name,
-                service_port: free_port(),
+                service_port,
                 gossip_port,
                 admin_port: free_port(),
                 zone: format!("z{}", i % 3),
@@ -252,6 +295,8 @@ impl Cluster {
                 seeds,
                 log: node_dir.join("server.log"),
                 child: None,
+                proxy,
+                paused: false,
             };
             if seed.is_none() {
                 seed = Some(format!("127.0.0.1:{gossip_port}"));
@@ -270,6 +315,16 @@ impl Cluster {
     /// The node named `name`.
     pub fn node(&mut self, name: &str) -> &mut ServerNode {
         self.nodes.iter_mut().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The node advertising `endpoint`.
+    pub fn by_endpoint(&mut self, endpoint: &str) -> &mut ServerNode {
+        self.nodes.iter_mut().find(|n| n.endpoint() == endpoint).unwrap_or_else(|| panic!("no node at {endpoint}"))
+    }
+
+    /// Service endpoints of every node (what they advertise; the client's seeds).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(ServerNode::endpoint).collect()
     }
 
     /// Every node's log, for failure messages.
