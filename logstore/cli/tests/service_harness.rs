@@ -49,8 +49,7 @@ async fn recorder_tail_and_verifier_agree_on_an_embedded_log_across_rolls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_proxy_holds_requests_without_closing_and_forwards_again_when_healed() {
-    let opts = cluster::ClusterOptions { service_proxies: true, ..Default::default() };
-    let bed = Bed::start_with("px", 2, &opts).await;
+    let bed = Bed::start_behind_proxies("px", 2).await;
     let n = &bed.cluster.nodes[0];
     let mut c = n.client().await;
     let req = woodpecker_proto::logstore::SelectNodesRequest {

@@ -9,7 +9,6 @@ mod service_client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::ClusterOptions;
 use service_client::{Acks, Bed, Pump, close_writer, quantile, verify_log, within, write_acked, write_one};
 
 const WRITE: Duration = Duration::from_secs(45);
@@ -120,8 +119,7 @@ async fn no_spare_node_writes_continue_at_ack_quorum_and_fail_fast_below_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitioned_replica_does_not_stall_writes() {
-    let opts = ClusterOptions { service_proxies: true, ..ClusterOptions::default() };
-    let mut bed = Bed::start_with("partition", 4, &opts).await;
+    let mut bed = Bed::start_behind_proxies("partition", 4).await;
     let client = bed.client(3, "").await;
     let log = bed.log(&client, "partition").await;
     let writer = Arc::new(within(WRITE, "open_writer", log.open_writer()).await.expect("open writer"));
@@ -163,6 +161,54 @@ async fn partitioned_replica_does_not_stall_writes() {
     // The per-replica deadline in the test config is 5 s (ackTimeout/firstResponseTimeout).
     assert!(p99 <= Duration::from_secs(5), "p99 append latency {p99:?} exceeds the per-replica deadline");
     assert!(gap <= Duration::from_secs(5), "writes stalled {gap:?} behind a partitioned replica");
+    close_writer(&writer).await.expect("close");
+    verify_log(&log, &[&acks], READ).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_replica_does_not_stall_writes_and_nothing_is_lost_when_it_resumes() {
+    let mut bed = Bed::start("sigstop", 3).await;
+    let client = bed.client(3, "").await;
+    let log = bed.log(&client, "sigstop").await;
+    let writer = Arc::new(within(WRITE, "open_writer", log.open_writer()).await.expect("open writer"));
+    let acks = Acks::new("w");
+    let pump = Pump::start(writer.clone(), acks.clone(), Duration::from_millis(5), WRITE);
+    pump.wait_more_acks(200, Duration::from_secs(30)).await;
+    let seg = acks.acked().last().unwrap().1.segment_id;
+    let victim = bed.quorum("sigstop", seg).await[0].clone();
+    let before = acks.submitted();
+    // SIGSTOP: the node's sockets stay open and its kernel still accepts bytes, but nothing answers
+    // (a hung or badly overloaded node). No spare node: writes go on at the ack quorum.
+    bed.node(&victim).pause();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = acks.submitted();
+    bed.node(&victim).resume();
+    pump.wait_more_acks(100, Duration::from_secs(30)).await;
+    let acks = pump.stop(WRITE).await;
+    let gap = acks.longest_ack_gap();
+    let lat = acks.latencies_in(before..during);
+    let p99 = quantile(&lat, 0.99);
+    eprintln!(
+        "SIGSTOP of {victim} for 8 s: {} writes submitted during it, {} acknowledged in all, {} failed; longest ack \
+         gap {gap:?}; p50 {:?} p99 {p99:?} max {:?}",
+        during - before,
+        acks.acked().len(),
+        acks.failed().len(),
+        quantile(&lat, 0.5),
+        lat.last().copied().unwrap_or_default()
+    );
+    assert!(
+        during - before > 100,
+        "the writer kept submitting while the node was stopped ({} writes)",
+        during - before
+    );
+    assert!(
+        acks.failed().is_empty(),
+        "no write fails with 2 of 3 replicas answering: {:?}",
+        &acks.failed()[..acks.failed().len().min(3)]
+    );
+    assert!(p99 <= Duration::from_secs(5), "p99 append latency {p99:?} exceeds the per-replica deadline (5 s)");
+    assert!(gap <= Duration::from_secs(5), "writes stalled {gap:?} behind a stopped replica");
     close_writer(&writer).await.expect("close");
     verify_log(&log, &[&acks], READ).await;
 }

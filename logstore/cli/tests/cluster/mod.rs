@@ -238,8 +238,6 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String
 pub struct ClusterOptions {
     /// YAML merged over the generated config (passed as `--external-user-config`).
     pub extra_yaml: String,
-    /// Put a [`tcp_proxy::TcpProxy`] in front of every node's service port and advertise the proxy.
-    pub service_proxies: bool,
 }
 
 /// N server processes.
@@ -252,6 +250,16 @@ impl Cluster {
     /// Starts `n` nodes: node i in zone `z<i % 3>` and resource group `rg<i / 3 % 3>`, every node seeded
     /// with node 0's gossip address; waits until each is ready.
     pub fn start(n: usize, opts: &ClusterOptions) -> Self {
+        Self::start_nodes(n, opts, false)
+    }
+
+    /// Like [`Self::start`], with a [`tcp_proxy::TcpProxy`] in front of every node's service port; each
+    /// node advertises its proxy, so clients reach it only through the proxy (partitions).
+    pub fn start_behind_proxies(n: usize, opts: &ClusterOptions) -> Self {
+        Self::start_nodes(n, opts, true)
+    }
+
+    fn start_nodes(n: usize, opts: &ClusterOptions, proxies: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let endpoint = env("WP_MINIO_ENDPOINT");
         let hostport = endpoint.trim_start_matches("http://").trim_start_matches("https://").to_owned();
@@ -281,7 +289,7 @@ impl Cluster {
             let gossip_port = free_port();
             let seeds: Vec<String> = seed.iter().cloned().collect();
             let service_port = free_port();
-            let proxy = opts.service_proxies.then(|| tcp_proxy::TcpProxy::start(([127, 0, 0, 1], service_port).into()));
+            let proxy = proxies.then(|| tcp_proxy::TcpProxy::start(([127, 0, 0, 1], service_port).into()));
             let node = ServerNode {
                 name,
                 service_port,

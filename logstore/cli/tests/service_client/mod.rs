@@ -50,12 +50,15 @@ pub struct Bed {
 impl Bed {
     /// Starts `n` nodes and waits until node 0 selects from all of them.
     pub async fn start(tag: &str, n: usize) -> Self {
-        Self::start_with(tag, n, &ClusterOptions::default()).await
+        Self::started(tag, n, Cluster::start(n, &ClusterOptions::default())).await
     }
 
-    /// [`Self::start`] with cluster options (proxies, server config).
-    pub async fn start_with(tag: &str, n: usize, opts: &ClusterOptions) -> Self {
-        let cluster = Cluster::start(n, opts);
+    /// [`Self::start`] with every node behind a TCP proxy it advertises (for partitions).
+    pub async fn start_behind_proxies(tag: &str, n: usize) -> Self {
+        Self::started(tag, n, Cluster::start_behind_proxies(n, &ClusterOptions::default())).await
+    }
+
+    async fn started(tag: &str, n: usize, cluster: Cluster) -> Self {
         let bed = Self { cluster, root: unique(tag) };
         bed.wait_members(n, Duration::from_secs(30)).await;
         bed
@@ -113,16 +116,18 @@ impl Bed {
         segs.iter().map(|s| s.value.seg_no).max()
     }
 
-    /// Waits until a running node selects exactly `n` live nodes (gossip converged after a kill/restart).
+    /// Waits until every running node selects exactly `n` live nodes (gossip converged after a kill/restart).
     pub async fn wait_members(&self, n: usize, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
+            // Every running node answers SelectNodes from its own gossip view, and a client may ask any.
+            let mut converged = true;
             for node in self.cluster.nodes.iter().filter(|n| n.is_running()) {
                 let (all, over) = (select(node, n as i32).await, select(node, n as i32 + 1).await);
-                if all == Some(n) && over.is_none() {
-                    return;
-                }
-                break;
+                converged &= all == Some(n) && over.is_none();
+            }
+            if converged {
+                return;
             }
             assert!(Instant::now() < deadline, "the cluster does not see exactly {n} live nodes within {limit:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
