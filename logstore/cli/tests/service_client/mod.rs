@@ -422,6 +422,11 @@ impl Pump {
         self.acks
     }
 
+    /// Whether the pump stopped by itself (its writer was lost).
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Acknowledged writes so far.
     pub fn acked(&self) -> usize {
         self.acks.acked().len()
@@ -643,6 +648,8 @@ pub struct Tail {
     task: JoinHandle<(Checker, usize)>,
     /// Entries returned so far.
     progress: Arc<std::sync::atomic::AtomicUsize>,
+    /// Acknowledged entries not returned yet, refreshed while the tail waits after [`Self::finish`].
+    missing: Arc<Mutex<Vec<String>>>,
 }
 
 impl Tail {
@@ -656,8 +663,9 @@ impl Tail {
         let (stop, stopped) = watch::channel(false);
         let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // A reader's read_next future is not Send: the tail runs on the test's thread (see [`local`]).
-        let task = tokio::task::spawn_local(tail(reader, checker, stopped, progress.clone()));
-        Self { stop, task, progress }
+        let missing = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::task::spawn_local(tail(reader, checker, stopped, progress.clone(), missing.clone()));
+        Self { stop, task, progress, missing }
     }
 
     /// Entries the tail reader returned so far.
@@ -684,7 +692,19 @@ impl Tail {
     /// stops it; returns its checker and how many read errors it saw.
     pub async fn finish(self, limit: Duration) -> (Checker, usize) {
         let _ = self.stop.send(true);
-        within(limit, "tail reader catching up", self.task).await.unwrap_or_else(|e| panic!("tail reader: {e}"))
+        match tokio::time::timeout(limit, self.task).await {
+            Ok(r) => r.unwrap_or_else(|e| panic!("tail reader: {e}")),
+            Err(_) => {
+                let missing = self.missing.lock().unwrap().clone();
+                panic!(
+                    "tail reader: {} acknowledged entries not returned within {limit:?} of the end of writing \
+                     (read {}): {:?}",
+                    missing.len(),
+                    self.progress.load(std::sync::atomic::Ordering::Acquire),
+                    first(&missing)
+                )
+            }
+        }
     }
 }
 
@@ -693,6 +713,7 @@ async fn tail(
     mut checker: Checker,
     stopped: watch::Receiver<bool>,
     progress: Arc<std::sync::atomic::AtomicUsize>,
+    missing: Arc<Mutex<Vec<String>>>,
 ) -> (Checker, usize) {
     let mut errors = 0usize;
     let mut consecutive = 0usize;
@@ -705,8 +726,12 @@ async fn tail(
                 tokio::select! {
                     r = &mut fut => break Some(r),
                     () = tokio::time::sleep(Duration::from_millis(100)) => {
-                        if *stopped.borrow() && checker.missing().is_empty() {
-                            break None;
+                        if *stopped.borrow() {
+                            let left = checker.missing();
+                            if left.is_empty() {
+                                break None;
+                            }
+                            *missing.lock().unwrap() = left;
                         }
                     }
                 }
