@@ -11,6 +11,7 @@ use woodpecker_storage::segment::local::LocalSegmentBackend;
 use woodpecker_storage::segment::object::{ObjectSegmentBackend, ObjectSegmentOptions};
 
 use crate::error::{Result, WoodpeckerError};
+use crate::service::ServiceSegmentBackend;
 
 /// Directory of the embedded metadata store under `storage.rootPath`.
 pub(crate) fn embedded_meta_dir(cfg: &Config) -> PathBuf {
@@ -72,11 +73,17 @@ pub(crate) async fn open_storage(cfg: &Config, meta: &MetadataStore) -> Result<S
             let backend = LocalSegmentBackend::new(base, cfg.minio.root_path.clone());
             Ok(Storage { backend: Arc::new(backend), self_fencing: true })
         }
-        StorageType::Service => Err(WoodpeckerError::Unsupported(
-            "woodpecker.storage.type: service needs a LogStore cluster client, which this build does not have; \
-             use minio or local"
-                .into(),
-        )),
+        StorageType::Service => {
+            // Sealed segments are read from the objects the servers compacted; the connection only reads
+            // and deletes, so conditional writes do not matter here.
+            let mut opts = s3_options(cfg)?;
+            opts.condition_write = false;
+            let store: Arc<dyn ObjectStorage> = Arc::new(S3ObjectStorage::connect(opts).await?);
+            let direct = ObjectSegmentBackend::new(store, cfg.minio.root_path.clone(), object_options(cfg));
+            let backend = ServiceSegmentBackend::new(cfg, Arc::new(direct));
+            // Replicas fence themselves (FenceSegment) and segments are created in the writer's epoch.
+            Ok(Storage { backend: Arc::new(backend), self_fencing: true })
+        }
         StorageType::Default | StorageType::Minio => {
             let mode = cfg.woodpecker.logstore.fence_policy.condition_write;
             let mut opts = s3_options(cfg)?;
@@ -84,22 +91,27 @@ pub(crate) async fn open_storage(cfg: &Config, meta: &MetadataStore) -> Result<S
             let m = &cfg.minio;
             let store: Arc<dyn ObjectStorage> = Arc::new(S3ObjectStorage::connect(opts).await?);
             let condition_write = resolve_condition_write(mode, meta, store.as_ref(), &m.root_path).await?;
-            let sync = &cfg.woodpecker.logstore.segment_sync_policy;
-            let compaction = &cfg.woodpecker.logstore.segment_compaction_policy;
-            let read = &cfg.woodpecker.logstore.segment_read_policy;
-            let options = ObjectSegmentOptions {
-                max_flush_threads: sync.max_flush_threads.max(1) as usize,
-                max_flush_retries: sync.max_flush_retries.max(1),
-                retry_interval: sync.retry_interval,
-                compaction_max_bytes: compaction.max_bytes,
-                compaction_max_parallel_uploads: compaction.max_parallel_uploads.max(1) as usize,
-                compaction_max_parallel_reads: compaction.max_parallel_reads.max(1) as usize,
-                read_max_fetch_threads: read.max_fetch_threads.max(1) as usize,
-                ..ObjectSegmentOptions::default()
-            };
+            let options = object_options(cfg);
             let backend = ObjectSegmentBackend::new(store, m.root_path.clone(), options);
             Ok(Storage { backend: Arc::new(backend), self_fencing: condition_write })
         }
+    }
+}
+
+/// How object segments are written, compacted and read, from `woodpecker.logstore`.
+fn object_options(cfg: &Config) -> ObjectSegmentOptions {
+    let sync = &cfg.woodpecker.logstore.segment_sync_policy;
+    let compaction = &cfg.woodpecker.logstore.segment_compaction_policy;
+    let read = &cfg.woodpecker.logstore.segment_read_policy;
+    ObjectSegmentOptions {
+        max_flush_threads: sync.max_flush_threads.max(1) as usize,
+        max_flush_retries: sync.max_flush_retries.max(1),
+        retry_interval: sync.retry_interval,
+        compaction_max_bytes: compaction.max_bytes,
+        compaction_max_parallel_uploads: compaction.max_parallel_uploads.max(1) as usize,
+        compaction_max_parallel_reads: compaction.max_parallel_reads.max(1) as usize,
+        read_max_fetch_threads: read.max_fetch_threads.max(1) as usize,
+        ..ObjectSegmentOptions::default()
     }
 }
 

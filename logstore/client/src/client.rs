@@ -21,7 +21,8 @@ pub(crate) struct Shared {
     pub backend: Arc<dyn SegmentBackend>,
     /// Storage fences writers by itself (conditional writes / file locks); otherwise writers take the etcd lock.
     pub self_fencing: bool,
-    /// Whether compaction applies (object storage only; local segments are never merged, as upstream).
+    /// Whether compaction applies (object storage, and service mode where it moves segments into object
+    /// storage; local segments are never merged, as upstream).
     pub compacts: bool,
     pub closed: AtomicBool,
     /// Cancelled on close: stops every background task of this client.
@@ -51,7 +52,8 @@ impl Client {
         cfg.validate()?;
         let meta = open_meta(&cfg).await?;
         let storage = open_storage(&cfg, &meta).await?;
-        let compacts = cfg.woodpecker.storage.storage_type.is_minio();
+        let st = cfg.woodpecker.storage.storage_type;
+        let compacts = st.is_minio() || st == woodpecker_core::config::StorageType::Service;
         Ok(Self {
             shared: Arc::new(Shared {
                 cfg,
@@ -124,6 +126,12 @@ impl Client {
             Err(MetaError::LogNotFound { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        // The backend learns where the log's segments live (service mode: which nodes to tell).
+        let handle_segments = self.shared.meta.list_segments(name).await?;
+        for s in &handle_segments {
+            let sref = woodpecker_storage::segment::SegmentRef { log_id, segment_id: s.value.seg_no };
+            self.shared.backend.locate(sref, &s.value);
+        }
         self.shared.backend.delete_log(log_id).await?;
         match self.shared.meta.delete_log(name).await {
             Ok(()) | Err(MetaError::LogNotFound { .. }) => Ok(()),

@@ -71,6 +71,14 @@ impl LogHandle {
         SegmentRef { log_id: self.log_id, segment_id }
     }
 
+    /// The segment `meta` describes, after telling the backend what its metadata says (service mode:
+    /// where its replicas are). Every backend call about a segment goes through here first.
+    pub(crate) fn located(&self, meta: &woodpecker_proto::meta::SegmentMetadata) -> SegmentRef {
+        let sref = self.seg_ref(meta.seg_no);
+        self.shared.backend.locate(sref, meta);
+        sref
+    }
+
     /// All segments, in id order, fresh from the metadata store.
     pub async fn segments(&self) -> Result<Vec<SegmentInfo>> {
         self.shared.check_open()?;
@@ -122,7 +130,7 @@ impl LogHandle {
         }
         if seg.state() == SegmentState::Active {
             // Truncating past what was written would hide entries written later, unread.
-            let end = self.shared.backend.visible_end(self.seg_ref(upto.segment_id)).await?;
+            let end = self.shared.backend.visible_end(self.located(&seg)).await?;
             if upto.entry_id > end {
                 return Err(invalid(&format!("the segment holds entries up to {end} so far")));
             }

@@ -61,6 +61,7 @@ mod handle;
 mod maintenance;
 mod message;
 mod reader;
+mod service;
 mod writer;
 
 pub use backend::s3_options;

@@ -47,7 +47,7 @@ pub(crate) async fn run_once(handle: &LogHandle) -> Result<MaintenanceReport> {
             if m.state() != SegmentState::Completed || report.marked_truncated.contains(&m.seg_no) {
                 continue;
             }
-            let size = shared.backend.compact(handle.seg_ref(m.seg_no)).await?;
+            let size = shared.backend.compact(handle.located(m)).await?;
             let mut updated = m.clone();
             updated.set_state(SegmentState::Sealed);
             updated.sealed_time = now_ms();
@@ -76,7 +76,7 @@ pub(crate) async fn run_once(handle: &LogHandle) -> Result<MaintenanceReport> {
             if age_base + ttl_ms > now {
                 continue;
             }
-            shared.backend.delete_segment(handle.seg_ref(m.seg_no)).await?;
+            shared.backend.delete_segment(handle.located(m)).await?;
             match shared.meta.delete_segment(&handle.name, m.seg_no).await {
                 Ok(()) | Err(MetaError::SegmentNotFound { .. }) => report.deleted.push(m.seg_no),
                 Err(e) => return Err(e.into()),

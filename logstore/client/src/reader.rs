@@ -139,13 +139,19 @@ impl LogReader {
             }
             Err(e) => return Err(e.into()),
         };
+        let sref = self.handle.located(&meta);
         let state = meta.state();
         let done = state != SegmentState::Active;
         // An Active segment whose successor exists is final: its writer created the successor only once
         // every block of this one was durable (its seal may still be running, or failing). Checked before
         // reading, so that "nothing more here" below really is the segment's end.
         // Only asked once a read of this segment came back empty (the reader is at its end so far).
-        let superseded = !done && self.empty_at == Some(self.next) && self.successor_exists(seg_id).await?;
+        // Not where replicas learn the acknowledged end asynchronously (service mode): there an empty read
+        // is not the end, and the reader waits for the segment to be Completed.
+        let superseded = !done
+            && shared.backend.active_reads_are_complete()
+            && self.empty_at == Some(self.next)
+            && self.successor_exists(seg_id).await?;
         if done && self.next.entry_id > meta.last_entry_id {
             self.move_to(LogMessageId::new(seg_id + 1, 0));
             return Ok(true);
@@ -153,7 +159,7 @@ impl LogReader {
         let reader = match &mut self.current {
             Some((id, r)) if *id == seg_id => r,
             _ => {
-                let r = shared.backend.open_reader(self.handle.seg_ref(seg_id)).await?;
+                let r = shared.backend.open_reader(sref).await?;
                 self.current = Some((seg_id, r));
                 match &mut self.current {
                     Some((_, r)) => r,
@@ -276,6 +282,6 @@ async fn resolve_start(handle: &LogHandle, from: LogMessageId) -> Result<LogMess
         return Ok(LogMessageId::new(seg.seg_no + 1, 0));
     }
     // The newest segment is being written: its end is wherever its durable data ends now (headers only).
-    let end = shared.backend.visible_end(handle.seg_ref(seg.seg_no)).await?;
+    let end = shared.backend.visible_end(handle.located(seg)).await?;
     Ok(LogMessageId::new(seg.seg_no, end + 1))
 }

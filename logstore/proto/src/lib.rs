@@ -15,3 +15,5 @@ pub mod meta {
 pub mod logstore {
     include!(concat!(env!("OUT_DIR"), "/woodpecker.proto.logstore.rs"));
 }
+
+pub mod status;

@@ -33,7 +33,7 @@ pub mod object_stores;
 pub mod processor;
 pub mod registry;
 pub mod service;
-pub mod status;
+pub use woodpecker_proto::status;
 pub mod telemetry;
 
 use std::net::SocketAddr;

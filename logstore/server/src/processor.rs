@@ -571,7 +571,12 @@ pub fn segment_status(e: &SegmentError) -> Status {
         SegmentError::Io { .. } | SegmentError::TimedOut { .. } => status::SYNC_FAILED,
         SegmentError::Missing { .. } => status::SEGMENT_NOT_FOUND,
         SegmentError::OutOfOrder { .. } => status::INVALID_ENTRY_ID,
-        SegmentError::Corrupt { .. } | SegmentError::Object { .. } => status::UNKNOWN,
+        SegmentError::Corrupt { .. }
+        | SegmentError::Object { .. }
+        | SegmentError::Node { .. }
+        | SegmentError::Quorum { .. }
+        | SegmentError::Placement { .. }
+        | SegmentError::Unplaced { .. } => status::UNKNOWN,
     };
     code.status(e.to_string())
 }

@@ -118,7 +118,7 @@ pub(crate) async fn recover_active_segments(
         tokio::time::sleep_until(at).await;
     }
     for seg in active {
-        let sref = handle.seg_ref(seg.value.seg_no);
+        let sref = handle.located(&seg.value);
         let last = shared.backend.fence(sref).await?;
         let summary = shared.backend.finalize(sref).await?;
         if last != summary.last_entry_id {

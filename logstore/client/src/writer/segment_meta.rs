@@ -8,7 +8,7 @@
 use woodpecker_core::ids::{EntryId, SegmentId};
 use woodpecker_core::retry::RetryPolicy;
 use woodpecker_meta::{MetaError, Versioned, WriterEpoch};
-use woodpecker_proto::meta::{SegmentMetadata, SegmentState};
+use woodpecker_proto::meta::{QuorumInfo, SegmentMetadata, SegmentState};
 
 use crate::error::{Result, WoodpeckerError};
 use crate::handle::{LogHandle, now_ms};
@@ -39,21 +39,23 @@ where
     }
 }
 
-/// The metadata of a new Active segment.
-pub(crate) fn new_segment(id: SegmentId) -> SegmentMetadata {
+/// The metadata of a new Active segment on `quorum` (the backend's placement), or on the embedded
+/// single-node pseudo-quorum upstream records when there is none.
+pub(crate) fn new_segment(id: SegmentId, quorum: Option<QuorumInfo>) -> SegmentMetadata {
+    let quorum = quorum.unwrap_or_else(|| QuorumInfo {
+        id: -1,
+        es: 1,
+        wq: 1,
+        aq: 1,
+        nodes: vec!["127.0.0.1:59456".to_owned()],
+        replicas: vec![],
+    });
     SegmentMetadata {
         seg_no: id,
         create_time: now_ms(),
         state: SegmentState::Active as i32,
         last_entry_id: -1,
-        quorum: Some(woodpecker_proto::meta::QuorumInfo {
-            id: -1,
-            es: 1,
-            wq: 1,
-            aq: 1,
-            nodes: vec!["127.0.0.1:59456".to_owned()],
-            replicas: vec![],
-        }),
+        quorum: Some(quorum),
         ..Default::default()
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use woodpecker_core::ids::{EntryId, LogMessageId, SegmentId};
 use woodpecker_meta::{Versioned, WriterEpoch, WriterLock};
-use woodpecker_proto::meta::SegmentMetadata;
+use woodpecker_proto::meta::{QuorumInfo, SegmentMetadata};
 use woodpecker_storage::segment::{BlockToWrite, SegmentError, SegmentWriter};
 
 use super::inbox::{Inbox, Pending};
@@ -29,6 +29,12 @@ use crate::handle::LogHandle;
 type BlockDone = (i64, EntryId, AckQueue, std::result::Result<(), SegmentError>);
 
 type BlockFuture = Pin<Box<dyn Future<Output = BlockDone> + Send>>;
+
+/// The replica set of the next segment being chosen (service mode), while the current one goes on.
+type Placing = Pin<Box<dyn Future<Output = (SegmentId, std::result::Result<Option<QuorumInfo>, SegmentError>)> + Send>>;
+
+/// How long a writer waits before choosing the next segment's replicas again after a choice failed.
+const PLACEMENT_RETRY: Duration = Duration::from_secs(2);
 
 /// A segment's seal running beside the next segment: its id and the outcome.
 type Completion = Pin<Box<dyn Future<Output = (SegmentId, std::result::Result<(), SealError>)> + Send>>;
@@ -86,6 +92,13 @@ pub(super) struct WriterTask {
     last_cut: Instant,
     /// Metadata of the next segment, created by this writer, whose storage writer failed to start.
     created_unstarted: Option<Versioned<SegmentMetadata>>,
+    /// Service mode: the next segment's replica set, chosen before the current segment rolls, so that a
+    /// writer without a full ensemble available goes on with its current segment (degraded) instead of
+    /// stopping.
+    placing: Option<Placing>,
+    next_placement: Option<(SegmentId, QuorumInfo)>,
+    /// No new choice before this instant (the last one failed).
+    placement_retry_at: Option<Instant>,
 }
 
 impl WriterTask {
@@ -134,6 +147,9 @@ impl WriterTask {
             completing: None,
             last_cut: Instant::now(),
             created_unstarted: None,
+            placing: None,
+            next_placement: None,
+            placement_retry_at: None,
         }
     }
 
@@ -221,6 +237,13 @@ impl WriterTask {
                 {
                     self.completing = None;
                     let _ = self.on_completed(id, result);
+                }
+                (id, result) = async { self.placing.as_mut().expect("guarded by the condition").await },
+                    if self.placing.is_some() =>
+                {
+                    self.placing = None;
+                    self.on_placed(id, result);
+                    self.maybe_roll().await;
                 }
                 _ = tick.tick() => {
                     self.maybe_roll().await;
@@ -433,7 +456,11 @@ impl WriterTask {
         let created = match self.created_unstarted.take() {
             Some(created) if created.value.seg_no == id => created,
             _ => {
-                let meta = segment_meta::new_segment(id);
+                let quorum = match self.next_placement.take() {
+                    Some((placed, quorum)) if placed == id => Some(quorum),
+                    _ => self.handle.shared.backend.place(self.handle.seg_ref(id)).await?,
+                };
+                let meta = segment_meta::new_segment(id, quorum);
                 match segment_meta::create_segment(&self.handle, &meta, &self.epoch).await {
                     Ok(v) => v,
                     Err(e @ WoodpeckerError::WriterFenced { .. }) => {
@@ -446,7 +473,8 @@ impl WriterTask {
                 }
             }
         };
-        let writer = match self.handle.shared.backend.create_writer(self.handle.seg_ref(id)).await {
+        let sref = self.handle.located(&created.value);
+        let writer = match self.handle.shared.backend.create_writer(sref).await {
             Ok(w) => w,
             Err(e) => {
                 self.created_unstarted = Some(created);
@@ -591,10 +619,50 @@ impl WriterTask {
         seg.bytes >= policy.max_size
             || seg.next_block as u64 >= policy.max_blocks
             || (seg.next_entry > 0 && seg.created.elapsed() >= policy.max_interval)
+            || seg.writer.roll_reason().is_some()
+    }
+
+    /// Whether the next segment's placement is settled. Segments on replicas (service mode) roll only once
+    /// the next replica set is chosen: until then the current segment goes on, degraded if it lost a
+    /// replica, and a choice runs in the background (again after a pause when one fails).
+    fn next_is_placed(&mut self) -> bool {
+        let Some(seg) = &self.seg else { return true };
+        let replicated = seg.meta.value.quorum.as_ref().is_some_and(|q| q.id > 0);
+        if !replicated || self.next_placement.as_ref().is_some_and(|(id, _)| *id == self.next_segment) {
+            return true;
+        }
+        if self.placing.is_some() || self.placement_retry_at.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        let (id, backend) = (self.next_segment, self.handle.shared.backend.clone());
+        let sref = self.handle.seg_ref(id);
+        self.placing = Some(Box::pin(async move { (id, backend.place(sref).await) }));
+        false
+    }
+
+    fn on_placed(&mut self, id: SegmentId, result: std::result::Result<Option<QuorumInfo>, SegmentError>) {
+        match result {
+            Ok(Some(quorum)) => {
+                self.placement_retry_at = None;
+                self.next_placement = Some((id, quorum));
+            }
+            Ok(None) => self.placement_retry_at = None,
+            Err(e) => {
+                let why = self.seg.as_ref().and_then(|s| s.writer.roll_reason());
+                tracing::warn!(
+                    log = %self.log(),
+                    segment = id,
+                    error = %e,
+                    degraded = why.as_deref().unwrap_or("no"),
+                    "cannot choose the next segment's replicas; the current segment goes on"
+                );
+                self.placement_retry_at = Some(Instant::now() + PLACEMENT_RETRY);
+            }
+        }
     }
 
     async fn maybe_roll(&mut self) {
-        if !self.rolling && self.should_roll() {
+        if !self.rolling && self.should_roll() && self.next_is_placed() {
             self.rolling = true;
             self.roll_started = Instant::now();
         }

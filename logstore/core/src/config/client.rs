@@ -133,12 +133,16 @@ config_section! {
         /// How the nodes of a segment's quorum are chosen.
         #[key = "quorumSelectStrategy"]
         pub quorum_select_strategy: QuorumSelectStrategy = QuorumSelectStrategy::default(),
-        /// First backoff between attempts to select a quorum; selection retries until it succeeds (milliseconds; ours).
+        /// First backoff between attempts to select a quorum (milliseconds; ours).
         #[key = "selectRetryMinBackoff", with = "crate::config::units::millis"]
         pub select_retry_min_backoff: Duration = Duration::from_millis(200),
         /// Largest backoff between attempts to select a quorum (milliseconds; ours).
         #[key = "selectRetryMaxBackoff", with = "crate::config::units::millis"]
         pub select_retry_max_backoff: Duration = Duration::from_millis(2000),
+        /// How long selecting a new segment's quorum may retry before the roll is given up (the writer goes
+        /// on with its current segment) or the first segment fails (milliseconds; ours: upstream retries forever).
+        #[key = "selectTimeout", with = "crate::config::units::millis"]
+        pub select_timeout: Duration = Duration::from_millis(30_000),
     }
 }
 

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use woodpecker_core::codec::CodecError;
 pub use woodpecker_core::entry::EntryBytes;
 use woodpecker_core::ids::{EntryId, LogId, SegmentId};
+use woodpecker_proto::meta::{QuorumInfo, SegmentMetadata};
 
 use crate::object::ObjectError;
 
@@ -300,6 +301,52 @@ pub enum SegmentError {
         /// The time it was allowed.
         after: Duration,
     },
+    /// A LogStore node refused an operation (its status code and reason) or could not be reached.
+    #[error("{segment}: node {node}: {what}: {reason}")]
+    Node {
+        /// The segment.
+        segment: SegmentRef,
+        /// The node's service address.
+        node: String,
+        /// What was asked of it.
+        what: &'static str,
+        /// Upstream's status code (0 for a transport failure or a timeout).
+        code: i32,
+        /// Whether the node says retrying may succeed.
+        retriable: bool,
+        /// The node's reason, or the transport error.
+        reason: String,
+    },
+    /// Too few replicas of a segment answered for an operation to be safe.
+    #[error("{segment}: {what} needs {needed} of its {ensemble} replicas, {got} answered ({errors})")]
+    Quorum {
+        /// The segment.
+        segment: SegmentRef,
+        /// What was attempted.
+        what: &'static str,
+        /// Answers needed.
+        needed: usize,
+        /// Answers received.
+        got: usize,
+        /// Ensemble size.
+        ensemble: usize,
+        /// What the other replicas said.
+        errors: String,
+    },
+    /// No set of LogStore nodes can be chosen for a new segment.
+    #[error("{segment}: no replica set can be chosen: {reason}")]
+    Placement {
+        /// The segment.
+        segment: SegmentRef,
+        /// Why (the shortfall and what each seed answered).
+        reason: String,
+    },
+    /// The backend does not know where the segment's replicas are (its metadata was not given to it).
+    #[error("{segment}: the replica set is unknown to this client")]
+    Unplaced {
+        /// The segment.
+        segment: SegmentRef,
+    },
     /// A local file operation failed.
     #[error("{segment}: {op} {path}: {source}")]
     Io {
@@ -324,6 +371,8 @@ impl SegmentError {
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ),
+            Self::Node { retriable, .. } => *retriable,
+            Self::Quorum { .. } | Self::Placement { .. } => true,
             _ => false,
         }
     }
@@ -339,6 +388,28 @@ impl SegmentError {
 pub trait SegmentBackend: Send + Sync + fmt::Debug {
     /// Short description for logs and errors ("local:/data", "s3://bucket@endpoint").
     fn describe(&self) -> String;
+
+    /// Chooses where a new segment's data goes, before its metadata is created (service mode: the replica
+    /// set, recorded in the metadata so that any later client finds it). `None`: the backend has no
+    /// placement, and the metadata records the embedded single-node quorum.
+    async fn place(&self, segment: SegmentRef) -> Result<Option<QuorumInfo>, SegmentError> {
+        let _ = segment;
+        Ok(None)
+    }
+
+    /// Tells the backend what the metadata says of a segment (its replica set, state and end) before any
+    /// other call names it. Backends that keep everything under a fixed layout ignore it.
+    fn locate(&self, segment: SegmentRef, meta: &SegmentMetadata) {
+        let _ = (segment, meta);
+    }
+
+    /// Whether a read of a segment that is still being written returns every entry acknowledged so far, so
+    /// that an empty read at a segment whose successor exists is its end. Not so in service mode, where
+    /// replicas learn the acknowledged end after the writer: there readers wait for the segment's
+    /// completion.
+    fn active_reads_are_complete(&self) -> bool {
+        true
+    }
 
     /// Opens a writer for a segment that has never been written.
     async fn create_writer(&self, segment: SegmentRef) -> Result<Box<dyn SegmentWriter>, SegmentError>;
@@ -378,6 +449,12 @@ pub trait SegmentBackend: Send + Sync + fmt::Debug {
 pub trait SegmentWriter: Send + Sync + fmt::Debug {
     /// How many `write_block` calls may be in flight at once (1 means strictly sequential).
     fn max_parallel_blocks(&self) -> usize;
+
+    /// Why the segment should roll now although its rolling policy does not say so (service mode: a
+    /// replica was lost, so the next segment goes to a full ensemble). `None` when it need not.
+    fn roll_reason(&self) -> Option<String> {
+        None
+    }
 
     /// Makes one block durable. `Ok` means durable; `Err(Fenced)` means another writer took the segment.
     ///

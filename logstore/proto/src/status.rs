@@ -4,7 +4,7 @@
 //! rebuilds its error from `code` and the wire `retriable` flag, so the server decides retryability.
 //! Code 0 is success. Codes and flags follow upstream's `common/werr/errors.go` (spec service-mode.md §2.1).
 
-use woodpecker_proto::logstore::Status;
+use crate::logstore::Status;
 
 /// One upstream error code with the retry flag the Go client reads from the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
