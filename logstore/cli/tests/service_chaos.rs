@@ -36,12 +36,7 @@ async fn chaos_recovery_multi_segment_after_crash() {
     drop(writer);
     drop(log);
     drop(client);
-    for n in &mut bed.cluster.nodes {
-        n.kill();
-    }
-    for n in &mut bed.cluster.nodes {
-        n.restart(false);
-    }
+    bed.cluster.restart_all();
     bed.wait_members(3, Duration::from_secs(20)).await;
     let client = bed.client(3, "").await;
     let log = bed.log(&client, "multiseg").await;

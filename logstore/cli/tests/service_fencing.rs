@@ -132,12 +132,7 @@ async fn chaos_all_nodes_restart_fence_marks_lost_concurrent_writers() {
     // still tries: the restarted nodes must keep refusing A.
     let b = within(WRITE, "open writer B", lb.open_writer()).await.expect("writer B");
     let fenced_at = acks_a.acked().len();
-    for n in &mut bed.cluster.nodes {
-        n.kill();
-    }
-    for n in &mut bed.cluster.nodes {
-        n.restart(false);
-    }
+    bed.cluster.restart_all();
     bed.wait_members(3, Duration::from_secs(20)).await;
     let mut b = b;
     let mut lb = lb;
@@ -182,12 +177,7 @@ async fn chaos_finalized_segment_survives_restart_old_writer_rejected() {
     close_writer(&b).await.expect("close B");
     let segs = lb.segments().await.expect("segments");
     assert_eq!(segs[0].last_entry_id, 4, "segment 0 completed at A's last acknowledged entry: {segs:?}");
-    for n in &mut bed.cluster.nodes {
-        n.kill();
-    }
-    for n in &mut bed.cluster.nodes {
-        n.restart(false);
-    }
+    bed.cluster.restart_all();
     bed.wait_members(3, Duration::from_secs(20)).await;
     // The finalized state survived: the old writer is still refused.
     assert_fenced(&a, &acks_a, 3).await;

@@ -109,8 +109,7 @@ async fn no_spare_node_writes_continue_at_ack_quorum_and_fail_fast_below_it() {
     assert!(t.elapsed() < Duration::from_secs(20), "the next write also fails fast, took {:?}", t.elapsed());
     // Nodes back: a new writer recovers the log; every acknowledged entry is there.
     drop(writer);
-    bed.node(&q[0]).restart(false);
-    bed.node(&q[1]).restart(false);
+    bed.restart_together(&q[..2]);
     bed.wait_members(3, Duration::from_secs(20)).await;
     let w2 = within(WRITE, "open_writer after the outage", log.open_writer()).await.expect("recover");
     close_writer(&w2).await.expect("close");

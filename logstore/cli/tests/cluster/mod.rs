@@ -195,6 +195,13 @@ impl ServerNode {
         self.wait_ready(Duration::from_secs(30));
     }
 
+    /// Deletes the node's data (the node must be stopped).
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none(), "wipe {} only while it is stopped", self.name);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        std::fs::create_dir_all(&self.data_dir).expect("recreate data dir");
+    }
+
     /// Starts the node again without waiting for `/readyz` (a decommissioning node is never ready).
     pub fn restart_unready(&mut self) {
         self.kill();
@@ -277,6 +284,14 @@ impl Cluster {
         );
         let mut nodes = Vec::with_capacity(n);
         let mut seed = None;
+        // free_port() only says a port is free now: ports of one cluster must also differ from each other.
+        let mut taken = std::collections::HashSet::new();
+        let mut port = || loop {
+            let p = free_port();
+            if taken.insert(p) {
+                return p;
+            }
+        };
         for i in 0..n {
             let name = format!("node-{i}");
             let node_dir = dir.path().join(&name);
@@ -288,15 +303,15 @@ impl Cluster {
                 std::fs::write(&p, &opts.extra_yaml).expect("write overlay");
                 p
             });
-            let gossip_port = free_port();
+            let gossip_port = port();
             let seeds: Vec<String> = seed.iter().cloned().collect();
-            let service_port = free_port();
+            let service_port = port();
             let proxy = proxies.then(|| tcp_proxy::TcpProxy::start(([127, 0, 0, 1], service_port).into()));
             let node = ServerNode {
                 name,
                 service_port,
                 gossip_port,
-                admin_port: free_port(),
+                admin_port: port(),
                 zone: format!("z{}", i % 3),
                 resource_group: format!("rg{}", i / 3 % 3),
                 data_dir: node_dir.join("data"),
@@ -335,6 +350,20 @@ impl Cluster {
     /// Service endpoints of every node (what they advertise; the client's seeds).
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(ServerNode::endpoint).collect()
+    }
+
+    /// Kills every node (-9), then starts them all again and waits until each is ready: after a whole
+    /// cluster stopped, nodes join through node 0's gossip, so they are started together.
+    pub fn restart_all(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        for n in &mut self.nodes {
+            n.spawn();
+        }
+        for n in &mut self.nodes {
+            n.wait_ready(Duration::from_secs(60));
+        }
     }
 
     /// Every node's log, for failure messages.

@@ -70,7 +70,7 @@ impl Bed {
         let (host, port) = hostport.rsplit_once(':').expect("MinIO host:port");
         let seeds = self.cluster.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
         let main = format!(
-            "woodpecker:\n  meta:\n    type: etcd\n    prefix: woodpecker\n  storage:\n    type: service\n  client:\n    quorum:\n      quorumBufferPools:\n        - name: default\n          seeds: [{seeds}]\n      quorumSelectStrategy:\n        replicas: {replicas}\n      selectRetryMaxBackoff: 500\n{FAST_CLIENT}\
+            "woodpecker:\n  meta:\n    type: etcd\n    prefix: woodpecker\n  storage:\n    type: service\n  client:\n    quorum:\n      quorumBufferPools:\n        - name: default\n          seeds: [{seeds}]\n      quorumSelectStrategy:\n        replicas: {replicas}\n      selectRetryMaxBackoff: 500\n      selectTimeout: 5000\n{FAST_CLIENT}\
              etcd:\n  endpoints: [{etcd}]\n  rootPath: {root}\n\
              minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: {bucket}\n  rootPath: {root}\n",
             etcd = env("WP_ETCD_ENDPOINTS"),
@@ -132,6 +132,25 @@ impl Bed {
             assert!(Instant::now() < deadline, "the cluster does not see exactly {n} live nodes within {limit:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Starts the (stopped) nodes at `endpoints` together, then waits until each is ready: a node joins
+    /// through node 0's gossip, so node 0 must not wait for the others nor they for it.
+    pub fn restart_together(&mut self, endpoints: &[String]) {
+        for e in endpoints {
+            self.cluster.by_endpoint(e).restart_unready();
+        }
+        for e in endpoints {
+            self.cluster.by_endpoint(e).wait_ready(Duration::from_secs(60));
+        }
+    }
+
+    /// `endpoints` with node 0 (every node's gossip seed) first.
+    pub fn seed_first(&self, endpoints: &[String]) -> Vec<String> {
+        let seed = self.cluster.nodes[0].endpoint();
+        let mut v = endpoints.to_vec();
+        v.sort_by_key(|e| *e != seed);
+        v
     }
 
     /// The node advertising `endpoint`.
