@@ -305,7 +305,7 @@ async fn failover_case9_reader_node_failover() {
             write_until_acked(&mut writer, &log, &acks, 5, 25, WRITE).await;
             tail.wait_read(acks.acked().len(), Duration::from_secs(30)).await;
             bed.node(victim).restart(false);
-            bed.wait_members(3, Duration::from_secs(20)).await;
+            bed.wait_members(4, Duration::from_secs(20)).await;
         }
         let (tail, errors) = tail.finish(READ).await;
         eprintln!("tail reader: {} entries, {errors} transient read errors", tail.read.len());
