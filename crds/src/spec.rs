@@ -15,8 +15,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::WoodpeckerClusterStatus;
 
-/// Image used when `spec.image` is not set (upstream's default).
-pub const DEFAULT_IMAGE: &str = "zilliztech/woodpecker:v0.1.26";
+/// Written once, for both consts below (`concat!` takes literals only).
+macro_rules! image_repository {
+    () => {
+        "zilliztech/woodpecker-rs"
+    };
+}
+/// Repository of this project's image, which holds both binaries (`/usr/local/bin/woodpecker` and
+/// `/usr/local/bin/woodpecker-operator`); the Helm chart's `image.repository` names it too.
+pub const IMAGE_REPOSITORY: &str = image_repository!();
+/// Tag of this project's image: the workspace version, so the operator defaults to the server it
+/// was released with (the chart's `appVersion` is the same, checked by `operator/tests/render_chart.rs`).
+pub const IMAGE_TAG: &str = env!("CARGO_PKG_VERSION");
+/// Image used when `spec.image` is not set: this project's image at the operator's own version
+/// (upstream's Go images lack `/readyz`, so their pods would never turn Ready under this operator).
+pub const DEFAULT_IMAGE: &str = concat!(image_repository!(), ":", env!("CARGO_PKG_VERSION"));
 /// Name of the implicit buffer pool rendered for upstream manifests without `bufferPools`.
 pub const DEFAULT_POOL_NAME: &str = "default-region-pool";
 /// Name of the implicit node group inside the implicit pool.
@@ -83,7 +96,7 @@ pub const DEFAULT_RESOURCE_GROUP: &str = "default";
         .message("storageClassName is immutable: the StatefulSets' volumeClaimTemplates cannot change")
 )]
 pub struct WoodpeckerClusterSpec {
-    /// Server image (upstream field).
+    /// Server image (upstream field); defaults to this project's image at the operator's version.
     #[serde(default = "default_image")]
     #[schemars(length(min = 1))]
     pub image: String,

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use woodpecker_operator::admin::HttpAdminClient;
 use woodpecker_operator::controller::{self, Settings};
-use woodpecker_operator::leader::{LeaderElector, LeaseConfig};
+use woodpecker_operator::leader::{LeaderElector, LeaseConfig, Tenure};
 use woodpecker_operator::metrics::{self, Metrics};
 
 #[cfg(test)]
@@ -45,10 +45,12 @@ struct RunArgs {
     /// namespace from POD_NAMESPACE, else "default").
     #[arg(long, env = "WOODPECKER_OPERATOR_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
-    /// How long a leader lease stays valid without renewal, in seconds.
+    /// A follower takes over a Lease left unchanged this long, timed on its own clock (holders'
+    /// timestamps are not compared across nodes), in seconds.
     #[arg(long, env = "WOODPECKER_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// A leader that could not renew for this long steps down (and exits), in seconds.
+    /// A leader whose renewals have not succeeded for this long (a hung call included) stops
+    /// reconciling at once and exits, in seconds.
     #[arg(long, env = "WOODPECKER_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
     lease_renew_deadline_seconds: u64,
     /// Pause between lease acquire/renew attempts, in seconds.
@@ -124,31 +126,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ..LeaseConfig::new(&args.lease_name, &lease_ns, &identity)
         };
         let elector = LeaderElector::new(client.clone(), lease);
-        if elector.acquire(&shutdown).await {
-            metrics.leader.set(1);
-            let controller_stop = shutdown.child_token();
-            let ctrl = tokio::spawn(controller::run(
-                client.clone(),
-                settings,
-                admin,
-                metrics.clone(),
-                controller_stop.clone(),
-            ));
-            let lost = elector.hold(&shutdown).await;
-            metrics.leader.set(0);
-            controller_stop.cancel();
-            let res = ctrl.await.context("controller task panicked")?;
-            if !lost && let Err(e) = elector.release().await {
-                tracing::warn!(error = %e, "releasing the lease failed; it expires on its own");
-            }
-            if lost {
+        let m = metrics.clone();
+        let tenure = elector
+            .lead(&shutdown, move |stop| {
+                m.leader.set(1);
+                controller::run(client, settings, admin, m, stop)
+            })
+            .await;
+        metrics.leader.set(0);
+        match tenure {
+            Tenure::NeverLed => Ok(()),
+            Tenure::Finished(res) => res.map_err(anyhow::Error::from),
+            Tenure::Panicked => Err(anyhow::anyhow!("controller task panicked")),
+            Tenure::Lost => {
                 metrics.set_healthy(false);
                 // Exit so the pod restarts as a follower; never reconcile without the lease.
-                anyhow::bail!("lost leadership");
+                Err(anyhow::anyhow!("lost leadership"))
             }
-            res.map_err(anyhow::Error::from)
-        } else {
-            Ok(())
         }
     } else {
         metrics.leader.set(1);

@@ -66,6 +66,12 @@ async fn crd_installs_and_minimal_cluster_is_accepted_with_defaults() {
     assert_eq!(created.spec.service_port, 18080);
     assert_eq!(created.spec.quorum.ensemble_size, 3);
     assert_eq!(created.spec.rollout_policy.max_unavailable, 1);
+    // The image default is the API server's too (not only serde's): this project's image at the
+    // operator's version.
+    let raw_created =
+        create_raw(&wpc_api(&client, &ns.name), raw("minimal-raw", json!({}))).await.expect("raw cluster");
+    assert_eq!(raw_created.data["spec"]["image"], woodpecker_crds::DEFAULT_IMAGE);
+    assert_eq!(woodpecker_crds::DEFAULT_IMAGE, concat!("zilliztech/woodpecker-rs:", env!("CARGO_PKG_VERSION")));
 }
 
 #[tokio::test]

@@ -154,3 +154,30 @@ fn chart_crd_is_the_generated_crd() {
         .expect("chart CRD");
     assert_eq!(on_disk, woodpecker_crds::crd_yaml(), "run UPDATE_CRD=1 cargo test -p woodpecker-crds");
 }
+
+/// One image holds both binaries, tagged with the workspace version: the chart's appVersion, the
+/// tag its Deployment defaults to, and the CRD's default server image all name the same one.
+#[test]
+fn chart_and_crd_default_to_the_one_image_at_the_workspace_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    let chart: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("reading Chart.yaml"))
+            .expect("Chart.yaml parses");
+    assert_eq!(chart["appVersion"], version, "Chart.yaml appVersion is not the workspace version");
+    assert_eq!(woodpecker_crds::IMAGE_TAG, version, "the operator's default image tag is not the workspace version");
+    let image = format!("{}:{version}", woodpecker_crds::IMAGE_REPOSITORY);
+    assert_eq!(woodpecker_crds::DEFAULT_IMAGE, image);
+
+    let docs = template(&[]);
+    let container = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], image.as_str(), "the chart's operator image");
+    assert_eq!(container["command"], serde_json::json!(["/usr/local/bin/woodpecker-operator"]));
+
+    // The chart's CRD (what the API server applies) defaults spec.image to the same image.
+    let text = std::fs::read_to_string(chart_dir().join("crds/woodpecker.zilliz.io_woodpeckerclusters.yaml"))
+        .expect("reading the chart's CRD");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("the chart's CRD parses");
+    let crd = docs.iter().find(|d| d.is_object()).expect("a CRD document");
+    let spec_schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec_schema["properties"]["image"]["default"], image.as_str(), "the CRD's default server image");
+}

@@ -52,12 +52,34 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Measure write throughput and latency against the storage's own ceiling (raw fsync'ed writes or PUTs).
     Bench(BenchArgs),
+    /// Inspect a LogStore cluster (service mode) through a node's admin HTTP port.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run a LogStore server (service mode): staged storage, the gRPC LogStore service, gossip, admin HTTP.
     ///
     /// Every flag also reads the environment variable named in its help. --config defaults to
     /// $CONFIG_FILE, then /woodpecker/configs/woodpecker.yaml; --data-dir to $DATA_DIR, then the file's
     /// woodpecker.storage.rootPath. The admin HTTP port is $METRICS_PORT (default 9091).
     Server(woodpecker_server::ServerArgs),
+}
+
+/// `woodpecker cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members as one node sees them (GET /admin/memberlist): name, state, liveness, zone, region,
+    /// resource group, service address and load.
+    Status {
+        /// Admin HTTP addresses (host:METRICS_PORT, default port 9091) of nodes to ask, comma-separated;
+        /// the first that answers is used.
+        #[arg(long, value_delimiter = ',', required = true, value_name = "HOST:PORT")]
+        admin: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Seconds to wait for each node.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
 }
 
 /// `woodpecker log …`.

@@ -27,6 +27,8 @@ use crate::{bench_latency, cpu, peak_rss, progress, setup};
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// The throughput ratio the WAL should reach against the raw backend.
 const GOAL_RATIO: f64 = 0.9;
+/// Service mode's goal: replication over the network and three disks costs more than a local write.
+const SERVICE_GOAL_RATIO: f64 = 0.8;
 /// Bytes the message envelope adds to a payload (protobuf tag and length), for window sizing only.
 const ENVELOPE_ESTIMATE: u64 = 8;
 
@@ -35,6 +37,30 @@ const ENVELOPE_ESTIMATE: u64 = 8;
 pub(crate) enum Backend {
     Local,
     Object,
+    /// Service mode: the ceiling is one local write+fsync stream per replica, side by side, in
+    /// `storage.rootPath` (meant to be on the servers' disk).
+    Service {
+        replicas: usize,
+    },
+}
+
+impl Backend {
+    /// The throughput ratio against the ceiling this backend aims at.
+    pub(crate) fn goal_ratio(self) -> f64 {
+        match self {
+            Backend::Service { .. } => SERVICE_GOAL_RATIO,
+            _ => GOAL_RATIO,
+        }
+    }
+
+    /// How JSON output names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Object => "object",
+            Backend::Service { .. } => "service",
+        }
+    }
 }
 
 /// The fixed parameters of one bench invocation.
@@ -78,7 +104,7 @@ pub async fn run(cfg: Config, args: BenchArgs) -> Result<()> {
         StorageType::Local => Backend::Local,
         StorageType::Default | StorageType::Minio => Backend::Object,
         StorageType::Service => {
-            bail!("bench measures the embedded LogStore; woodpecker.storage.type service is not supported")
+            Backend::Service { replicas: cfg.woodpecker.client.quorum.quorum_select_strategy.replicas.max(1) as usize }
         }
     };
     let sync = &cfg.woodpecker.logstore.segment_sync_policy;
@@ -88,6 +114,8 @@ pub async fn run(cfg: Config, args: BenchArgs) -> Result<()> {
         parallelism: match backend {
             Backend::Local => woodpecker_storage::segment::local::PIPELINE_DEPTH,
             Backend::Object => sync.max_flush_threads.max(1) as usize,
+            // Blocks in flight per segment writer (client/src/service/writer.rs).
+            Backend::Service { .. } => 4,
         },
         max_bytes: sync.max_bytes,
         budget: match args.total_bytes {
@@ -240,6 +268,11 @@ pub(crate) async fn measure_ceiling(cfg: &Config, setup: &Setup, budget: Budget)
             ceiling::local(setup::local_segments_root(cfg), setup.flush_size, rolling, budget).await
         }
         Backend::Object => ceiling::object(cfg, setup.flush_size, setup.parallelism, budget).await,
+        Backend::Service { replicas } => {
+            let rolling = cfg.woodpecker.client.segment_rolling_policy.max_size;
+            let dir = setup::local_segments_root(cfg).join("bench-ceiling");
+            ceiling::local_replicated(dir, setup.flush_size, rolling, budget, replicas).await
+        }
     };
     release_freed_memory();
     report
@@ -284,6 +317,11 @@ fn ceiling_method(setup: &Setup) -> String {
         Backend::Object => {
             format!("plain PUTs of {} objects, {} in parallel", human_bytes(setup.flush_size), setup.parallelism)
         }
+        Backend::Service { replicas } => format!(
+            "{replicas} sequential {} write + fdatasync streams side by side under storage.rootPath (one per \
+             replica; the rate of one)",
+            human_bytes(setup.flush_size)
+        ),
     }
 }
 
@@ -347,12 +385,9 @@ fn print_table(target: &str, setup: &Setup, results: &[SizeResult]) {
     }
     println!();
     for r in results {
-        let verdict = if r.ratio() >= GOAL_RATIO { "met" } else { "NOT met" };
-        println!(
-            "  ratio {:.2} with {} entries: goal >= {GOAL_RATIO:.2} {verdict}",
-            r.ratio(),
-            human_size(r.entry_size)
-        );
+        let goal = setup.backend.goal_ratio();
+        let verdict = if r.ratio() >= goal { "met" } else { "NOT met" };
+        println!("  ratio {:.2} with {} entries: goal >= {goal:.2} {verdict}", r.ratio(), human_size(r.entry_size));
     }
     let reset_note = if results.iter().all(|r| r.peak_rss_reset) {
         "peak RSS (VmHWM) is measured per write run"
@@ -394,7 +429,7 @@ fn to_json(target: &str, setup: &Setup, results: &[SizeResult]) -> serde_json::V
                     },
                 },
                 "ratio": r.ratio(),
-                "goal_met": r.ratio() >= GOAL_RATIO,
+                "goal_met": r.ratio() >= setup.backend.goal_ratio(),
                 "peak_rss_bytes": r.peak_rss,
                 "peak_rss_per_run": r.peak_rss_reset,
                 "cpu_ms_per_mb": { "wal": cpu_wal, "ceiling": cpu_ceiling },
@@ -402,13 +437,13 @@ fn to_json(target: &str, setup: &Setup, results: &[SizeResult]) -> serde_json::V
         })
         .collect();
     json!({
-        "storage": match setup.backend { Backend::Local => "local", Backend::Object => "object" },
+        "storage": setup.backend.name(),
         "target": target,
         "flush_size": setup.flush_size,
         "flush_parallelism": setup.parallelism,
         "max_bytes": setup.max_bytes,
         "ceiling_method": ceiling_method(setup),
-        "goal_ratio": GOAL_RATIO,
+        "goal_ratio": setup.backend.goal_ratio(),
         "results": runs,
     })
 }

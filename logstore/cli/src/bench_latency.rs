@@ -252,6 +252,11 @@ async fn single_operation(cfg: &Config, setup: &Setup, size: u64, budget: Durati
             ceiling::local(setup::local_segments_root(cfg), size, rolling, Budget::Time(budget)).await
         }
         Backend::Object => ceiling::object(cfg, size, 1, Budget::Time(budget)).await,
+        Backend::Service { replicas } => {
+            let rolling = cfg.woodpecker.client.segment_rolling_policy.max_size;
+            let dir = setup::local_segments_root(cfg).join("bench-ceiling");
+            ceiling::local_replicated(dir, size, rolling, Budget::Time(budget), replicas).await
+        }
     }
 }
 
@@ -259,6 +264,7 @@ fn single_op_method(backend: Backend) -> &'static str {
     match backend {
         Backend::Local => "one entry-sized write + fdatasync at a time",
         Backend::Object => "one PUT of an entry-sized object at a time",
+        Backend::Service { .. } => "one entry-sized write + fdatasync at a time per replica, replicas side by side",
     }
 }
 
@@ -358,7 +364,7 @@ fn to_json(target: &str, setup: &Setup, point: Duration, profiles: &[Profile]) -
         })
         .collect();
     json!({
-        "storage": match setup.backend { Backend::Local => "local", Backend::Object => "object" },
+        "storage": setup.backend.name(),
         "target": target,
         "single_op_method": single_op_method(setup.backend),
         "run_s": point.as_secs_f64(),

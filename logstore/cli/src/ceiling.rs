@@ -98,6 +98,43 @@ pub async fn local(dir: PathBuf, op_size: u64, file_size: u64, budget: Budget) -
         .context("the local ceiling measurement task failed")?
 }
 
+/// The ceiling of a replicated write on one disk: `streams` local ceilings side by side in `dir`, one per
+/// replica (service mode on one machine). Every payload byte is written once per stream, so the report
+/// counts the bytes and operations of one stream (the payload rate the ensemble can sustain), over the
+/// longest stream's time, with every stream's latencies.
+pub async fn local_replicated(
+    dir: PathBuf,
+    op_size: u64,
+    file_size: u64,
+    budget: Budget,
+    streams: usize,
+) -> Result<CeilingReport> {
+    let streams = streams.max(1);
+    let runs = (0..streams).map(|i| local(dir.join(format!("replica-{i}")), op_size, file_size, budget));
+    let mut merged: Option<CeilingReport> = None;
+    for report in futures::future::join_all(runs).await {
+        let r = report?;
+        merged = Some(match merged {
+            None => r,
+            Some(mut m) => {
+                let longest = m.elapsed.max(r.elapsed);
+                let cpu = m.cpu.zip(r.cpu).map(|(a, b)| a.max(b));
+                m.absorb(r)?;
+                m.elapsed = longest;
+                m.cpu = cpu;
+                m
+            }
+        });
+    }
+    let mut m = merged.ok_or_else(|| anyhow!("no ceiling stream ran"))?;
+    m.bytes /= streams as u64;
+    m.ops /= streams as u64;
+    for i in 0..streams {
+        let _ = std::fs::remove_dir(dir.join(format!("replica-{i}")));
+    }
+    Ok(m)
+}
+
 fn local_blocking(dir: &Path, op_size: u64, file_size: u64, budget: Budget) -> Result<CeilingReport> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let len = usize::try_from(op_size).context("flush size does not fit in memory")?;

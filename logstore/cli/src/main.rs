@@ -8,6 +8,7 @@ mod bench_latency;
 mod ceiling;
 #[cfg(test)]
 mod cli_reference;
+mod cluster_cmd;
 mod cpu;
 mod entry_format;
 mod log_cmd;
@@ -62,15 +63,17 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Log(cmd) = &command {
         log_cmd::check_args(cmd)?;
     }
-    // The server resolves its own configuration (CONFIG_FILE, overlays, no zero-setup default).
+    // The server resolves its own configuration (CONFIG_FILE, overlays, no zero-setup default); the
+    // cluster commands need none.
     let cfg = match &command {
-        Command::Server(_) => None,
+        Command::Server(_) | Command::Cluster(_) => None,
         _ => Some(setup::resolve_config(&global)?),
     };
     match (command, cfg) {
         (Command::Server(args), _) => {
             woodpecker_server::run(args, global.config, global.data_dir, args::VERSION, init_server_tracing).await
         }
+        (Command::Cluster(cmd), _) => cluster_cmd::run(cmd).await,
         (Command::Log(cmd), Some(cfg)) => {
             let client = setup::open_client(cfg).await?;
             let result = log_cmd::run(&client, cmd).await;

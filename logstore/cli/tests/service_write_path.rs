@@ -21,11 +21,16 @@ fn unique(tag: &str) -> String {
 
 /// A service-mode client config for `cluster`, under its own etcd and object prefix.
 fn service_config(cluster: &Cluster, root: &str, extra: &str) -> Config {
+    Config::from_yaml_with_overlay(&service_yaml(cluster, root), extra).expect("service-mode config")
+}
+
+/// The YAML of [`service_config`] without overlay.
+fn service_yaml(cluster: &Cluster, root: &str) -> String {
     let endpoint = env("WP_MINIO_ENDPOINT");
     let hostport = endpoint.trim_start_matches("http://").trim_start_matches("https://");
     let (host, port) = hostport.rsplit_once(':').expect("MinIO host:port");
     let seeds: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
-    let main = format!(
+    format!(
         "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: service\n  client:\n    quorum:\n      quorumBufferPools:\n        - name: default\n          seeds: [{seeds}]\n      quorumSelectStrategy:\n        replicas: 3\n\
          etcd:\n  endpoints: [{etcd}]\n  rootPath: {root}\n\
          minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: {bucket}\n  rootPath: {root}\n",
@@ -34,8 +39,7 @@ fn service_config(cluster: &Cluster, root: &str, extra: &str) -> Config {
         ak = env("WP_MINIO_ACCESS_KEY"),
         sk = env("WP_MINIO_SECRET_KEY"),
         bucket = env("WP_MINIO_BUCKET"),
-    );
-    Config::from_yaml_with_overlay(&main, extra).expect("service-mode config")
+    )
 }
 
 async fn read_n(reader: &mut LogReader, n: usize, limit: Duration) -> Vec<(LogMessageId, Vec<u8>)> {
@@ -127,4 +131,77 @@ async fn a_replica_killed_mid_stream_neither_stalls_writes_nor_loses_an_acknowle
         assert_eq!(payload.as_bytes(), gpayload.as_slice());
     }
     reader.close().await.unwrap();
+}
+
+#[test]
+fn cluster_status_lists_every_member_with_its_zone_and_state() {
+    let cluster = Cluster::start(3, &ClusterOptions::default());
+    let (code, _) = cluster.nodes[2].admin("POST", "/admin/node/decommission");
+    assert_eq!(code, 200);
+    let admin = format!("127.0.0.1:1,127.0.0.1:{}", cluster.nodes[0].admin_port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_woodpecker"))
+            .args(["cluster", "status", "--admin", &admin])
+            .output()
+            .expect("run woodpecker cluster status");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        let seen = text.contains("3 members (3 alive)")
+            && text.lines().any(|l| l.starts_with("node-2") && l.contains("decommissioning") && l.contains("z2"))
+            && text.lines().any(|l| l.starts_with("node-0") && l.contains("active") && l.contains("z0"));
+        if seen {
+            println!("{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the status never showed the decommissioning node:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_woodpecker"))
+        .args(["cluster", "status", "--admin", "127.0.0.1:1", "--timeout-secs", "1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:1") && err.contains("no node answered"), "a clear error naming the node: {err}");
+}
+
+#[test]
+fn bench_runs_against_a_service_cluster_beside_a_replicated_ceiling() {
+    let cluster = Cluster::start(3, &ClusterOptions::default());
+    let root = unique("bench");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.yaml");
+    std::fs::write(&path, service_yaml(&cluster, &root)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_woodpecker"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["bench", "--duration", "1", "--entry-size", "4KiB", "--json"])
+        .output()
+        .expect("run woodpecker bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("bench JSON");
+    assert_eq!(v["storage"], "service");
+    assert_eq!(v["goal_ratio"], 0.8);
+    let run = &v["results"][0];
+    assert!(run["entries"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["ceiling"]["mb_per_s"].as_f64().unwrap() > 0.0, "{run}");
+    assert!(run["ratio"].as_f64().is_some_and(|r| r > 0.0 && r.is_finite()), "{run}");
+    let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains("bench-ceiling-")).collect();
+    assert!(leftovers.is_empty(), "the ceiling's scratch files are removed: {leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p.display().to_string());
+    }
+    out
 }

@@ -56,6 +56,7 @@ impl Members for GossipMembers {
                     "resource_group": m.meta.resource_group,
                     "state": m.meta.tags.get("status").cloned().unwrap_or_default(),
                     "alive": m.alive,
+                    "load_factor": m.meta.load_factor,
                 })
             })
             .collect()

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod stalling_proxy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};

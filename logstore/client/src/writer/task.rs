@@ -579,7 +579,7 @@ impl WriterTask {
                 // lost, so that no later entry can succeed ahead of one that failed. A new writer goes on
                 // after the sealed end.
                 let reason = format!(
-                    "a block upload failed ({error}); segment {} was sealed at entry {last}, and no entry after                      it is written by this writer",
+                    "a block upload failed ({error}); segment {} was sealed at entry {last}, and no entry after it is written by this writer",
                     seg.id
                 );
                 self.lose(WoodpeckerErrorKind::Closed(reason.clone()));
