@@ -1,12 +1,16 @@
 //! A harness of real `woodpecker server` processes on loopback: each node with its own ports, data dir,
-//! zone and resource group; kill -9, restart (same or wiped data dir), SIGTERM, and waits on `/readyz`.
+//! zone and resource group; kill -9, restart (same or wiped data dir), SIGTERM, SIGSTOP/SIGCONT (a slow
+//! node), waits on `/readyz`, and optionally a TCP proxy in front of each service port (a partition).
 #![allow(dead_code)]
+
+pub mod tcp_proxy;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -51,11 +55,22 @@ pub struct ServerNode {
     seeds: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
+    /// A proxy in front of the service port: the node advertises it, so clients reach the node through it.
+    pub proxy: Option<Arc<tcp_proxy::TcpProxy>>,
+    paused: bool,
 }
 
 impl ServerNode {
-    /// `host:port` clients dial.
+    /// `host:port` clients dial: the proxy's when the node has one (that is what the node advertises).
     pub fn endpoint(&self) -> String {
+        match &self.proxy {
+            Some(p) => p.addr().to_string(),
+            None => self.direct_endpoint(),
+        }
+    }
+
+    /// The service port itself, bypassing any proxy.
+    pub fn direct_endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.service_port)
     }
 
@@ -119,8 +134,32 @@ impl ServerNode {
         }
     }
 
+    /// Whether the process is running (started and not killed or terminated).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn signal(&self, sig: i32) {
+        let c = self.child.as_ref().unwrap_or_else(|| panic!("server {} is not running", self.name));
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe { libc::kill(c.id() as i32, sig) };
+    }
+
+    /// SIGSTOP: the node keeps its sockets open but answers nothing (a slow or hung node).
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.paused = false;
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
+        self.paused = false;
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -154,6 +193,13 @@ impl ServerNode {
         }
         self.spawn();
         self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// Deletes the node's data (the node must be stopped).
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none(), "wipe {} only while it is stopped", self.name);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        std::fs::create_dir_all(&self.data_dir).expect("recreate data dir");
     }
 
     /// Starts the node again without waiting for `/readyz` (a decommissioning node is never ready).
@@ -211,6 +257,16 @@ impl Cluster {
     /// Starts `n` nodes: node i in zone `z<i % 3>` and resource group `rg<i / 3 % 3>`, every node seeded
     /// with node 0's gossip address; waits until each is ready.
     pub fn start(n: usize, opts: &ClusterOptions) -> Self {
+        Self::start_nodes(n, opts, false)
+    }
+
+    /// Like [`Self::start`], with a [`tcp_proxy::TcpProxy`] in front of every node's service port; each
+    /// node advertises its proxy, so clients reach it only through the proxy (partitions).
+    pub fn start_behind_proxies(n: usize, opts: &ClusterOptions) -> Self {
+        Self::start_nodes(n, opts, true)
+    }
+
+    fn start_nodes(n: usize, opts: &ClusterOptions, proxies: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let endpoint = env("WP_MINIO_ENDPOINT");
         let hostport = endpoint.trim_start_matches("http://").trim_start_matches("https://").to_owned();
@@ -228,6 +284,14 @@ impl Cluster {
         );
         let mut nodes = Vec::with_capacity(n);
         let mut seed = None;
+        // free_port() only says a port is free now: ports of one cluster must also differ from each other.
+        let mut taken = std::collections::HashSet::new();
+        let mut port = || loop {
+            let p = free_port();
+            if taken.insert(p) {
+                return p;
+            }
+        };
         for i in 0..n {
             let name = format!("node-{i}");
             let node_dir = dir.path().join(&name);
@@ -239,13 +303,15 @@ impl Cluster {
                 std::fs::write(&p, &opts.extra_yaml).expect("write overlay");
                 p
             });
-            let gossip_port = free_port();
+            let gossip_port = port();
             let seeds: Vec<String> = seed.iter().cloned().collect();
+            let service_port = port();
+            let proxy = proxies.then(|| tcp_proxy::TcpProxy::start(([127, 0, 0, 1], service_port).into()));
             let node = ServerNode {
                 name,
-                service_port: free_port(),
+                service_port,
                 gossip_port,
-                admin_port: free_port(),
+                admin_port: port(),
                 zone: format!("z{}", i % 3),
                 resource_group: format!("rg{}", i / 3 % 3),
                 data_dir: node_dir.join("data"),
@@ -254,6 +320,8 @@ impl Cluster {
                 seeds,
                 log: node_dir.join("server.log"),
                 child: None,
+                proxy,
+                paused: false,
             };
             if seed.is_none() {
                 seed = Some(format!("127.0.0.1:{gossip_port}"));
@@ -272,6 +340,30 @@ impl Cluster {
     /// The node named `name`.
     pub fn node(&mut self, name: &str) -> &mut ServerNode {
         self.nodes.iter_mut().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The node advertising `endpoint`.
+    pub fn by_endpoint(&mut self, endpoint: &str) -> &mut ServerNode {
+        self.nodes.iter_mut().find(|n| n.endpoint() == endpoint).unwrap_or_else(|| panic!("no node at {endpoint}"))
+    }
+
+    /// Service endpoints of every node (what they advertise; the client's seeds).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(ServerNode::endpoint).collect()
+    }
+
+    /// Kills every node (-9), then starts them all again and waits until each is ready: after a whole
+    /// cluster stopped, nodes join through node 0's gossip, so they are started together.
+    pub fn restart_all(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        for n in &mut self.nodes {
+            n.spawn();
+        }
+        for n in &mut self.nodes {
+            n.wait_ready(Duration::from_secs(60));
+        }
     }
 
     /// Every node's log, for failure messages.
