@@ -285,3 +285,21 @@ async fn resolve_start(handle: &LogHandle, from: LogMessageId) -> Result<LogMess
     let end = shared.backend.visible_end(handle.located(seg)).await?;
     Ok(LogMessageId::new(seg.seg_no, end + 1))
 }
+
+#[cfg(test)]
+mod send_tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Applications spawn readers on multi-threaded runtimes: the futures of a reader must be `Send`.
+    #[allow(dead_code, clippy::diverging_sub_expression)]
+    async fn reader_futures_are_send(reader: &mut LogReader) {
+        {
+            let read = reader.read_next();
+            assert_send(&read);
+        }
+        let close = reader.close();
+        assert_send(&close);
+    }
+}

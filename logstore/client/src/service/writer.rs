@@ -142,7 +142,7 @@ impl SegmentWriter for ServiceSegmentWriter {
                 needed: self.aq,
                 got: live.len(),
                 ensemble,
-                errors: self.roll_reason().unwrap_or_default(),
+                errors: self.roll_reason().unwrap_or_else(|| "no replica left".into()),
             });
         }
         let (first, last) = (block.first_entry_id, block.last_entry_id());
@@ -219,7 +219,8 @@ impl SegmentWriter for ServiceSegmentWriter {
             segment: self.segment,
             what: "an append",
             needed: self.aq,
-            got: synced,
+            // Those that synced it or had not answered yet when the quorum became impossible.
+            got: live.len() - failures.len(),
             ensemble,
             errors: failures.iter().map(|(n, f)| format!("{n}: {f}")).collect::<Vec<_>>().join("; "),
         })

@@ -318,7 +318,7 @@ pub enum SegmentError {
         reason: String,
     },
     /// Too few replicas of a segment answered for an operation to be safe.
-    #[error("{segment}: {what} needs {needed} of its {ensemble} replicas, {got} answered ({errors})")]
+    #[error("{segment}: {what} needs {needed} of its {ensemble} replicas, only {got} could answer ({errors})")]
     Quorum {
         /// The segment.
         segment: SegmentRef,
@@ -326,7 +326,7 @@ pub enum SegmentError {
         what: &'static str,
         /// Answers needed.
         needed: usize,
-        /// Answers received.
+        /// Replicas that answered, or could still have answered when the operation was given up.
         got: usize,
         /// Ensemble size.
         ensemble: usize,
@@ -472,7 +472,7 @@ pub trait SegmentWriter: Send + Sync + fmt::Debug {
 
 /// Reads one segment in entry order.
 #[async_trait]
-pub trait SegmentReader: Send + fmt::Debug {
+pub trait SegmentReader: Send + Sync + fmt::Debug {
     /// Entries from `from` on, at most about `max_entries` / `max_bytes` (soft: whole blocks are returned,
     /// at least one entry when one is available). An empty batch without `end_of_segment` means "nothing
     /// yet": the segment is still being written.
