@@ -54,7 +54,7 @@ cargo test --workspace --no-fail-fast
 step "service mode: upstream's Go client (v0.1.35) against our woodpecker server processes (e2e/service/prove.sh)"
 cargo build -p woodpecker-cli
 WP_SERVER_BIN="$PWD/target/debug/woodpecker" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-ci-service-cluster" \
-  e2e/service/prove.sh write-read tail kill recover es5 cases
+  e2e/service/prove.sh write-read tail kill recover es5 rust-client cases
 
 step "fuzz targets, 15 s each (scripts/fuzz-smoke.sh)"
 FUZZ_SECONDS=15 scripts/fuzz-smoke.sh

@@ -1459,14 +1459,85 @@ func cmdRenderConfig(args []string) {
 	s.finish()
 }
 
+// cmdReadForeign reads a log another client wrote (our Rust client's `woodpecker log write`): exactly
+// --entries entries from earliest, entry i's payload starting with --payload-prefix + i (then padding or
+// the end), message ids strictly increasing, then nothing more for --idle.
+func cmdReadForeign(args []string) {
+	s := newSummary("read-foreign")
+	c := newFlags("read-foreign")
+	logName := c.fs.String("log", "", "log name")
+	entries := c.fs.Int64("entries", 0, "entries the other client acknowledged")
+	prefix := c.fs.String("payload-prefix", "entry-", "entry i's payload starts with this and then i")
+	idle := c.fs.Duration("idle", 3*time.Second, "after the last entry, nothing more may arrive for this long")
+	_ = c.fs.Parse(args)
+	if *logName == "" || *entries <= 0 {
+		s.fatal("read-foreign needs --log NAME and --entries N")
+	}
+	s.set("log", *logName)
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	ss := c.connect(ctx, s)
+	lh := ss.openLog(ctx, s, *logName, false, false)
+	from := wplog.EarliestLogMessageID()
+	r, err := lh.OpenLogReader(ctx, &from, readerName)
+	if err != nil {
+		s.fatal("opening a reader on %q: %v", *logName, err)
+	}
+	rc := &readCheck{segments: map[int64]int64{}}
+	var read int64
+	var last *wplog.LogMessageId
+	for {
+		bound := 2 * time.Minute
+		if read >= *entries {
+			bound = *idle
+		}
+		m, err := readNext(ctx, r, bound, rc)
+		if err != nil {
+			if read >= *entries && errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+			s.fail("after %d of %d entries: %v", read, *entries, err)
+			break
+		}
+		if read >= *entries {
+			s.fail("an entry past the %d written: %s (%d bytes)", *entries, idStr(m.Id), len(m.Payload))
+			break
+		}
+		want := *prefix + strconv.FormatInt(read, 10)
+		p := string(m.Payload)
+		if !strings.HasPrefix(p, want) || (len(p) > len(want) && p[len(want)] >= '0' && p[len(want)] <= '9') {
+			n := min(len(p), 40)
+			s.fail("entry %d at %s: payload starts %q, want %q", read, idStr(m.Id), p[:n], want)
+			break
+		}
+		if last != nil && !idLess(last, m.Id) {
+			s.fail("message id %s not after %s", idStr(m.Id), idStr(last))
+			break
+		}
+		last = m.Id
+		rc.segments[m.Id.SegmentId]++
+		read++
+	}
+	cctx, ccancel := context.WithTimeout(ctx, time.Minute)
+	defer ccancel()
+	if err := r.Close(cctx); err != nil {
+		s.fail("closing the reader: %v", err)
+	}
+	s.set("read_entries", read)
+	s.set("read_segments", sortedSegments(rc.segments))
+	_ = lh.Close(ctx)
+	ss.close(ctx, s)
+	s.finish()
+}
+
 func main() {
 	cmds := map[string]func([]string){
 		"write-read": cmdWriteRead, "tail": cmdTail, "write": cmdWrite, "verify": cmdVerify,
 		"recover": cmdRecover, "bench": cmdBench, "segments": cmdSegments, "render-config": cmdRenderConfig,
-		"case": cmdCase,
+		"case": cmdCase, "read-foreign": cmdReadForeign,
 	}
 	if len(os.Args) < 2 || cmds[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: wp-service {write-read|tail|write|verify|recover|bench|segments|render-config|case} [flags]  (-h per subcommand)")
+		fmt.Fprintln(os.Stderr, "usage: wp-service {write-read|tail|write|verify|recover|bench|segments|render-config|case|read-foreign} [flags]  (-h per subcommand)")
 		os.Exit(2)
 	}
 	cmds[os.Args[1]](os.Args[2:])

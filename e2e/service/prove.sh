@@ -3,7 +3,7 @@
 # (upstream's server by default; WP_SERVER_BIN=... for ours). Needs the test bed up and its env exported:
 #   scripts/testbed.sh install && scripts/testbed.sh start && eval "$(scripts/testbed.sh env)"
 #   e2e/service/prove.sh [STEP...]
-# Sets: no STEP = the default set below (write-read tail kill recover bench es5); `cases` = every upstream
+# Sets: no STEP = the default set below (write-read tail kill recover bench es5 rust-client); `cases` = every upstream
 # failover/chaos case step (CASE_STEPS below, one 5-node cluster, es=3); `all` = default set then cases.
 # Steps of the default set:
 #   write-read   4 servers, es=3: 100,000 entries x 1 KiB written, read back from earliest, >= 3 segments
@@ -14,6 +14,8 @@
 #   bench        async appends: 1 KiB x 256 in flight, 64 KiB x 32 in flight (WP_PROVE_BENCH_SECS, default 20 s
 #                each), and 1 KiB one at a time for the latency floor (half as long)
 #   es5          6 servers, es=5: write-read 100,000 x 1 KiB, then the kill step with es=5
+#   rust-client  our Rust client (WP_PROVE_EMBEDDED_BIN, default WP_SERVER_BIN) and the Go client on one cluster:
+#                each reads the other's 3,000 entries (skipped when the binary has no client commands)
 # Case steps (wp-service case, cases.go; each named after the upstream test it reproduces, 5 nodes, es=3; after
 # each, cluster.sh restart-all brings killed/stopped nodes back; each bounded by WP_PROVE_CASE_SECS, default 240):
 #   sealed                        TestDirectRead_SealedSegments_AfterClusterStop (+ our embedded `log read`)
@@ -196,13 +198,49 @@ step_bench() {
   done
 }
 
+# Our Rust client and upstream's Go client on one cluster, with the same woodpecker.yaml: each reads what the
+# other wrote, every entry in order with its payload and properties (issue 12).
+step_rust_client() {
+  local bin="${WP_PROVE_EMBEDDED_BIN:-$WP_SERVER_BIN}" cfg="$OUT/rust-client.yaml" n=3000 go2rs rs2go
+  if ! "$bin" log --help >/dev/null 2>&1; then log "SKIP rust-client: $bin has no client commands"; return; fi
+  go2rs="go2rs-$RUN"; rs2go="rs2go-$RUN"
+  wps rust-client-config render-config --out "$cfg" || { fail "rust-client: render-config"; return; }
+  if ! wps rust-client-go-write write --log "$go2rs" --entries "$n" --acked "$OUT/go2rs.acked" --payload-bytes 300; then
+    fail "rust-client: the Go client's writes"; return
+  fi
+  if ! "$bin" --config "$cfg" log read "$go2rs" --format json >"$OUT/go2rs.jsonl" 2>"$OUT/go2rs.err"; then
+    tail -5 "$OUT/go2rs.err" >&2; fail "rust-client: our client reading the Go client's log"; return
+  fi
+  if ! python3 - "$OUT/go2rs.acked" "$OUT/go2rs.jsonl" >"$OUT/go2rs.check" 2>&1 <<'PY'
+import base64, json, sys
+acked = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+read = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+assert len(read) == len(acked), f"read {len(read)} entries, the Go client acknowledged {len(acked)}"
+for a, r in zip(acked, read):
+    where = f"entry k={a['i']} acknowledged at {a['seg']}/{a['entry']}"
+    assert (r["segment"], r["entry"]) == (a["seg"], a["entry"]), f"{where} read at {r['segment']}/{r['entry']}"
+    assert r["properties"] == {"k": str(a["i"]), "src": "wp-service"}, f"{where}: properties {r['properties']}"
+    p = r["payload"].encode() if r["payload_encoding"] == "utf8" else base64.b64decode(r["payload"])
+    assert p.startswith(f"wps-{a['i']}|".encode()) and len(p) == 300, f"{where}: payload {p[:24]!r} ({len(p)} bytes)"
+print(f"{len(read)} entries read in order with their payloads and properties")
+PY
+  then cat "$OUT/go2rs.check" >&2; fail "rust-client: the Go client's entries as our client read them"; return; fi
+  if ! "$bin" --config "$cfg" log write "$rs2go" --create --count "$n" --payload-size 300 -p src=rust \
+      >"$OUT/rs2go-write.txt" 2>"$OUT/rs2go-write.err"; then
+    tail -5 "$OUT/rs2go-write.err" >&2; fail "rust-client: our client's writes"; return
+  fi
+  if wps rust-client-go-read read-foreign --log "$rs2go" --entries "$n" --payload-prefix entry-; then
+    pass "rust-client: our client read the Go client's $n entries ($(cat "$OUT/go2rs.check")); the Go client read our $n entries in $(json_get "$OUT/rust-client-go-read.json" 'len(d["read_segments"])') segment(s)"
+  else fail "rust-client: the Go client reading our client's log"; fi
+}
+
 CASE_SECS="${WP_PROVE_CASE_SECS:-240}"
 CASE_STEPS=(sealed case3-node-restart-rolls case4-non-quorum-node-down case5-quorum-loss-recovery
   case6-full-cluster-restart case7-rolling-restart case8-sequential-rolls case9-reader-node-failover
   case10-partial-replication case11-fence-empty-node case12-fence-wiped-and-dead case13-fence-dead-then-wiped
   case14-reader-wiped-replica case15-restart-data-loss case16-two-replicas-lost chaos-competing-writers
   chaos-concurrent-writers chaos-fencing-node-failure chaos-restart-fence-lost chaos-finalized-survives)
-DEFAULT_STEPS=(write-read tail kill recover bench es5)
+DEFAULT_STEPS=(write-read tail kill recover bench es5 rust-client)
 
 if [[ -z "${WP_PROVE_EMBEDDED_BIN+x}" ]]; then
   WP_PROVE_EMBEDDED_BIN=""
@@ -261,10 +299,11 @@ for st in "${STEPS[@]}"; do
   fi
   up5=false
   case "$st" in
-    write-read|tail|kill|recover|bench)
+    write-read|tail|kill|recover|bench|rust-client)
       if ! $up4; then cluster_up 4; up4=true; fi
       case "$st" in
         write-read) step_write_read write-read 3; rss_snapshot after-write-read ;;
+        rust-client) step_rust_client ;;
         tail) step_tail ;;
         kill) step_kill kill 3 ;;
         recover) step_recover ;;
