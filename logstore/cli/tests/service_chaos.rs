@@ -199,6 +199,11 @@ async fn chaos_checker_random_kills_stops_and_a_wipe_lose_no_acknowledged_entry(
             checker.read.len(),
             checker.ambiguous()
         );
+        let mut reasons: Vec<String> = generations.iter().flat_map(|g| g.failed()).map(|(_, e)| e).collect();
+        reasons.dedup();
+        for r in reasons.iter().take(5) {
+            eprintln!("chaos checker: a failed write: {r}");
+        }
         assert_eq!(lost, 0);
         assert!(acked >= 200, "the writer made progress through the faults: {acked} acknowledged");
     })

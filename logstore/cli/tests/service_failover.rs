@@ -151,18 +151,21 @@ async fn failover_case3_node_restart_triggers_segment_rolling() {
     bed.node(&victim).restart(false);
     bed.wait_members(3, Duration::from_secs(20)).await;
     // Upstream writes one entry every 200 ms after the restart; the writer must leave segment 0 (its
-    // restarted replica refuses it, recovery mode) for a full ensemble within 15 s.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // restarted replica refuses it, recovery mode) for a full ensemble within 20 s
+    // (measured 10.6 s on main at 88f2c94: the client re-places a degraded segment periodically).
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(20);
     while acks.acked().last().unwrap().1.segment_id == 0 {
         assert!(
             Instant::now() < deadline,
-            "the writer is still on segment 0 (degraded: its restarted replica refuses it) 15 s after the node \
+            "the writer is still on segment 0 (degraded: its restarted replica refuses it) 20 s after the node \
              came back, although a full ensemble is available; last at {}",
             acks.acked().last().unwrap().1
         );
         write_until_acked(&mut writer, &log, &acks, 1, 10, WRITE).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!("rolled off the degraded segment {:?} after the node was back", back.elapsed());
     write_until_acked(&mut writer, &log, &acks, 5, 25, WRITE).await;
     let acked = acks.acked();
     assert!(acked[..5].iter().all(|(_, id)| id.segment_id == 0), "entries 0-4 stay in segment 0: {acked:?}");

@@ -66,3 +66,82 @@ async fn a_partitioned_proxy_holds_requests_without_closing_and_forwards_again_w
     let r = tokio::time::timeout(Duration::from_secs(5), c.select_nodes(req.clone())).await.expect("healed").unwrap();
     eprintln!("healed ok {}", r.into_inner().nodes.len());
 }
+
+/// A message as a reader would return it for write `seq` of `tag` at `id`.
+fn message(tag: &str, seq: usize, id: LogMessageId) -> woodpecker_client::LogMessage {
+    woodpecker_client::LogMessage {
+        id,
+        payload: bytes::Bytes::from(format!("{tag}-{seq:08}")),
+        properties: Default::default(),
+    }
+}
+
+fn at(segment_id: i64, entry_id: i64) -> LogMessageId {
+    LogMessageId { segment_id, entry_id }
+}
+
+/// Two writes acknowledged at (0,0) and (0,1).
+fn two_acked() -> Arc<Acks> {
+    let acks = Acks::new("w");
+    for i in 0..2 {
+        let (seq, _) = acks.submit();
+        acks.resolve(seq, &Ok(at(0, i)));
+    }
+    acks
+}
+
+#[tokio::test]
+#[should_panic(expected = "returned twice")]
+async fn the_checker_fails_an_entry_returned_twice() {
+    let acks = two_acked();
+    let mut c = Checker::new("t", &[&acks]);
+    c.check(&message("w", 0, at(0, 0))).await;
+    c.check(&message("w", 0, at(0, 0))).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "out of order")]
+async fn the_checker_fails_entries_out_of_order() {
+    let acks = two_acked();
+    let mut c = Checker::new("t", &[&acks]);
+    c.check(&message("w", 1, at(0, 1))).await;
+    c.check(&message("w", 0, at(0, 0))).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "was acknowledged at")]
+async fn the_checker_fails_an_entry_at_another_position_than_its_ack() {
+    let acks = two_acked();
+    let mut c = Checker::new("t", &[&acks]);
+    c.check(&message("w", 0, at(1, 0))).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "before it is acknowledged")]
+async fn the_checker_fails_an_entry_returned_before_its_ack() {
+    let acks = two_acked();
+    let (seq, _) = acks.submit();
+    let mut c = Checker::new("t", &[&acks]);
+    c.grace = Duration::from_millis(50);
+    c.check(&message("w", 0, at(0, 0))).await;
+    c.check(&message("w", seq, at(0, 2))).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "although its write failed")]
+async fn the_checker_fails_a_failed_write_where_none_may_appear() {
+    let acks = two_acked();
+    let (seq, _) = acks.submit();
+    acks.resolve(seq, &Err(woodpecker_client::WoodpeckerError::EmptyMessage));
+    let mut c = Checker::new("t", &[&acks]);
+    c.allow_failed = false;
+    c.check(&message("w", seq, at(0, 2))).await;
+}
+
+#[tokio::test]
+async fn the_checker_reports_acknowledged_entries_not_read() {
+    let acks = two_acked();
+    let mut c = Checker::new("t", &[&acks]);
+    c.check(&message("w", 0, at(0, 0))).await;
+    assert_eq!(c.missing(), vec!["w-00000001@0/1".to_owned()]);
+}
