@@ -22,6 +22,9 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// declare a dead node gone; without this, every roll in that time would pick it again and roll at once.
 pub(crate) const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
+/// How long a suspect node has to answer a probe to be taken back.
+pub(crate) const SUSPECT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The gRPC clients of every node this process talks to, by service address.
 #[derive(Debug)]
 pub(crate) struct Nodes {
@@ -42,6 +45,29 @@ impl Nodes {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(endpoint.to_owned(), Instant::now() + SUSPECT_FOR);
+    }
+
+    /// Asks every suspect node a harmless question (a one-node SelectNodes); one that answers at all is
+    /// serving again (restarted) and no longer avoided. A dead, stopped or partitioned one stays suspect.
+    pub(crate) async fn recheck_suspects(&self, limit: Duration) {
+        let suspects: Vec<String> = {
+            let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            s.retain(|_, until| *until > now);
+            s.keys().cloned().collect()
+        };
+        let probes = suspects.into_iter().map(|endpoint| async move {
+            let Ok(mut c) = self.client(&endpoint) else { return None };
+            let req = woodpecker_proto::logstore::SelectNodesRequest {
+                filters: vec![woodpecker_proto::logstore::NodeFilter { limit: 1, ..Default::default() }],
+                ..Default::default()
+            };
+            bounded(self, &endpoint, limit, c.select_nodes(req)).await.ok().map(|_| endpoint)
+        });
+        for endpoint in futures::future::join_all(probes).await.into_iter().flatten() {
+            tracing::debug!(node = %endpoint, "a suspect node answers again; it may be chosen");
+            self.suspects.lock().unwrap_or_else(|p| p.into_inner()).remove(&endpoint);
+        }
     }
 
     /// Whether `endpoint` failed as a replica recently.

@@ -15,7 +15,7 @@ use woodpecker_proto::logstore::{NodeFilter, NodeMeta, SelectNodesRequest, Strat
 use woodpecker_proto::meta::{QuorumInfo, QuorumNode};
 use woodpecker_storage::segment::{SegmentError, SegmentRef};
 
-use super::nodes::{self, Nodes};
+use super::nodes::{self, Nodes, SUSPECT_PROBE_TIMEOUT};
 
 /// Ensemble size, write quorum and ack quorum for `replicas` (1, 3 or 5; validated at load).
 pub(crate) fn sizes(replicas: u32) -> (i32, i32, i32) {
@@ -109,9 +109,13 @@ async fn attempt(
     };
     let mut answers = Vec::new();
     let pools = &cfg.quorum_buffer_pools;
-    // Nodes that just failed as replicas are left out; ask for that many more so they can be replaced.
+    // Nodes that just failed as replicas are left out (unless they answer again: a restarted node is taken
+    // back at once); ask for that many more so they can be replaced, and for exactly es when a node cannot
+    // place that many.
+    nodes.recheck_suspects(rpc_timeout.min(SUSPECT_PROBE_TIMEOUT)).await;
     let avoid = &|e: &str| nodes.is_suspect(e);
     let spare = nodes.suspect_count();
+    let limits = |n: usize| if spare > 0 { vec![n + spare, n] } else { vec![n] };
     match strategy.strategy {
         QuorumStrategy::CrossRegion if pools.len() > 1 => {
             let mut chosen: Vec<NodeMeta> = Vec::new();
@@ -123,8 +127,15 @@ async fn attempt(
                 if want == 0 {
                     continue;
                 }
-                let req = request(StrategyType::CrossRegion, affinity, vec![filter("", "", want + spare)]);
-                match ask_pool(nodes, &pool.seeds, req, rpc_timeout, &mut answers).await {
+                let mut got = None;
+                for limit in limits(want) {
+                    let req = request(StrategyType::CrossRegion, affinity, vec![filter("", "", limit)]);
+                    got = ask_pool(nodes, &pool.seeds, req, rpc_timeout, &mut answers).await;
+                    if got.is_some() {
+                        break;
+                    }
+                }
+                match got {
                     Some(got) => take_new(&mut chosen, &mut seen, got, want, avoid),
                     None if strategy.affinity_mode == AffinityMode::Hard => {
                         return Err(Shortfall { found: chosen.len(), answers });
@@ -179,8 +190,11 @@ async fn attempt(
             order.shuffle(&mut rand::rng());
             let mut best = 0;
             for i in order {
-                let req = request(strategy_type(other), affinity, vec![filter("", "", es + spare)]);
-                if let Some(got) = ask_pool(nodes, &pools[i].seeds, req, rpc_timeout, &mut answers).await {
+                for limit in limits(es) {
+                    let req = request(strategy_type(other), affinity, vec![filter("", "", limit)]);
+                    let Some(got) = ask_pool(nodes, &pools[i].seeds, req, rpc_timeout, &mut answers).await else {
+                        continue;
+                    };
                     let mut chosen = Vec::new();
                     take_new(&mut chosen, &mut HashSet::new(), got, es, avoid);
                     if chosen.len() >= es {
