@@ -205,3 +205,108 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// The segment's replica set as its metadata records it.
+async fn ensemble(client_cfg: &Config, log: &str, segment: i64) -> Vec<String> {
+    let store = woodpecker_meta::MetadataStore::open_etcd(
+        &client_cfg.etcd.endpoints,
+        &client_cfg.etcd.root_path,
+        &client_cfg.woodpecker.meta.prefix,
+        &woodpecker_meta::EtcdOptions::default(),
+    )
+    .await
+    .expect("open the test's metadata");
+    let seg = store.get_segment(log, segment).await.expect("segment metadata").value;
+    seg.quorum.expect("a replica set").nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completed_segment_that_lost_a_replica_gets_a_new_one_and_survives_losing_a_second() {
+    // The servers cannot reach object storage, so the segment stays Completed on its replicas (no
+    // compaction to fall back on): only repair keeps it readable after two of its three nodes are gone.
+    let opts = ClusterOptions { extra_yaml: "minio:\n  port: 1\n".into() };
+    let mut cluster = Cluster::start(4, &opts);
+    let root = unique("repair");
+    let cfg = service_config(&cluster, &root, "woodpecker:\n  client:\n    quorum:\n      repairGracePeriod: 500\n");
+    let client = Client::open(cfg.clone()).await.expect("client");
+    client.create_log("repair").await.unwrap();
+    let log = client.open_log("repair").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        let id = writer.write(WriteMessage::new(format!("r-{i}"))).await.expect("append");
+        acked.push((id, format!("r-{i}")));
+    }
+    writer.close().await.unwrap();
+    let before = ensemble(&cfg, "repair", 0).await;
+    assert_eq!(before.len(), 3);
+    let by_endpoint =
+        |c: &mut Cluster, e: &str| c.nodes.iter().position(|n| n.endpoint() == e).expect("a node of the cluster");
+    let first = by_endpoint(&mut cluster, &before[0]);
+    cluster.nodes[first].kill();
+    // Passes until the dead node is replaced (it must stay silent for the 500 ms grace first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let report = log.run_maintenance().await;
+        let now = ensemble(&cfg, "repair", 0).await;
+        if !now.contains(&before[0]) {
+            println!("replaced {} after maintenance: {report:?}; ensemble now {now:?}", before[0]);
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the dead replica {} was never replaced: {report:?}", before[0]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(after.len(), 3);
+    assert!(after.contains(&before[1]) && after.contains(&before[2]), "only the lost replica changes: {after:?}");
+    // A second original replica goes for good: the survivor and the new copy still hold everything.
+    let second = by_endpoint(&mut cluster, &before[1]);
+    cluster.nodes[second].kill();
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, "after-repair").await.unwrap();
+    let got = read_n(&mut reader, acked.len(), Duration::from_secs(60)).await;
+    for ((id, payload), (gid, gpayload)) in acked.iter().zip(&got) {
+        assert_eq!(id, gid);
+        assert_eq!(payload.as_bytes(), gpayload.as_slice());
+    }
+    reader.close().await.unwrap();
+    // Reading from the new copy alone: the last original replica goes too.
+    let third = by_endpoint(&mut cluster, &before[2]);
+    cluster.nodes[third].kill();
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, "new-copy-only").await.unwrap();
+    let got = read_n(&mut reader, acked.len(), Duration::from_secs(60)).await;
+    assert_eq!(got.len(), acked.len());
+    assert_eq!(got.last().map(|(id, _)| *id), acked.last().map(|(id, _)| *id));
+    reader.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_replica_of_a_completed_segment_is_copied_again_in_place() {
+    let opts = ClusterOptions { extra_yaml: "minio:\n  port: 1\n".into() };
+    let mut cluster = Cluster::start(3, &opts);
+    let root = unique("wipe");
+    let cfg = service_config(&cluster, &root, "");
+    let client = Client::open(cfg.clone()).await.expect("client");
+    client.create_log("wipe").await.unwrap();
+    let log = client.open_log("wipe").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        acked.push(writer.write(WriteMessage::new(format!("w-{i}"))).await.expect("append"));
+    }
+    writer.close().await.unwrap();
+    let before = ensemble(&cfg, "wipe", 0).await;
+    let pos = |c: &Cluster, e: &str| c.nodes.iter().position(|n| n.endpoint() == e).expect("a node of the cluster");
+    let wiped = pos(&cluster, &before[0]);
+    cluster.nodes[wiped].restart(true);
+    cluster.nodes[wiped].wait_ready(Duration::from_secs(60));
+    let _ = log.run_maintenance().await;
+    assert_eq!(ensemble(&cfg, "wipe", 0).await, before, "a wiped node is repaired in place, not replaced");
+    // Only the wiped-and-repaired node is left: it holds every entry again.
+    for other in &before[1..] {
+        let i = pos(&cluster, other);
+        cluster.nodes[i].kill();
+    }
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, "repaired-only").await.unwrap();
+    let got = read_n(&mut reader, acked.len(), Duration::from_secs(60)).await;
+    assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), acked);
+    reader.close().await.unwrap();
+}

@@ -16,6 +16,8 @@ pub struct MaintenanceReport {
     pub marked_truncated: Vec<SegmentId>,
     /// Segments compacted (Completed → Sealed).
     pub compacted: Vec<SegmentId>,
+    /// Segments whose lost replicas were made again on other nodes (service mode).
+    pub repaired: Vec<SegmentId>,
     /// Segments whose data and metadata were deleted.
     pub deleted: Vec<SegmentId>,
 }
@@ -47,12 +49,37 @@ pub(crate) async fn run_once(handle: &LogHandle) -> Result<MaintenanceReport> {
             if m.state() != SegmentState::Completed || report.marked_truncated.contains(&m.seg_no) {
                 continue;
             }
-            let size = shared.backend.compact(handle.located(m)).await?;
+            let sref = handle.located(m);
+            let mut revision = seg.revision;
+            let mut m = m.clone();
+            // Lost copies come back first (service mode), so that the segment has all of them again even
+            // when compaction cannot run now (object storage unavailable).
+            match shared.backend.repair(sref).await {
+                Ok(Some(quorum)) => {
+                    let mut updated = m.clone();
+                    updated.quorum = Some(quorum);
+                    match shared.meta.update_segment(&handle.name, &updated, revision).await {
+                        Ok(r) => {
+                            report.repaired.push(m.seg_no);
+                            revision = r;
+                            m = updated;
+                            handle.located(&m);
+                        }
+                        Err(MetaError::RevisionConflict { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(log = %handle.name, segment = m.seg_no, error = %e, "replica repair failed; retried next pass")
+                }
+            }
+            let size = shared.backend.compact(sref).await?;
             let mut updated = m.clone();
             updated.set_state(SegmentState::Sealed);
             updated.sealed_time = now_ms();
             updated.size = size as i64;
-            match shared.meta.update_segment(&handle.name, &updated, seg.revision).await {
+            match shared.meta.update_segment(&handle.name, &updated, revision).await {
                 Ok(_) => report.compacted.push(m.seg_no),
                 Err(MetaError::RevisionConflict { .. }) => {}
                 Err(e) => return Err(e.into()),

@@ -17,6 +17,7 @@ mod nodes;
 mod placement;
 mod reader;
 mod recovery;
+mod repair;
 mod writer;
 
 use std::collections::HashMap;
@@ -51,6 +52,8 @@ pub(crate) struct Context {
     zone: String,
     /// The compacted objects of Sealed segments, read directly.
     direct: Arc<dyn SegmentBackend>,
+    /// Every pool's seeds.
+    seeds: Vec<String>,
 }
 
 /// What the metadata says of a segment.
@@ -80,6 +83,9 @@ pub struct ServiceSegmentBackend {
     segments: Mutex<HashMap<SegmentRef, LocatedSlot>>,
     /// The end each fence found, for the completion that follows it.
     fenced: Mutex<HashMap<SegmentRef, recovery::Fenced>>,
+    /// Since when each replica node has not answered, for repair.
+    silence: repair::Silence,
+    repair_grace: Duration,
 }
 
 impl ServiceSegmentBackend {
@@ -104,15 +110,19 @@ impl ServiceSegmentBackend {
             region: env("REGION"),
             zone: env("AVAILABILITY_ZONE"),
             direct,
+            seeds: client.quorum.quorum_buffer_pools.iter().flat_map(|p| p.seeds.iter().cloned()).collect(),
         };
         let quorum = client.quorum.clone();
         let select_timeout = quorum.select_timeout;
+        let repair_grace = quorum.repair_grace_period;
         Self {
             ctx: Arc::new(ctx),
             quorum,
             select_timeout,
             segments: Mutex::new(HashMap::new()),
             fenced: Mutex::new(HashMap::new()),
+            silence: repair::Silence::default(),
+            repair_grace,
         }
     }
 
@@ -237,7 +247,12 @@ impl SegmentBackend for ServiceSegmentBackend {
             match a {
                 Ok(id) => end = Some(end.unwrap_or(-1).max(id)),
                 // Nothing written there yet.
-                Err(f) if f.code == woodpecker_proto::status::ENTRY_NOT_FOUND.code => end = Some(end.unwrap_or(-1)),
+                Err(f)
+                    if f.code == woodpecker_proto::status::ENTRY_NOT_FOUND.code
+                        || f.code == woodpecker_proto::status::NO_BLOCK_FOUND.code =>
+                {
+                    end = Some(end.unwrap_or(-1))
+                }
                 Err(f) => errors.push(format!("{endpoint}: {f}")),
             }
         }
@@ -254,6 +269,14 @@ impl SegmentBackend for ServiceSegmentBackend {
     async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError> {
         let l = self.located(segment)?;
         Ok(Box::new(reader::ServiceSegmentReader::new(self.ctx.clone(), segment, self.slot(segment), &l)))
+    }
+
+    async fn repair(&self, segment: SegmentRef) -> Result<Option<QuorumInfo>, SegmentError> {
+        let l = self.located(segment)?;
+        if l.state != SegmentState::Completed {
+            return Ok(None);
+        }
+        repair::repair(&self.ctx, &self.silence, self.repair_grace, segment, &l).await
     }
 
     async fn compact(&self, segment: SegmentRef) -> Result<u64, SegmentError> {

@@ -143,6 +143,10 @@ config_section! {
         /// on with its current segment) or the first segment fails (milliseconds; ours: upstream retries forever).
         #[key = "selectTimeout", with = "crate::config::units::millis"]
         pub select_timeout: Duration = Duration::from_millis(30_000),
+        /// How long a replica's node may stay silent before a Completed segment's copy on it is made again on
+        /// another node (milliseconds; ours: upstream never repairs).
+        #[key = "repairGracePeriod", with = "crate::config::units::millis"]
+        pub repair_grace_period: Duration = Duration::from_millis(60_000),
     }
 }
 

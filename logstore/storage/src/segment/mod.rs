@@ -432,6 +432,14 @@ pub trait SegmentBackend: Send + Sync + fmt::Debug {
     /// Opens a reader. Opening a segment that has no data yet succeeds (reads return nothing until data lands).
     async fn open_reader(&self, segment: SegmentRef) -> Result<Box<dyn SegmentReader>, SegmentError>;
 
+    /// Restores the copies a finalized segment lost (service mode: a replica wiped, or its node gone past a
+    /// grace period), before it is compacted. Returns the segment's new placement when it changed, for the
+    /// caller to record in the metadata; `None` when nothing was lost, or the copies were restored in place.
+    async fn repair(&self, segment: SegmentRef) -> Result<Option<QuorumInfo>, SegmentError> {
+        let _ = segment;
+        Ok(None)
+    }
+
     /// Merges a finalized segment's blocks into larger ones where the backend supports it; returns the new
     /// stored size. Idempotent; readers keep working during and after it.
     async fn compact(&self, segment: SegmentRef) -> Result<u64, SegmentError>;
