@@ -120,11 +120,22 @@ impl ServerNode {
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
+        let mut respawns = 0;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("server {} exited with {status} before it was ready:\n{}", self.name, self.log_text());
+                // A port of a node that was down can meanwhile be taken as another connection's ephemeral
+                // source port: the restart then cannot bind it. Wait for that connection to go, and retry.
+                let text = self.log_text();
+                let tail = &text[text.len().saturating_sub(2000)..];
+                if tail.contains("in use") && respawns < 20 && Instant::now() < deadline {
+                    respawns += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                    self.spawn();
+                    continue;
+                }
+                panic!("server {} exited with {status} before it was ready:\n{text}", self.name);
             }
             if let Ok((200, _)) = http(self.admin_port, "GET", "/readyz") {
                 return;

@@ -18,9 +18,11 @@ const MAX_SEND: usize = 256 << 20;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a node that failed as a replica is left out of new replica sets. Gossip takes seconds to
-/// declare a dead node gone; without this, every roll in that time would pick it again and roll at once.
-pub(crate) const SUSPECT_FOR: Duration = Duration::from_secs(10);
+/// How long a node that failed as a replica is left out of new replica sets unless it answers a probe
+/// (every placement probes the suspects first). Gossip takes seconds to declare a dead node gone, and a
+/// stopped process (SIGSTOP, a long pause) may never be declared gone: without this, rolls would pick it
+/// again and again. The bound only keeps the set from growing without end.
+pub(crate) const SUSPECT_FOR: Duration = Duration::from_secs(600);
 
 /// How long a suspect node has to answer a probe to be taken back.
 pub(crate) const SUSPECT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -110,12 +110,13 @@ async fn attempt(
     let mut answers = Vec::new();
     let pools = &cfg.quorum_buffer_pools;
     // Nodes that just failed as replicas are left out (unless they answer again: a restarted node is taken
-    // back at once); ask for that many more so they can be replaced, and for exactly es when a node cannot
-    // place that many.
+    // back at once); ask for up to that many more so they can be replaced.
     nodes.recheck_suspects(rpc_timeout.min(SUSPECT_PROBE_TIMEOUT)).await;
     let avoid = &|e: &str| nodes.is_suspect(e);
     let spare = nodes.suspect_count();
-    let limits = |n: usize| if spare > 0 { vec![n + spare, n] } else { vec![n] };
+    // From the most spares down to none: a seed whose gossip still counts some suspects alive can place
+    // more nodes than one that already dropped them.
+    let limits = |n: usize| (n..=n + spare).rev().collect::<Vec<_>>();
     match strategy.strategy {
         QuorumStrategy::CrossRegion if pools.len() > 1 => {
             let mut chosen: Vec<NodeMeta> = Vec::new();

@@ -244,6 +244,7 @@ async fn append(ctx: &Context, segment: SegmentRef, target: &str, entries: Vec<L
                 }
             }
             if synced >= count {
+                super::writer::finish_stream(&mut stream).await;
                 return Ok(());
             }
         }
