@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use woodpecker_core::config::{ConditionWrite, Config, MetaType, StorageType};
-use woodpecker_meta::{EtcdOptions, MetadataStore, StoreOptions};
+use woodpecker_core::config::{ConditionWrite, Config, EtcdSslConfig, MetaType, StorageType};
+use woodpecker_meta::{EtcdOptions, EtcdTls, MetadataStore, StoreOptions};
 use woodpecker_storage::object::{ObjectStorage, S3ObjectStorage, S3Options, probe_condition_write};
 use woodpecker_storage::segment::SegmentBackend;
 use woodpecker_storage::segment::local::LocalSegmentBackend;
@@ -37,14 +37,10 @@ pub(crate) async fn open_meta(cfg: &Config) -> Result<MetadataStore> {
         }
         MetaType::Etcd => {
             let etcd = &cfg.etcd;
-            if etcd.ssl.enabled {
-                return Err(WoodpeckerError::Unsupported(
-                    "etcd.ssl.enabled: TLS to etcd is not supported by this client yet".into(),
-                ));
-            }
             let opts = EtcdOptions {
                 request_timeout: etcd.request_timeout,
                 credentials: etcd.auth.enabled.then(|| (etcd.auth.user_name.clone(), etcd.auth.password.clone())),
+                tls: etcd_tls(&etcd.ssl),
                 ..EtcdOptions::default()
             };
             MetadataStore::open_etcd(&etcd.endpoints, &etcd.root_path, &cfg.woodpecker.meta.prefix, &opts).await?
@@ -53,6 +49,25 @@ pub(crate) async fn open_meta(cfg: &Config) -> Result<MetadataStore> {
     let store = store.with_options(options);
     store.init_if_necessary().await?;
     Ok(store)
+}
+
+/// The TLS settings `etcd.ssl` describes, `None` when it is off. Empty `tlsCert` and `tlsKey` mean no
+/// client certificate (a server without `--client-cert-auth`); config validation rejects one without the other.
+fn etcd_tls(ssl: &EtcdSslConfig) -> Option<EtcdTls> {
+    if !ssl.enabled {
+        return None;
+    }
+    if ssl.tls_min_version == "1.3" {
+        // tonic's TLS settings have no version bound: rustls offers 1.3 and 1.2, the server's minimum decides.
+        tracing::debug!(
+            "etcd.ssl.tlsMinVersion 1.3: the client offers TLS 1.3 and 1.2; the etcd server's minimum applies"
+        );
+    }
+    Some(EtcdTls {
+        ca_cert: (!ssl.tls_ca_cert.is_empty()).then(|| PathBuf::from(&ssl.tls_ca_cert)),
+        client_identity: (!ssl.tls_cert.is_empty() && !ssl.tls_key.is_empty())
+            .then(|| (PathBuf::from(&ssl.tls_cert), PathBuf::from(&ssl.tls_key))),
+    })
 }
 
 /// The segment backend plus whether fencing by conditional writes is trustworthy.
