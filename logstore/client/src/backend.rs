@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use woodpecker_core::config::{ConditionWrite, Config, EtcdSslConfig, MetaType, StorageType};
-use woodpecker_meta::{EtcdOptions, EtcdTls, MetadataStore, StoreOptions};
+use woodpecker_meta::{EtcdOptions, EtcdTls, EtcdTlsVersion, MetadataStore, StoreOptions};
 use woodpecker_storage::object::{ObjectStorage, S3ObjectStorage, S3Options, probe_condition_write};
 use woodpecker_storage::segment::SegmentBackend;
 use woodpecker_storage::segment::local::LocalSegmentBackend;
@@ -51,22 +51,17 @@ pub(crate) async fn open_meta(cfg: &Config) -> Result<MetadataStore> {
     Ok(store)
 }
 
-/// The TLS settings `etcd.ssl` describes, `None` when it is off. Empty `tlsCert` and `tlsKey` mean no
-/// client certificate (a server without `--client-cert-auth`); config validation rejects one without the other.
+/// The TLS settings `etcd.ssl` describes, `None` when it is off. A file key left empty or at the seed's
+/// placeholder is unset: no CA file trusts the system roots, no tlsCert/tlsKey presents no client
+/// certificate (config validation rejects one without the other).
 fn etcd_tls(ssl: &EtcdSslConfig) -> Option<EtcdTls> {
     if !ssl.enabled {
         return None;
     }
-    if ssl.tls_min_version == "1.3" {
-        // tonic's TLS settings have no version bound: rustls offers 1.3 and 1.2, the server's minimum decides.
-        tracing::debug!(
-            "etcd.ssl.tlsMinVersion 1.3: the client offers TLS 1.3 and 1.2; the etcd server's minimum applies"
-        );
-    }
     Some(EtcdTls {
-        ca_cert: (!ssl.tls_ca_cert.is_empty()).then(|| PathBuf::from(&ssl.tls_ca_cert)),
-        client_identity: (!ssl.tls_cert.is_empty() && !ssl.tls_key.is_empty())
-            .then(|| (PathBuf::from(&ssl.tls_cert), PathBuf::from(&ssl.tls_key))),
+        ca_cert: ssl.ca_cert_path().map(PathBuf::from),
+        client_identity: ssl.cert_path().zip(ssl.key_path()).map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
+        min_version: EtcdTlsVersion::from_config(&ssl.tls_min_version),
     })
 }
 

@@ -131,7 +131,7 @@ async fn etcd_with_user_password_auth_serves_the_client_and_refuses_a_wrong_pass
     // A wrong password: an authentication error naming the endpoint and the user, without retries.
     let err = open_fails(config(data.path(), &endpoint, &auth_yaml("wal-user", "wrong")), Duration::from_secs(3)).await;
     assert!(
-        matches!(&err, MetaError::AuthFailed { endpoints, user, .. } if endpoints == &[endpoint.clone()] && user == "wal-user"),
+        matches!(&err, MetaError::AuthFailed { endpoints, user, .. } if endpoints.as_slice() == [endpoint.as_str()] && user == "wal-user"),
         "{err:?}"
     );
     let text = err.to_string();

@@ -7,7 +7,6 @@
 //! each endpoint using the same files; when none succeeds and one of them failed in TLS, connecting
 //! fails at once with [`MetaError::Tls`] naming that endpoint and rustls' reason.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +29,31 @@ pub struct EtcdTls {
     /// PEM files of the client certificate and its private key (`etcd.ssl.tlsCert`, `etcd.ssl.tlsKey`),
     /// for etcd servers started with `--client-cert-auth`.
     pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Lowest TLS version the server must speak (`etcd.ssl.tlsMinVersion`).
+    pub min_version: EtcdTlsVersion,
+}
+
+/// Lowest TLS version required of etcd servers. rustls implements 1.2 and 1.3 only, so the seed's
+/// 1.0 and 1.1 mean 1.2 here (stricter, never weaker).
+///
+/// tonic's TLS settings have no version bound, so the connection itself offers 1.3 and 1.2. With
+/// [`EtcdTlsVersion::Tls13`] the [`probe`] handshakes with TLS 1.3 only, which fails against a server
+/// that does not speak it; a server that does negotiates 1.3 with the real connection too, and TLS 1.3's
+/// downgrade protection (RFC 8446 §4.1.3, checked by rustls) stops a man in the middle forcing 1.2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EtcdTlsVersion {
+    /// TLS 1.2 or later.
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+impl EtcdTlsVersion {
+    /// From `etcd.ssl.tlsMinVersion` (`1.0` … `1.3`; validated by the config layer).
+    pub fn from_config(value: &str) -> Self {
+        if value.trim() == "1.3" { Self::Tls13 } else { Self::Tls12 }
+    }
 }
 
 impl fmt::Debug for EtcdTls {
@@ -37,6 +61,7 @@ impl fmt::Debug for EtcdTls {
         f.debug_struct("EtcdTls")
             .field("ca_cert", &self.ca_cert)
             .field("client_cert", &self.client_identity.as_ref().map(|(cert, _)| cert))
+            .field("min_version", &self.min_version)
             .finish()
     }
 }
@@ -87,8 +112,12 @@ impl EtcdTls {
             }
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
+            EtcdTlsVersion::Tls13 => &[&rustls::version::TLS13],
+            EtcdTlsVersion::Tls12 => rustls::DEFAULT_VERSIONS,
+        };
         let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| MetaError::TlsFile { key: "etcd.ssl", path: PathBuf::new(), reason: e.to_string() })?
             .with_root_certificates(roots);
         let mut config = match &self.client_identity {
@@ -206,30 +235,9 @@ async fn handshake(connector: &tokio_rustls::TlsConnector, url: &str) -> Result<
     }
 }
 
-/// rustls' reason when `err` (or anything in its source chain) is a TLS failure. `io::Error` hides a
-/// wrapped error from `source()`, so its inner error is looked at explicitly.
-pub(crate) fn tls_cause(err: &(dyn StdError + 'static)) -> Option<String> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-        {
-            if let Some(reason) = tls_cause(inner) {
-                return Some(reason);
-            }
-            // tokio-rustls reports an alert from the peer (a client certificate the server refused, seen
-            // only after a TLS 1.3 handshake completed) as an io::Error carrying rustls' message as text.
-            let text = inner.to_string();
-            if io.kind() == std::io::ErrorKind::InvalidData && text.starts_with("received fatal alert") {
-                return Some(text);
-            }
-        }
-        next = e.source();
-    }
-    None
+/// rustls' reason when `err` or its causes are a TLS failure.
+pub(crate) fn tls_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    woodpecker_core::tls_failure::tls_cause::<rustls::Error>(err)
 }
 
 #[cfg(test)]
@@ -252,26 +260,67 @@ mod tests {
     #[test]
     fn missing_or_non_pem_files_name_their_key_and_path() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = EtcdTls { ca_cert: Some(dir.path().join("nope.pem")), client_identity: None };
+        let missing = EtcdTls { ca_cert: Some(dir.path().join("nope.pem")), ..EtcdTls::default() };
         let err = missing.client_config().unwrap_err();
         assert!(matches!(&err, MetaError::TlsFile { key: "etcd.ssl.tlsCACert", .. }), "{err}");
         assert!(err.to_string().contains("nope.pem"), "{err}");
 
         let cert = dir.path().join("cert.pem");
         std::fs::write(&cert, "not a certificate").unwrap();
-        let garbage = EtcdTls { ca_cert: None, client_identity: Some((cert.clone(), cert)) };
+        let garbage = EtcdTls { client_identity: Some((cert.clone(), cert)), ..EtcdTls::default() };
         let err = garbage.client_config().unwrap_err();
         assert!(matches!(&err, MetaError::TlsFile { key: "etcd.ssl.tlsCert", .. }), "{err}");
         assert!(err.to_string().contains("no PEM CERTIFICATE block"), "{err}");
     }
 
-    #[test]
-    fn tls_cause_sees_through_io_errors() {
-        let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
-        assert!(tls_cause(&io).unwrap().contains("UnknownIssuer"));
-        assert_eq!(tls_cause(&std::io::Error::other("refused")), None);
-        let alert = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: BadCertificate");
-        assert_eq!(tls_cause(&alert).as_deref(), Some("received fatal alert: BadCertificate"));
+    /// A TLS 1.2-only server on loopback with a certificate from a fresh CA; returns its URL and the CA file.
+    async fn tls12_only_server(dir: &Path) -> (String, PathBuf) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use rustls::pki_types::PrivateKeyDer;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    // Like etcd's HTTP/2 server: the first bytes come at once.
+                    let _ = tls.write_all(b"settings").await;
+                    let _ = tls.flush().await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        });
+        (url, ca_path)
+    }
+
+    #[tokio::test]
+    async fn tls_1_3_minimum_refuses_a_server_that_speaks_only_1_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, ca) = tls12_only_server(dir.path()).await;
+        let urls = [url.clone()];
+        let timeout = Duration::from_secs(5);
+        let lenient = EtcdTls { ca_cert: Some(ca.clone()), min_version: EtcdTlsVersion::Tls12, ..EtcdTls::default() };
+        probe(&urls, &lenient, timeout).await.expect("TLS 1.2 is enough with tlsMinVersion 1.2");
+        let strict = EtcdTls { ca_cert: Some(ca), min_version: EtcdTlsVersion::Tls13, ..EtcdTls::default() };
+        let err = probe(&urls, &strict, timeout).await.unwrap_err();
+        assert!(matches!(&err, MetaError::Tls { endpoint, .. } if endpoint == &url), "{err:?}");
+        assert_eq!(EtcdTlsVersion::from_config("1.3"), EtcdTlsVersion::Tls13);
+        assert_eq!(EtcdTlsVersion::from_config("1.0"), EtcdTlsVersion::Tls12);
     }
 }

@@ -372,6 +372,7 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
         if cfg.etcd.use_.embed {
             return Err(out_of_range("etcd.use.embed", true, "false (an in-process etcd is not supported)"));
         }
+        validate_etcd_tls(cfg)?;
     }
     one_of("etcd.ssl.tlsMinVersion", &cfg.etcd.ssl.tls_min_version, &["1.0", "1.1", "1.2", "1.3"])?;
 
@@ -394,6 +395,11 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
             return Err(out_of_range("minio.port", 0, "a port in [1, 65535]"));
         }
         positive_duration("minio.requestTimeoutMs", minio.request_timeout)?;
+        if minio.uses_https()
+            && let Some(ca) = minio.ssl.ca_cert_path()
+        {
+            readable_pem("minio.ssl.tlsCACert", &ca, "CERTIFICATE")?;
+        }
         positive_duration(
             "woodpecker.logstore.fencePolicy.lockUploadTimeout",
             cfg.woodpecker.logstore.fence_policy.lock_upload_timeout,
@@ -405,6 +411,55 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
         )?;
     }
     Ok(())
+}
+
+/// `etcd.ssl` when enabled: every file set is a readable PEM of the right kind, a client certificate
+/// comes with its key, and no endpoint asks for plaintext.
+fn validate_etcd_tls(cfg: &Config) -> Result<(), ConfigError> {
+    let ssl = &cfg.etcd.ssl;
+    if !ssl.enabled {
+        return Ok(());
+    }
+    if let Some(endpoint) = cfg.etcd.endpoints.iter().find(|e| e.trim_start().starts_with("http://")) {
+        return Err(out_of_range(
+            "etcd.endpoints",
+            format!("`{endpoint}`"),
+            "host:port or https://host:port when etcd.ssl.enabled is true",
+        ));
+    }
+    if let Some(ca) = ssl.ca_cert_path() {
+        readable_pem("etcd.ssl.tlsCACert", &ca, "CERTIFICATE")?;
+    }
+    match (ssl.cert_path(), ssl.key_path()) {
+        (Some(cert), Some(key)) => {
+            readable_pem("etcd.ssl.tlsCert", &cert, "CERTIFICATE")?;
+            readable_pem("etcd.ssl.tlsKey", &key, "PRIVATE KEY")
+        }
+        (None, None) => Ok(()),
+        (Some(_), None) => {
+            Err(out_of_range("etcd.ssl.tlsKey", "unset", "the key file of etcd.ssl.tlsCert (set both or neither)"))
+        }
+        (None, Some(_)) => Err(out_of_range(
+            "etcd.ssl.tlsCert",
+            "unset",
+            "the certificate file of etcd.ssl.tlsKey (set both or neither)",
+        )),
+    }
+}
+
+/// `path` can be read now and holds a PEM block of `kind` (`CERTIFICATE`, `PRIVATE KEY`).
+fn readable_pem(key: &str, path: &str, kind: &str) -> Result<(), ConfigError> {
+    let text = std::fs::read(path).map_err(|e| ConfigError::InvalidValue {
+        key: key.to_owned(),
+        message: format!("cannot read `{path}`: {e}"),
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let suffix = format!("{kind}-----");
+    if text.lines().any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&suffix)) {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidValue { key: key.to_owned(), message: format!("`{path}` holds no PEM {kind} block") })
+    }
 }
 
 fn validate_external(cfg: &Config) -> Result<(), ConfigError> {
