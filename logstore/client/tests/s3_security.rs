@@ -1,5 +1,6 @@
 //! The client against object storage as in production: MinIO over https with a CA generated here
-//! (`minio.useSSL`, `minio.ssl.tlsCACert`), and `minio.requestTimeoutMs` bounding a silent endpoint.
+//! (`minio.useSSL`, `minio.ssl.tlsCACert`), a MinIO in a region other than the default
+//! (`minio.region`), and `minio.requestTimeoutMs` bounding a silent endpoint.
 //! Each test starts what it needs (the test bed's MinIO binary on free ports, or a silent listener).
 
 mod common;
@@ -113,4 +114,31 @@ async fn request_timeout_bounds_a_silent_endpoint() {
     assert!(elapsed >= Duration::from_millis(900), "attempts ended before the timeout: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
     hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_signs_requests_and_places_the_bucket() {
+    let minio = ServerProcess::minio_with_env(None, USER, PASSWORD, &[("MINIO_SITE_REGION", "eu-west-1")]);
+
+    // The configured region: the bucket is created with that location constraint, a log is written and read.
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(config(dir.path(), minio.port, "  region: eu-west-1\n"))
+        .await
+        .unwrap_or_else(|e| panic!("open in eu-west-1: {e}\nminio log:\n{}", minio.log_text()));
+    client.create_log("regional").await.unwrap();
+    let log = client.open_log("regional").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let id = writer.write(WriteMessage::new("in eu-west-1")).await.unwrap();
+    writer.close().await.unwrap();
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, "check").await.unwrap();
+    let got = read_n(&mut reader, 1, Duration::from_secs(30)).await;
+    assert_eq!((got[0].id, got[0].payload.as_ref()), (id, b"in eu-west-1".as_slice()));
+    reader.close().await.unwrap();
+    client.close().await;
+
+    // The default region (us-east-1) against it: refused at once, and the message says which region is expected.
+    let cfg = config(tempfile::tempdir().unwrap().path(), minio.port, "");
+    let err = S3ObjectStorage::connect(S3Options::from_config(&cfg.minio).unwrap()).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("eu-west-1"), "{err}");
 }

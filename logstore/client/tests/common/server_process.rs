@@ -115,6 +115,11 @@ impl ServerProcess {
 
     /// A MinIO server on a free port, over TLS when `certs_dir` (MinIO's `--certs-dir` layout) is given.
     pub fn minio(certs_dir: Option<&Path>, user: &str, password: &str) -> Self {
+        Self::minio_with_env(certs_dir, user, password, &[])
+    }
+
+    /// [`ServerProcess::minio`] with extra environment (`MINIO_SITE_REGION`, …).
+    pub fn minio_with_env(certs_dir: Option<&Path>, user: &str, password: &str, env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir_in(shm_or_tmp()).unwrap();
         let (port, console) = (free_port(), free_port());
         let mut cmd = Command::new(minio_bin());
@@ -127,7 +132,8 @@ impl ServerProcess {
             .arg("--quiet")
             .env("MINIO_ROOT_USER", user)
             .env("MINIO_ROOT_PASSWORD", password)
-            .env("MINIO_BROWSER", "off");
+            .env("MINIO_BROWSER", "off")
+            .envs(env.iter().copied());
         // MinIO reads a default certs dir under $HOME otherwise; always name one.
         let certs = certs_dir.map(Path::to_path_buf).unwrap_or_else(|| data.path().join("no-certs"));
         cmd.arg("--certs-dir").arg(certs);

@@ -668,6 +668,8 @@ where
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
+            // HEAD answers have no body; S3 and MinIO name the bucket's region in this header instead.
+            let bucket_region = service.raw().headers().get("x-amz-bucket-region").map(str::to_owned);
             let code = service.err().code().unwrap_or("");
             let message = match (code, service.err().message()) {
                 // HEAD answers carry no body, so no error code: say what a bare 403 usually means.
@@ -697,6 +699,10 @@ where
                 | (500..=599, _) => Class::Transient(message.into()),
                 (401 | 403, _) => Class::Denied(message),
                 (409, _) => Class::Conflict(message),
+                (301 | 400, _) if bucket_region.is_some() => Class::Permanent(format!(
+                    "{message} (the bucket is in region {}; set minio.region to it)",
+                    bucket_region.unwrap_or_default()
+                )),
                 (301, _) => Class::Permanent(format!("{message} (bucket in another region? check minio.region)")),
                 _ => Class::Permanent(message),
             }
