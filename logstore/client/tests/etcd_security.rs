@@ -38,6 +38,17 @@ fn auth_yaml(user: &str, password: &str) -> String {
     format!("  auth:\n    enabled: true\n    userName: {user}\n    password: {password}\n")
 }
 
+/// Adds `root` and `wal-user` (password `wal-pass`, read-write on every key) and turns authentication on.
+async fn enable_auth(mut admin: etcd_client::Client) {
+    admin.user_add("root", "r00t-pass", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.role_add("wal").await.unwrap();
+    admin.role_grant_permission("wal", etcd_client::Permission::read_write("").with_all_keys()).await.unwrap();
+    admin.user_add("wal-user", "wal-pass", None).await.unwrap();
+    admin.user_grant_role("wal-user", "wal").await.unwrap();
+    admin.auth_enable().await.unwrap();
+}
+
 /// Creates a log, writes three entries, reads them back and closes the client.
 async fn write_and_read(cfg: Config) {
     let client = Client::open(cfg).await.expect("open the client");
@@ -72,7 +83,7 @@ async fn open_fails(cfg: Config, bound: Duration) -> MetaError {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_with_client_certificate_tls_serves_the_client_and_refuses_wrong_certificates() {
+async fn etcd_with_client_certificate_tls_serves_the_client_and_refuses_wrong_certificates_and_passwords() {
     let pki = Pki::generate();
     let etcd = ServerProcess::etcd(Some((&pki.server_cert, &pki.server_key, &pki.ca)));
     let data = tempfile::tempdir().unwrap();
@@ -109,20 +120,33 @@ async fn etcd_with_client_certificate_tls_serves_the_client_and_refuses_wrong_ce
     // TLS off against a TLS server: not a hang, an error naming the endpoints.
     let err = open_fails(config(data.path(), &hostport, ""), Duration::from_secs(30)).await;
     assert!(err.to_string().contains(&hostport), "{err}");
+
+    // Both at once, as production etcd often runs: client certificate and user/password.
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&pki.ca).unwrap()))
+        .identity(etcd_client::Identity::from_pem(
+            std::fs::read(&pki.client_cert).unwrap(),
+            std::fs::read(&pki.client_key).unwrap(),
+        ));
+    let admin = etcd_client::Client::connect([https.as_str()], Some(etcd_client::ConnectOptions::new().with_tls(tls)))
+        .await
+        .unwrap();
+    enable_auth(admin).await;
+    let tls_and_auth = |password: &str| {
+        format!("{}{}", tls_yaml(&pki.ca, &pki.client_cert, &pki.client_key), auth_yaml("wal-user", password))
+    };
+    let data = tempfile::tempdir().unwrap();
+    write_and_read(config(data.path(), &hostport, &tls_and_auth("wal-pass"))).await;
+    let err = open_fails(config(data.path(), &hostport, &tls_and_auth("wrong")), Duration::from_secs(3)).await;
+    assert!(matches!(&err, MetaError::AuthFailed { user, .. } if user == "wal-user"), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_with_user_password_auth_serves_the_client_and_refuses_a_wrong_password() {
     let etcd = ServerProcess::etcd(None);
     let endpoint = format!("127.0.0.1:{}", etcd.port);
-    let mut admin = etcd_client::Client::connect([endpoint.as_str()], None).await.unwrap();
-    admin.user_add("root", "r00t-pass", None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.role_add("wal").await.unwrap();
-    admin.role_grant_permission("wal", etcd_client::Permission::read_write("").with_all_keys()).await.unwrap();
-    admin.user_add("wal-user", "wal-pass", None).await.unwrap();
-    admin.user_grant_role("wal-user", "wal").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    let admin = etcd_client::Client::connect([endpoint.as_str()], None).await.unwrap();
+    enable_auth(admin).await;
     let data = tempfile::tempdir().unwrap();
 
     // A non-root user with read-write permission on all keys writes and reads.
