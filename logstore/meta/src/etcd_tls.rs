@@ -37,7 +37,7 @@ pub struct EtcdTls {
 /// 1.0 and 1.1 mean 1.2 here (stricter, never weaker).
 ///
 /// tonic's TLS settings have no version bound, so the connection itself offers 1.3 and 1.2. With
-/// [`EtcdTlsVersion::Tls13`] the [`probe`] handshakes with TLS 1.3 only, which fails against a server
+/// [`EtcdTlsVersion::Tls13`] the handshake probe made before connecting speaks TLS 1.3 only, which fails against a server
 /// that does not speak it; a server that does negotiates 1.3 with the real connection too, and TLS 1.3's
 /// downgrade protection (RFC 8446 §4.1.3, checked by rustls) stops a man in the middle forcing 1.2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
