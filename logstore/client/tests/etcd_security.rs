@@ -96,6 +96,18 @@ async fn etcd_with_client_certificate_tls_serves_the_client_and_refuses_wrong_ce
         write_and_read(config(data.path(), endpoint, &tls_yaml(&pki.ca, &pki.client_cert, &pki.client_key))).await;
     }
 
+    // A CA file that does not exist: refused before connecting, naming the key and the path.
+    let missing = pki.ca.with_file_name("no-such-ca.pem");
+    let cfg = config(data.path(), &hostport, &tls_yaml(&missing, &pki.client_cert, &pki.client_key));
+    match Client::open(cfg).await {
+        Err(WoodpeckerError::Config(e)) => {
+            assert_eq!(e.key(), Some("etcd.ssl.tlsCACert"));
+            assert!(e.to_string().contains("no-such-ca.pem"), "{e}");
+        }
+        Err(other) => panic!("expected a config error, got {other}"),
+        Ok(_) => panic!("a missing CA file was accepted"),
+    }
+
     // A CA that did not sign the server certificate: a TLS error naming the endpoint, at once.
     let cfg = config(data.path(), &hostport, &tls_yaml(&pki.other_ca, &pki.client_cert, &pki.client_key));
     let err = open_fails(cfg, Duration::from_secs(5)).await;

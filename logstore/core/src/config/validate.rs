@@ -395,11 +395,6 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
             return Err(out_of_range("minio.port", 0, "a port in [1, 65535]"));
         }
         positive_duration("minio.requestTimeoutMs", minio.request_timeout)?;
-        if minio.uses_https()
-            && let Some(ca) = minio.ssl.ca_cert_path()
-        {
-            readable_pem("minio.ssl.tlsCACert", &ca, "CERTIFICATE")?;
-        }
         positive_duration(
             "woodpecker.logstore.fencePolicy.lockUploadTimeout",
             cfg.woodpecker.logstore.fence_policy.lock_upload_timeout,
@@ -413,8 +408,8 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `etcd.ssl` when enabled: every file set is a readable PEM of the right kind, a client certificate
-/// comes with its key, and no endpoint asks for plaintext.
+/// `etcd.ssl` when enabled: a client certificate comes with its key, and no endpoint asks for plaintext.
+/// Whether the files exist is [`check_files`]' job (the machine validating may not be the one using them).
 fn validate_etcd_tls(cfg: &Config) -> Result<(), ConfigError> {
     let ssl = &cfg.etcd.ssl;
     if !ssl.enabled {
@@ -427,15 +422,8 @@ fn validate_etcd_tls(cfg: &Config) -> Result<(), ConfigError> {
             "host:port or https://host:port when etcd.ssl.enabled is true",
         ));
     }
-    if let Some(ca) = ssl.ca_cert_path() {
-        readable_pem("etcd.ssl.tlsCACert", &ca, "CERTIFICATE")?;
-    }
     match (ssl.cert_path(), ssl.key_path()) {
-        (Some(cert), Some(key)) => {
-            readable_pem("etcd.ssl.tlsCert", &cert, "CERTIFICATE")?;
-            readable_pem("etcd.ssl.tlsKey", &key, "PRIVATE KEY")
-        }
-        (None, None) => Ok(()),
+        (Some(_), Some(_)) | (None, None) => Ok(()),
         (Some(_), None) => {
             Err(out_of_range("etcd.ssl.tlsKey", "unset", "the key file of etcd.ssl.tlsCert (set both or neither)"))
         }
@@ -445,6 +433,31 @@ fn validate_etcd_tls(cfg: &Config) -> Result<(), ConfigError> {
             "the certificate file of etcd.ssl.tlsKey (set both or neither)",
         )),
     }
+}
+
+/// The TLS files the configuration names for what this process will use (etcd when `woodpecker.meta.type`
+/// is etcd, object storage over https) are readable PEM files of the right kind.
+pub(super) fn check_files(cfg: &Config) -> Result<(), ConfigError> {
+    let ssl = &cfg.etcd.ssl;
+    if cfg.woodpecker.meta.meta_type == MetaType::Etcd && ssl.enabled {
+        if let Some(ca) = ssl.ca_cert_path() {
+            readable_pem("etcd.ssl.tlsCACert", &ca, "CERTIFICATE")?;
+        }
+        if let Some(cert) = ssl.cert_path() {
+            readable_pem("etcd.ssl.tlsCert", &cert, "CERTIFICATE")?;
+        }
+        if let Some(key) = ssl.key_path() {
+            readable_pem("etcd.ssl.tlsKey", &key, "PRIVATE KEY")?;
+        }
+    }
+    let minio = &cfg.minio;
+    if cfg.woodpecker.storage.storage_type.uses_object_storage()
+        && minio.uses_https()
+        && let Some(ca) = minio.ssl.ca_cert_path()
+    {
+        readable_pem("minio.ssl.tlsCACert", &ca, "CERTIFICATE")?;
+    }
+    Ok(())
 }
 
 /// `path` can be read now and holds a PEM block of `kind` (`CERTIFICATE`, `PRIVATE KEY`).
