@@ -262,6 +262,9 @@ write_env() {
     echo "WP_TESTBED_DIR=$TESTBED_DIR"
     echo "WP_INTEROP_CONFIG=$TESTBED_DIR/interop.yaml"
     if [[ -n "$bin" && -x "$bin" ]]; then echo "WP_INTEROP_BIN=$bin"; fi
+    # Server binaries, for tests that start their own etcd or MinIO (TLS, auth) beside the shared ones.
+    if command -v etcd >/dev/null; then echo "WP_ETCD_BIN=$(command -v etcd)"; fi
+    echo "WP_MINIO_BIN=$MINIO_BIN"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
   render_config "$TESTBED_DIR/interop.yaml"

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use woodpecker_core::config::{ConditionWrite, Config, MetaType, StorageType};
-use woodpecker_meta::{EtcdOptions, MetadataStore, StoreOptions};
+use woodpecker_core::config::{ConditionWrite, Config, EtcdSslConfig, MetaType, StorageType};
+use woodpecker_meta::{EtcdOptions, EtcdTls, EtcdTlsVersion, MetadataStore, StoreOptions};
 use woodpecker_storage::object::{ObjectStorage, S3ObjectStorage, S3Options, probe_condition_write};
 use woodpecker_storage::segment::SegmentBackend;
 use woodpecker_storage::segment::local::LocalSegmentBackend;
@@ -38,14 +38,10 @@ pub(crate) async fn open_meta(cfg: &Config) -> Result<MetadataStore> {
         }
         MetaType::Etcd => {
             let etcd = &cfg.etcd;
-            if etcd.ssl.enabled {
-                return Err(WoodpeckerError::Unsupported(
-                    "etcd.ssl.enabled: TLS to etcd is not supported by this client yet".into(),
-                ));
-            }
             let opts = EtcdOptions {
                 request_timeout: etcd.request_timeout,
                 credentials: etcd.auth.enabled.then(|| (etcd.auth.user_name.clone(), etcd.auth.password.clone())),
+                tls: etcd_tls(&etcd.ssl),
                 ..EtcdOptions::default()
             };
             MetadataStore::open_etcd(&etcd.endpoints, &etcd.root_path, &cfg.woodpecker.meta.prefix, &opts).await?
@@ -54,6 +50,20 @@ pub(crate) async fn open_meta(cfg: &Config) -> Result<MetadataStore> {
     let store = store.with_options(options);
     store.init_if_necessary().await?;
     Ok(store)
+}
+
+/// The TLS settings `etcd.ssl` describes, `None` when it is off. A file key left empty or at the seed's
+/// placeholder is unset: no CA file trusts the system roots, no tlsCert/tlsKey presents no client
+/// certificate (config validation rejects one without the other).
+fn etcd_tls(ssl: &EtcdSslConfig) -> Option<EtcdTls> {
+    if !ssl.enabled {
+        return None;
+    }
+    Some(EtcdTls {
+        ca_cert: ssl.ca_cert_path().map(PathBuf::from),
+        client_identity: ssl.cert_path().zip(ssl.key_path()).map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
+        min_version: EtcdTlsVersion::from_config(&ssl.tls_min_version),
+    })
 }
 
 /// The segment backend plus whether fencing by conditional writes is trustworthy.

@@ -44,12 +44,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Opens a client from a configuration (validated first).
+    /// Opens a client from a configuration (validated first, and its TLS files checked: [`Config::check_files`]).
     ///
     /// For object storage this connects to the bucket and resolves the condition-write mode (§9.2 of the
     /// spec): `auto` adopts a decision recorded in the metadata store or probes the backend.
     pub async fn open(cfg: Config) -> Result<Self> {
         cfg.validate()?;
+        cfg.check_files()?;
         let meta = open_meta(&cfg).await?;
         let storage = open_storage(&cfg, &meta).await?;
         let st = cfg.woodpecker.storage.storage_type;

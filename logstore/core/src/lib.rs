@@ -9,3 +9,4 @@ pub mod ids;
 pub mod keys;
 pub mod names;
 pub mod retry;
+pub mod tls_failure;

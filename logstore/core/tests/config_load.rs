@@ -526,3 +526,71 @@ fn invalid_yaml_and_non_mapping_top_level_are_syntax_errors() {
     let e = load_err("- a\n- b\n");
     assert!(matches!(e, ConfigError::Syntax { .. }) && e.to_string().contains("must be a mapping"), "{e}");
 }
+
+#[test]
+fn tls_settings_are_checked_at_load_and_tls_files_by_check_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let etcd = |ssl: &str| {
+        format!(
+            "woodpecker:\n  meta:\n    type: etcd\netcd:\n  endpoints: [etcd-0:2379]\n  ssl:\n    enabled: true\n{ssl}"
+        )
+    };
+    // Loads (the files may live on another machine, as for configs the operator renders for pods), then
+    // check_files, which the client runs before connecting, names the key and the path.
+    let files_err = |yaml: &str| -> ConfigError {
+        let config = Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("load: {e}\n{yaml}"));
+        config.check_files().expect_err(yaml)
+    };
+
+    // All three files present, and the seed's placeholders (unset) for the client certificate: both fine.
+    let full =
+        format!("    tlsCACert: {}\n    tlsCert: {}\n    tlsKey: {}\n", cert.display(), cert.display(), key.display());
+    Config::from_yaml_str(&etcd(&full)).unwrap().check_files().unwrap();
+    Config::from_yaml_str(&etcd(&format!("    tlsCACert: {}\n", cert.display()))).unwrap().check_files().unwrap();
+    // TLS off: the files are not looked at.
+    let off = format!(
+        "woodpecker:\n  meta:\n    type: etcd\netcd:\n  ssl:\n    enabled: false\n    tlsCACert: {}\n",
+        missing.display()
+    );
+    Config::from_yaml_str(&off).unwrap().check_files().unwrap();
+
+    let e = files_err(&etcd(&format!("    tlsCACert: {}\n", missing.display())));
+    assert_eq!(e.key(), Some("etcd.ssl.tlsCACert"));
+    assert!(e.to_string().contains("missing.pem") && e.to_string().contains("No such file"), "{e}");
+    let e = files_err(&etcd(&format!("    tlsCACert: {}\n", key.display())));
+    assert_eq!(e.key(), Some("etcd.ssl.tlsCACert"));
+    assert!(e.to_string().contains("no PEM CERTIFICATE block"), "{e}");
+    let both = |c: &std::path::Path, k: &std::path::Path| {
+        etcd(&format!("    tlsCACert: \"\"\n    tlsCert: {}\n    tlsKey: {}\n", c.display(), k.display()))
+    };
+    assert_eq!(files_err(&both(&cert, &cert)).key(), Some("etcd.ssl.tlsKey"));
+    assert_eq!(files_err(&both(&missing, &key)).key(), Some("etcd.ssl.tlsCert"));
+
+    // Inconsistent settings fail at load, wherever it happens.
+    let e = load_err(&etcd(&format!("    tlsCACert: \"\"\n    tlsCert: {}\n", cert.display())));
+    assert_eq!(e.key(), Some("etcd.ssl.tlsKey"), "{e}");
+    let e = load_err(&etcd(&format!("    tlsCACert: \"\"\n    tlsCert: \"\"\n    tlsKey: {}\n", key.display())));
+    assert_eq!(e.key(), Some("etcd.ssl.tlsCert"), "{e}");
+    let plain = "woodpecker:\n  meta:\n    type: etcd\netcd:\n  endpoints: [\"http://etcd-0:2379\"]\n  ssl:\n    enabled: true\n    tlsCACert: \"\"\n";
+    assert_eq!(load_err(plain).key(), Some("etcd.endpoints"));
+
+    let minio = |extra: &str| format!("woodpecker:\n  storage:\n    type: minio\nminio:\n{extra}");
+    let ok = |yaml: String| Config::from_yaml_str(&yaml).unwrap().check_files().unwrap();
+    ok(minio(&format!("  useSSL: true\n  ssl:\n    tlsCACert: {}\n", cert.display())));
+    ok(minio("  useSSL: true\n")); // the placeholder: system roots
+    ok(minio(&format!("  useSSL: false\n  ssl:\n    tlsCACert: {}\n", missing.display())));
+    let e = files_err(&minio(&format!("  useSSL: true\n  ssl:\n    tlsCACert: {}\n", missing.display())));
+    assert_eq!(e.key(), Some("minio.ssl.tlsCACert"));
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+    // An https:// address is https whatever useSSL says, so its CA file is checked too.
+    let e = files_err(&minio(&format!(
+        "  address: https://s3.example.com\n  ssl:\n    tlsCACert: {}\n",
+        missing.display()
+    )));
+    assert_eq!(e.key(), Some("minio.ssl.tlsCACert"), "{e}");
+}

@@ -89,6 +89,48 @@ pub enum MetaError {
         #[source]
         source: BoxError,
     },
+    /// The TLS handshake with an etcd endpoint failed: a CA that did not sign the server's certificate,
+    /// a name the certificate does not cover, or a client certificate the server refused.
+    #[error(
+        "TLS handshake with etcd endpoint {endpoint} failed: {reason} (check etcd.ssl.tlsCACert, tlsCert and tlsKey)"
+    )]
+    Tls {
+        /// The endpoint whose handshake failed.
+        endpoint: String,
+        /// rustls' reason.
+        reason: String,
+    },
+    /// etcd refused the configured user name and password.
+    #[error(
+        "etcd at {endpoints:?} refused to authenticate user {user:?}: {source} (check etcd.auth.userName and etcd.auth.password)"
+    )]
+    AuthFailed {
+        /// Endpoints of the cluster.
+        endpoints: Vec<String>,
+        /// The user name that was refused.
+        user: String,
+        /// The server's answer.
+        #[source]
+        source: BoxError,
+    },
+    /// A TLS file named by the configuration cannot be used.
+    #[error("{key} {path:?}: {reason}")]
+    TlsFile {
+        /// Config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// An etcd endpoint cannot be used with the connection settings.
+    #[error("etcd endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The etcd cluster answered with an error that a retry will not fix.
     #[error("etcd at {endpoints:?} rejected {op}: {source}")]
     Rejected {

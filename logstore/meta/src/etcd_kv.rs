@@ -14,6 +14,7 @@ use etcd_client::{
 use woodpecker_core::retry::RetryPolicy;
 
 use crate::error::{BoxError, MetaError, MetaResult};
+use crate::etcd_tls::{self, EtcdTls};
 use crate::kv::{
     Compare, CompareOp, CompareTarget, KeyValue, KvBackend, LeaseId, LeaseKeeper, Txn, TxnOp, TxnOpResult, TxnResponse,
     ttl_seconds,
@@ -31,8 +32,10 @@ pub struct EtcdOptions {
     pub max_attempts: u32,
     /// Pause between attempts, doubled after each.
     pub retry_backoff: Duration,
-    /// User name and password when etcd authentication is enabled.
+    /// User name and password when etcd authentication is enabled (`etcd.auth.*`).
     pub credentials: Option<(String, String)>,
+    /// TLS to etcd (`etcd.ssl.*`). `None` with `https://` endpoints uses TLS with the system's roots.
+    pub tls: Option<EtcdTls>,
 }
 
 impl fmt::Debug for EtcdOptions {
@@ -44,6 +47,7 @@ impl fmt::Debug for EtcdOptions {
             .field("retry_backoff", &self.retry_backoff)
             // Never print the password.
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -56,6 +60,7 @@ impl Default for EtcdOptions {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(200),
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -76,44 +81,81 @@ impl fmt::Debug for EtcdKv {
 
 impl EtcdKv {
     /// Connects and checks that the cluster answers (bounded retries, then `Unreachable`).
+    ///
+    /// With TLS, a handshake failure on every endpoint fails at once with [`MetaError::Tls`] naming the
+    /// endpoint; a refused user name or password fails at once with [`MetaError::AuthFailed`].
     pub async fn connect<E: AsRef<str>>(endpoints: &[E], options: &EtcdOptions) -> MetaResult<Self> {
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
         if endpoints.is_empty() {
             return Err(MetaError::Unreachable { endpoints, source: "no etcd endpoints configured".into() });
         }
+        let tls = options.tls.clone().or_else(|| etcd_tls::any_https(&endpoints).then(EtcdTls::default));
+        let urls = etcd_tls::endpoint_urls(&endpoints, tls.is_some())?;
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), options.request_timeout);
+        if let Some(tls) = &tls {
+            let config = tls.client_config()?;
+            // The balanced channel would retry a failing handshake until the request timeout; find it first.
+            etcd_tls::probe(&urls, tls, options.connect_timeout.min(options.request_timeout)).await?;
+            connect = connect.with_tls(config);
+        }
         if let Some((user, password)) = &options.credentials {
             connect = connect.with_user(user.clone(), password.clone());
         }
         let mut attempt = 0;
-        let client = loop {
-            attempt += 1;
-            let result =
-                tokio::time::timeout(options.request_timeout, Client::connect(&endpoints, Some(connect.clone())))
-                    .await
-                    .map_err(|_| -> BoxError {
-                        format!("connect timed out after {:?}", options.request_timeout).into()
-                    })
-                    .and_then(|r| r.map_err(BoxError::from));
-            match result {
-                Ok(client) => break client,
-                Err(source) if attempt >= options.max_attempts.max(1) => {
-                    return Err(MetaError::Unreachable { endpoints, source });
+        let client =
+            loop {
+                attempt += 1;
+                let result =
+                    match tokio::time::timeout(options.request_timeout, Client::connect(&urls, Some(connect.clone())))
+                        .await
+                    {
+                        Ok(Ok(client)) => Ok(client),
+                        Ok(Err(e)) => Err(Self::connect_failure(&endpoints, options, e)),
+                        Err(_) => Err(MetaError::Unreachable {
+                            endpoints: endpoints.clone(),
+                            source: format!("connect timed out after {:?}", options.request_timeout).into(),
+                        }),
+                    };
+                match result {
+                    Ok(client) => break client,
+                    Err(e) if !e.is_retryable() || attempt >= options.max_attempts.max(1) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(?endpoints, attempt, error = %e, "etcd connect failed; retrying");
+                        tokio::time::sleep(backoff(options.retry_backoff, attempt)).await;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(?endpoints, attempt, error = %e, "etcd connect failed; retrying");
-                    tokio::time::sleep(backoff(options.retry_backoff, attempt)).await;
-                }
-            }
-        };
+            };
         let kv = Self { client, endpoints, options: options.clone() };
         // The channel connects lazily: prove the cluster answers before handing the store out.
         // A refusal (e.g. a user without maintenance permission) still proves it is reachable.
         match kv.read("status", |mut c| async move { c.status().await }).await {
             Ok(_) | Err(MetaError::Rejected { .. }) => Ok(kv),
             Err(e) => Err(e),
+        }
+    }
+
+    /// What a failed `Client::connect` means. It authenticates when credentials are set, so a status
+    /// other than a transport failure is the server refusing them.
+    fn connect_failure(endpoints: &[String], options: &EtcdOptions, e: etcd_client::Error) -> MetaError {
+        use tonic::Code;
+        if let Some(reason) = etcd_tls::tls_cause(&e) {
+            return MetaError::Tls { endpoint: endpoints.join(","), reason };
+        }
+        match (&e, &options.credentials) {
+            (etcd_client::Error::GRpcStatus(status), Some((user, _)))
+                if matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition
+                ) =>
+            {
+                MetaError::AuthFailed { endpoints: endpoints.to_vec(), user: user.clone(), source: e.into() }
+            }
+            (etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_), _) => {
+                MetaError::InvalidEndpoint { endpoint: endpoints.join(","), reason: e.to_string() }
+            }
+            _ => MetaError::Unreachable { endpoints: endpoints.to_vec(), source: BoxError::from(e) },
         }
     }
 
@@ -129,6 +171,10 @@ impl EtcdKv {
 
     fn map_err(&self, op: &'static str, e: etcd_client::Error, lease: LeaseId) -> MetaError {
         use etcd_client::Error as E;
+        // A refused client certificate surfaces on the first request, not while connecting.
+        if let Some(reason) = etcd_tls::tls_cause(&e) {
+            return MetaError::Tls { endpoint: self.endpoints.join(","), reason };
+        }
         match e {
             E::GRpcStatus(status) => {
                 use tonic::Code;

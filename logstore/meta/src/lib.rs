@@ -39,6 +39,7 @@
 mod embedded_kv;
 mod error;
 mod etcd_kv;
+mod etcd_tls;
 mod journal;
 pub mod keys;
 mod kv;
@@ -51,6 +52,7 @@ mod writer_lock;
 pub use embedded_kv::{COMPACT_JOURNAL_BYTES, EmbeddedKv};
 pub use error::{BoxError, MetaError, MetaResult};
 pub use etcd_kv::{EtcdKv, EtcdOptions};
+pub use etcd_tls::{EtcdTls, EtcdTlsVersion};
 pub use keys::KeyLayout;
 pub use kv::{
     Compare, CompareOp, CompareTarget, KeyValue, KvBackend, LeaseId, LeaseKeeper, Txn, TxnOp, TxnOpResult, TxnResponse,

@@ -63,6 +63,7 @@ async fn lock_is_lost_and_requests_fail_fast_when_etcd_dies() {
         max_attempts: 2,
         retry_backoff: Duration::from_millis(50),
         credentials: None,
+        tls: None,
     };
     let store = MetadataStore::open_etcd(&[etcd.endpoint.as_str()], "outage", "woodpecker", &etcd_options)
         .await
@@ -103,6 +104,7 @@ async fn hung_etcd_times_out_requests_and_loses_the_lock_then_recovers() {
         max_attempts: 2,
         retry_backoff: Duration::from_millis(50),
         credentials: None,
+        tls: None,
     };
     let store = MetadataStore::open_etcd(&[etcd.endpoint.as_str()], "hung", "woodpecker", &etcd_options)
         .await

@@ -16,6 +16,7 @@ async fn unreachable_etcd_fails_within_bounded_time_naming_the_endpoint() {
         max_attempts: 2,
         retry_backoff: Duration::from_millis(100),
         credentials: None,
+        tls: None,
     };
     let started = Instant::now();
     let err = MetadataStore::open_etcd(&["127.0.0.1:1"], "by-dev", "woodpecker", &options)

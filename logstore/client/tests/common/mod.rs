@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod pki;
+pub mod server_process;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -136,19 +136,19 @@ config_section! {
 config_section! {
     /// `etcd.ssl`.
     pub struct EtcdSslConfig {
-        /// Connect to etcd over TLS.
+        /// Connect to etcd over TLS (endpoints `host:port` or `https://host:port`).
         #[key = "enabled"]
         pub enabled: bool = false,
-        /// Client certificate file.
+        /// Client certificate PEM file, for etcd's `--client-cert-auth`; "" (or the seed's placeholder) with tlsKey for none.
         #[key = "tlsCert", with = "crate::config::units::lenient_string"]
         pub tls_cert: String = "/path/to/etcd-client.pem".to_owned(),
-        /// Client key file.
+        /// Private key PEM file of tlsCert; set both or neither.
         #[key = "tlsKey", with = "crate::config::units::lenient_string"]
         pub tls_key: String = "/path/to/etcd-client-key.pem".to_owned(),
-        /// CA certificate file.
+        /// CA certificates PEM file that signs the etcd servers' certificates; "" (or the seed's placeholder) trusts the system roots.
         #[key = "tlsCACert", with = "crate::config::units::lenient_string"]
         pub tls_ca_cert: String = "/path/to/ca.pem".to_owned(),
-        /// Lowest TLS version: 1.0, 1.1, 1.2 or 1.3.
+        /// Lowest TLS version: 1.0, 1.1, 1.2 or 1.3 (this client never speaks below 1.2).
         #[key = "tlsMinVersion", with = "crate::config::units::lenient_string"]
         pub tls_min_version: String = "1.3".to_owned(),
     }
@@ -217,7 +217,7 @@ config_section! {
         /// Key prefix inside the bucket: empty or a clean relative path.
         #[key = "rootPath", with = "crate::config::units::lenient_string"]
         pub root_path: String = "files".to_owned(),
-        /// Use IAM role credentials instead of access keys.
+        /// Take credentials from the AWS default chain (env, profile, web identity/IRSA, container, instance metadata) instead of the access keys.
         #[key = "useIAM"]
         pub use_iam: bool = false,
         /// Cloud provider: aws, gcp, gcpnative, aliyun, azure or tencent.
@@ -238,7 +238,7 @@ config_section! {
         /// Virtual-host style bucket addressing.
         #[key = "useVirtualHost"]
         pub use_virtual_host: bool = false,
-        /// Time limit of one object storage request (milliseconds).
+        /// Time limit of one object storage request attempt, connect to last byte (milliseconds).
         #[key = "requestTimeoutMs", with = "crate::config::units::millis"]
         pub request_timeout: Duration = Duration::from_millis(10_000),
         /// Objects per ListObjects page; 0 uses the SDK default.
@@ -250,8 +250,46 @@ config_section! {
 config_section! {
     /// `minio.ssl`.
     pub struct MinioSslConfig {
-        /// CA certificate file for TLS to the object storage.
+        /// CA certificates PEM file for https to the object storage; "" (or the seed's placeholder) trusts the system roots.
         #[key = "tlsCACert", with = "crate::config::units::lenient_string"]
         pub tls_ca_cert: String = "/path/to/public.crt".to_owned(),
+    }
+}
+
+/// A file key still holding the seed's `/path/to/...` placeholder counts as not set: the seed ships
+/// placeholders for every TLS file, and most deployments set only some of them.
+fn configured_path(value: &str, placeholder: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty() && value != placeholder).then(|| value.to_owned())
+}
+
+impl EtcdSslConfig {
+    /// `tlsCACert` when set to a real path (not "" nor the placeholder).
+    pub fn ca_cert_path(&self) -> Option<String> {
+        configured_path(&self.tls_ca_cert, &Self::default().tls_ca_cert)
+    }
+
+    /// `tlsCert` when set to a real path.
+    pub fn cert_path(&self) -> Option<String> {
+        configured_path(&self.tls_cert, &Self::default().tls_cert)
+    }
+
+    /// `tlsKey` when set to a real path.
+    pub fn key_path(&self) -> Option<String> {
+        configured_path(&self.tls_key, &Self::default().tls_key)
+    }
+}
+
+impl MinioConfig {
+    /// Whether requests go over https: `useSSL`, or an `https://` URL in `address` (whose scheme wins).
+    pub fn uses_https(&self) -> bool {
+        self.use_ssl || self.address.trim_start().starts_with("https://")
+    }
+}
+
+impl MinioSslConfig {
+    /// `tlsCACert` when set to a real path (not "" nor the placeholder).
+    pub fn ca_cert_path(&self) -> Option<String> {
+        configured_path(&self.tls_ca_cert, &Self::default().tls_ca_cert)
     }
 }

@@ -110,6 +110,15 @@ impl Config {
         load::from_layers(&[("<main yaml>", main), ("<overlay yaml>", overlay)])
     }
 
+    /// Checks that the TLS files the configuration names (`etcd.ssl.tlsCACert`, `tlsCert`, `tlsKey` when
+    /// etcd TLS is on; `minio.ssl.tlsCACert` for object storage over https) are readable PEM files of the
+    /// right kind, naming the key and path otherwise. Separate from loading because a configuration may be
+    /// validated where its files do not exist (the operator checks configs rendered for pods); the client
+    /// and the server call it before using the configuration.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        validate::check_files(self)
+    }
+
     /// Checks every value against its allowed range and the cross-key rules; the error names the
     /// key (dotted path) and the allowed range. Nothing is clamped.
     pub fn validate(&self) -> Result<(), ConfigError> {

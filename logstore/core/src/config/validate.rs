@@ -372,6 +372,7 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
         if cfg.etcd.use_.embed {
             return Err(out_of_range("etcd.use.embed", true, "false (an in-process etcd is not supported)"));
         }
+        validate_etcd_tls(cfg)?;
     }
     one_of("etcd.ssl.tlsMinVersion", &cfg.etcd.ssl.tls_min_version, &["1.0", "1.1", "1.2", "1.3"])?;
 
@@ -405,6 +406,73 @@ fn validate_storage_and_meta(cfg: &Config) -> Result<(), ConfigError> {
         )?;
     }
     Ok(())
+}
+
+/// `etcd.ssl` when enabled: a client certificate comes with its key, and no endpoint asks for plaintext.
+/// Whether the files exist is [`check_files`]' job (the machine validating may not be the one using them).
+fn validate_etcd_tls(cfg: &Config) -> Result<(), ConfigError> {
+    let ssl = &cfg.etcd.ssl;
+    if !ssl.enabled {
+        return Ok(());
+    }
+    if let Some(endpoint) = cfg.etcd.endpoints.iter().find(|e| e.trim_start().starts_with("http://")) {
+        return Err(out_of_range(
+            "etcd.endpoints",
+            format!("`{endpoint}`"),
+            "host:port or https://host:port when etcd.ssl.enabled is true",
+        ));
+    }
+    match (ssl.cert_path(), ssl.key_path()) {
+        (Some(_), Some(_)) | (None, None) => Ok(()),
+        (Some(_), None) => {
+            Err(out_of_range("etcd.ssl.tlsKey", "unset", "the key file of etcd.ssl.tlsCert (set both or neither)"))
+        }
+        (None, Some(_)) => Err(out_of_range(
+            "etcd.ssl.tlsCert",
+            "unset",
+            "the certificate file of etcd.ssl.tlsKey (set both or neither)",
+        )),
+    }
+}
+
+/// The TLS files the configuration names for what this process will use (etcd when `woodpecker.meta.type`
+/// is etcd, object storage over https) are readable PEM files of the right kind.
+pub(super) fn check_files(cfg: &Config) -> Result<(), ConfigError> {
+    let ssl = &cfg.etcd.ssl;
+    if cfg.woodpecker.meta.meta_type == MetaType::Etcd && ssl.enabled {
+        if let Some(ca) = ssl.ca_cert_path() {
+            readable_pem("etcd.ssl.tlsCACert", &ca, "CERTIFICATE")?;
+        }
+        if let Some(cert) = ssl.cert_path() {
+            readable_pem("etcd.ssl.tlsCert", &cert, "CERTIFICATE")?;
+        }
+        if let Some(key) = ssl.key_path() {
+            readable_pem("etcd.ssl.tlsKey", &key, "PRIVATE KEY")?;
+        }
+    }
+    let minio = &cfg.minio;
+    if cfg.woodpecker.storage.storage_type.uses_object_storage()
+        && minio.uses_https()
+        && let Some(ca) = minio.ssl.ca_cert_path()
+    {
+        readable_pem("minio.ssl.tlsCACert", &ca, "CERTIFICATE")?;
+    }
+    Ok(())
+}
+
+/// `path` can be read now and holds a PEM block of `kind` (`CERTIFICATE`, `PRIVATE KEY`).
+fn readable_pem(key: &str, path: &str, kind: &str) -> Result<(), ConfigError> {
+    let text = std::fs::read(path).map_err(|e| ConfigError::InvalidValue {
+        key: key.to_owned(),
+        message: format!("cannot read `{path}`: {e}"),
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let suffix = format!("{kind}-----");
+    if text.lines().any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&suffix)) {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidValue { key: key.to_owned(), message: format!("`{path}` holds no PEM {kind} block") })
+    }
 }
 
 fn validate_external(cfg: &Config) -> Result<(), ConfigError> {

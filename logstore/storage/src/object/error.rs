@@ -84,6 +84,18 @@ pub enum ObjectError {
         reason: &'static str,
     },
 
+    /// The TLS handshake with the endpoint failed: a CA that did not sign its certificate, or a
+    /// certificate that does not name the host.
+    #[error(
+        "TLS handshake with object storage {endpoint} failed: {reason} (check minio.ssl.tlsCACert and that the certificate names this host)"
+    )]
+    Tls {
+        /// Endpoint (and bucket) whose handshake failed.
+        endpoint: String,
+        /// The TLS library's reason.
+        reason: String,
+    },
+
     /// The backend options are unusable (unsupported provider, unreadable CA file, …).
     #[error("invalid object storage option `{field}`: {message}")]
     InvalidConfig {
@@ -143,6 +155,7 @@ impl ObjectError {
             | ObjectError::InvalidRange { .. }
             | ObjectError::InvalidKey { .. }
             | ObjectError::InvalidConfig { .. }
+            | ObjectError::Tls { .. }
             | ObjectError::Other { .. } => false,
         }
     }

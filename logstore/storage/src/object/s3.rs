@@ -119,8 +119,8 @@ impl S3Options {
             use_iam: m.use_iam,
             cloud_provider,
             use_virtual_host: m.use_virtual_host,
-            ca_cert_path: (m.use_ssl && std::path::Path::new(&m.ssl.tls_ca_cert).is_file())
-                .then(|| PathBuf::from(&m.ssl.tls_ca_cert)),
+            // Unset (or the seed's placeholder) trusts the system roots; a set path must be readable.
+            ca_cert_path: m.ssl.ca_cert_path().filter(|_| m.uses_https()).map(PathBuf::from),
             create_bucket: m.create_bucket,
             condition_write: true,
             request_timeout: m.request_timeout,
@@ -293,6 +293,8 @@ enum Class {
     Conflict(String),
     Denied(String),
     InvalidRange,
+    /// The TLS handshake failed (the reason from rustls): a configuration problem, not retried.
+    Tls(String),
     Permanent(String),
 }
 
@@ -497,6 +499,7 @@ impl S3ObjectStorage {
             Class::Conflict(message) | Class::Permanent(message) => {
                 Failure::Final(ObjectError::Other { op, key: key.to_owned(), message })
             }
+            Class::Tls(reason) => Failure::Final(ObjectError::Tls { endpoint: self.description.clone(), reason }),
         }
     }
 
@@ -650,6 +653,9 @@ where
     match &err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => Class::Transient(context.into()),
         SdkError::DispatchFailure(failure) => {
+            if let Some(reason) = woodpecker_core::tls_failure::tls_cause::<rustls::Error>(&err) {
+                return Class::Tls(reason);
+            }
             if let Some(cred) = find_credentials_error(&err) {
                 return match cred {
                     CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
@@ -662,6 +668,8 @@ where
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
+            // HEAD answers have no body; S3 and MinIO name the bucket's region in this header instead.
+            let bucket_region = service.raw().headers().get("x-amz-bucket-region").map(str::to_owned);
             let code = service.err().code().unwrap_or("");
             let message = match (code, service.err().message()) {
                 // HEAD answers carry no body, so no error code: say what a bare 403 usually means.
@@ -691,6 +699,10 @@ where
                 | (500..=599, _) => Class::Transient(message.into()),
                 (401 | 403, _) => Class::Denied(message),
                 (409, _) => Class::Conflict(message),
+                (301 | 400, _) if bucket_region.is_some() => Class::Permanent(format!(
+                    "{message} (the bucket is in region {}; set minio.region to it)",
+                    bucket_region.unwrap_or_default()
+                )),
                 (301, _) => Class::Permanent(format!("{message} (bucket in another region? check minio.region)")),
                 _ => Class::Permanent(message),
             }
@@ -979,6 +991,7 @@ mod tests {
                 Class::Conflict(_) => "conflict",
                 Class::Denied(_) => "denied",
                 Class::InvalidRange => "range",
+                Class::Tls(_) => "tls",
                 Class::Permanent(_) => "permanent",
             }
         }
