@@ -31,6 +31,9 @@ step "install test bed: etcd, MinIO, upstream interop client"
 scripts/testbed.sh install
 step "install kube test bed: kube-apiserver, kube-controller-manager, helm"
 scripts/kube-testbed.sh install
+step "install image tools: buildah, debootstrap; the image's local runtime base (cached) (scripts/image.sh)"
+scripts/image.sh install
+scripts/image.sh base
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -55,6 +58,12 @@ step "service mode: upstream's Go client (v0.1.35) against our woodpecker server
 cargo build -p woodpecker-cli
 WP_SERVER_BIN="$PWD/target/debug/woodpecker" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-ci-service-cluster" \
   e2e/service/prove.sh write-read tail kill recover es5 cases
+
+step "container image: the Dockerfile built by buildah with the debug binaries above; smoke runs as uid 65532, the server on a read-only root (scripts/image.sh)"
+cargo build -p woodpecker-cli -p woodpecker-operator
+scripts/image.sh build "$PWD/target/debug"
+scripts/image.sh smoke
+scripts/image.sh clean
 
 step "fuzz targets, 15 s each (scripts/fuzz-smoke.sh)"
 FUZZ_SECONDS=15 scripts/fuzz-smoke.sh
