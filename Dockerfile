@@ -13,6 +13,8 @@
 #   RUST_IMAGE         the builder image (a Debian 12 one: the binaries link the runtime's glibc)
 #   VERSION            the version label; equals the workspace version in Cargo.toml
 #                      (checked by logstore/cli/tests/dockerfile.rs)
+#   GIT_COMMIT         the commit `woodpecker --version` prints and the revision label (a build context
+#                      has no .git):  --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD)
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 # Distroless cc: glibc, libgcc, ca-certificates, tzdata and /etc/passwd with nonroot (65532), and
@@ -24,10 +26,12 @@ ARG BINARIES=source
 
 # --- binaries compiled from this checkout (the default) ---
 FROM ${RUST_IMAGE} AS binaries-source
+ARG GIT_COMMIT=""
 WORKDIR /src
 COPY . .
-# protoc is not needed (the proto crate vendors it); crates come from crates.io, pinned by Cargo.lock.
-RUN cargo build --release --locked -p woodpecker-cli -p woodpecker-operator \
+# No protoc or cmake needed (vendored protoc; aws-lc builds with cc); crates from crates.io, pinned by
+# Cargo.lock.
+RUN WOODPECKER_GIT_COMMIT="${GIT_COMMIT}" cargo build --release --locked -p woodpecker-cli -p woodpecker-operator \
  && mkdir -p /out \
  && cp target/release/woodpecker target/release/woodpecker-operator /out/
 
@@ -42,10 +46,12 @@ FROM ${RUNTIME_BASE}
 ARG VERSION=0.1.0
 # The project's home, as in charts/woodpecker-operator/Chart.yaml.
 ARG SOURCE=https://github.com/zilliztech/woodpecker
+ARG GIT_COMMIT=""
 LABEL org.opencontainers.image.title="woodpecker-rs" \
       org.opencontainers.image.description="Woodpecker in Rust: a write-ahead log on object storage (woodpecker: CLI and LogStore server) and its Kubernetes operator (woodpecker-operator)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # Root-owned and not writable by the runtime user. Nothing else is added: the server writes only under
 # its data dir (--data-dir / DATA_DIR, /woodpecker/data in pods) and reads its config from

@@ -129,6 +129,7 @@ cmd_build() {
   log "buildah bud -f Dockerfile (BINARIES=prebuilt, RUNTIME_BASE=$BASE_IMAGE) with $bin_dir -> $IMAGE"
   bah bud --isolation chroot --layers=false --pull-never -f "$REPO_ROOT/Dockerfile" \
     --build-arg BINARIES=prebuilt --build-arg RUNTIME_BASE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
+    --build-arg GIT_COMMIT="$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)" \
     -t "$IMAGE" "$ctx" >&2
   bah rmi --prune >/dev/null 2>&1 || true
   log "built $IMAGE"

@@ -69,7 +69,8 @@ fn version_label_defaults_to_the_workspace_version() {
 #[test]
 fn both_binaries_are_built_and_installed_where_the_operator_runs_them() {
     let all = instructions();
-    let build = all.iter().find(|i| i.starts_with("RUN cargo build")).expect("the builder's cargo build");
+    let build =
+        all.iter().find(|i| i.starts_with("RUN ") && i.contains("cargo build")).expect("the builder's cargo build");
     let operator_toml = std::fs::read_to_string(repo_root().join("operator/Cargo.toml")).expect("operator Cargo.toml");
     assert!(operator_toml.contains("name = \"woodpecker-operator\""), "operator package/binary renamed?");
     assert!(
