@@ -4,9 +4,11 @@
 #
 #   docker build -t zilliztech/woodpecker-rs:0.1.0 .
 #
-# Needs BuildKit (Docker's default builder since 23.0) or buildah: only the stages the target needs
-# are built. CI builds the same file with buildah on a local base and the binaries it has already
-# compiled (scripts/image.sh):
+# Needs BuildKit (Docker's default builder since 23.0), which builds only the stages the image needs.
+# With buildah, name the stage explicitly (buildah 1.28 picks stages from explicit build args only):
+#   buildah bud --build-arg BINARIES=source -t zilliztech/woodpecker-rs:0.1.0 .
+# CI builds the same file with buildah on a local base and the binaries it has already compiled
+# (scripts/image.sh):
 #   BINARIES=prebuilt  take `woodpecker` and `woodpecker-operator` from the build context's root
 #                      instead of compiling them (`source`, the default)
 #   RUNTIME_BASE       the runtime base image

@@ -127,11 +127,23 @@ cmd_build() {
   # A rebuild replaces the image instead of leaving the old one dangling in the cached storage.
   bah rmi "$IMAGE" >/dev/null 2>&1 || true
   log "buildah bud -f Dockerfile (BINARIES=prebuilt, RUNTIME_BASE=$BASE_IMAGE) with $bin_dir -> $IMAGE"
+  # buildah 1.28 leaves working containers behind: of the alias stage (`FROM binaries-... AS binaries`)
+  # always, of every stage on a failure (its --force-rm trips over the alias: "identifier is not an
+  # image"), and with them the stages' untagged images. What this build added is removed.
+  local before dangling rc=0 c
+  before="$(bah containers -q --notruncate)"
+  dangling="$(bah images -q --no-trunc --filter dangling=true)"
   bah bud --isolation chroot --layers=false --pull-never -f "$REPO_ROOT/Dockerfile" \
     --build-arg BINARIES=prebuilt --build-arg RUNTIME_BASE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
     --build-arg GIT_COMMIT="$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)" \
-    -t "$IMAGE" "$ctx" >&2
-  bah rmi --prune >/dev/null 2>&1 || true
+    -t "$IMAGE" "$ctx" >&2 || rc=$?
+  for c in $(bah containers -q --notruncate); do
+    grep -qx "$c" <<<"$before" || bah rm "$c" >/dev/null 2>&1 || true
+  done
+  for c in $(bah images -q --no-trunc --filter dangling=true); do
+    grep -qx "$c" <<<"$dangling" || bah rmi "$c" >/dev/null 2>&1 || true
+  done
+  ((rc == 0)) || die "buildah bud failed ($rc)"
   log "built $IMAGE"
 }
 

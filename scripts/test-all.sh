@@ -60,7 +60,8 @@ WP_SERVER_BIN="$PWD/target/debug/woodpecker" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-
   e2e/service/prove.sh write-read tail kill recover es5 cases
 
 step "container image: the Dockerfile built by buildah with the debug binaries above; smoke runs as uid 65532, the server on a read-only root (scripts/image.sh)"
-cargo build -p woodpecker-cli -p woodpecker-operator
+# No cargo build here: `cargo test --workspace` left both binaries in target/debug (the packages have
+# integration tests), and another build with a different package set could re-resolve features and recompile.
 scripts/image.sh build "$PWD/target/debug"
 scripts/image.sh smoke
 scripts/image.sh clean
