@@ -20,7 +20,8 @@
 #   WP_IMAGE_STORAGE  [$WP_TESTBED_CACHE/buildah-vfs] buildah's image storage (outside the checkout; the
 #                                                    base is kept there between runs, built images are not)
 #   WP_IMAGE_TAG      [localhost/woodpecker-rs:<workspace version>]
-#   WP_TESTBED_ETCD_ENDPOINTS, WP_MINIO_*            the test bed (`eval "$(scripts/testbed.sh env)"`), for smoke
+#   WP_DEBIAN_MIRROR  [http://deb.debian.org/debian]  debootstrap's mirror
+#   WP_ETCD_ENDPOINTS, WP_MINIO_*                    the test bed (`eval "$(scripts/testbed.sh env)"`), for smoke
 set -euo pipefail
 
 # Bump when the recipe of the base changes: the cached tarball and the imported image follow the key.
@@ -108,10 +109,10 @@ cmd_base() {
   log "import $BASE_TAR as $BASE_IMAGE"
   local ctr
   ctr="$(bah from scratch)"
+  CLEANUP_CTRS+=("$ctr")
   bah add "$ctr" "$BASE_TAR" / >/dev/null
   bah config --user "$NONROOT:$NONROOT" --workingdir /home/nonroot \
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
-  CLEANUP_CTRS+=("$ctr")
   bah commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
 }
 
