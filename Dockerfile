@@ -22,7 +22,7 @@ ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 # Distroless cc: glibc, libgcc, ca-certificates, tzdata and /etc/passwd with nonroot (65532), and
 # nothing else: no shell, no package manager, so there is nothing to patch but what we ship and
 # nothing an intruder can run. Same Debian 12 as the builder. The binaries need only libc and libgcc
-# (rustls, no OpenSSL); debian:bookworm-slim would add ~70 MB of userland nobody runs.
+# (rustls, no OpenSSL); debian:bookworm-slim would add ~50 MB of userland nobody runs.
 ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot
 ARG BINARIES=source
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the repository on a fresh machine: formatting, lints, unit tests, and the
 # integration tests against a real etcd, a real MinIO, a real kube-apiserver (+ controller-manager)
-# and the upstream Go client. Installs what is missing (cached under ~/.cache/woodpecker-testbed,
+# and the upstream Go client, and builds and smoke-runs the container image with buildah
+# (scripts/image.sh). Installs what is missing (cached under ~/.cache/woodpecker-testbed,
 # keyed by version), starts the servers on loopback, and stops them on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
