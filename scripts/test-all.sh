@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the repository on a fresh machine: formatting, lints, unit tests, and the
 # integration tests against a real etcd, a real MinIO, a real kube-apiserver (+ controller-manager)
-# and the upstream Go client. Installs what is missing (cached under ~/.cache/woodpecker-testbed,
+# and the upstream Go client, and builds and smoke-runs the container image with buildah
+# (scripts/image.sh). Installs what is missing (cached under ~/.cache/woodpecker-testbed,
 # keyed by version), starts the servers on loopback, and stops them on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +32,9 @@ step "install test bed: etcd, MinIO, upstream interop client"
 scripts/testbed.sh install
 step "install kube test bed: kube-apiserver, kube-controller-manager, helm"
 scripts/kube-testbed.sh install
+step "install image tools: buildah, debootstrap; the image's local runtime base (cached) (scripts/image.sh)"
+scripts/image.sh install
+scripts/image.sh base
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -55,6 +59,13 @@ step "service mode: upstream's Go client (v0.1.35) against our woodpecker server
 cargo build -p woodpecker-cli
 WP_SERVER_BIN="$PWD/target/debug/woodpecker" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-ci-service-cluster" \
   e2e/service/prove.sh write-read tail kill recover es5 rust-client cases
+
+step "container image: the Dockerfile built by buildah with the debug binaries above; smoke runs as uid 65532, the server on a read-only root (scripts/image.sh)"
+# No cargo build here: `cargo test --workspace` left both binaries in target/debug (the packages have
+# integration tests), and another build with a different package set could re-resolve features and recompile.
+scripts/image.sh build "$PWD/target/debug"
+scripts/image.sh smoke
+scripts/image.sh clean
 
 step "fuzz targets, 15 s each (scripts/fuzz-smoke.sh)"
 FUZZ_SECONDS=15 scripts/fuzz-smoke.sh
