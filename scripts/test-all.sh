@@ -48,12 +48,17 @@ step "start kube-apiserver + kube-controller-manager"
 scripts/kube-testbed.sh start
 eval "$(scripts/kube-testbed.sh env)"
 
+# The pod tier (operator/tests/pod_tier) runs the operator's pods as processes of this binary, and
+# e2e/service below runs it too: build it once, up front, rather than from inside a test.
+step "cargo build -p woodpecker-cli (the server binary of the pod tier and of e2e/service)"
+cargo build -p woodpecker-cli
+export WOODPECKER_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/woodpecker"
+
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
 step "service mode: upstream's Go client (v0.1.35) against our woodpecker server processes (e2e/service/prove.sh)"
-cargo build -p woodpecker-cli
-WP_SERVER_BIN="$PWD/target/debug/woodpecker" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-ci-service-cluster" \
+WP_SERVER_BIN="$WOODPECKER_SERVER_BIN" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-ci-service-cluster" \
   e2e/service/prove.sh write-read tail kill recover es5 cases
 
 step "fuzz targets, 15 s each (scripts/fuzz-smoke.sh)"
