@@ -141,37 +141,73 @@ async fn woodpecker(config: &Path, args: &[&str], stdin: Option<String>, timeout
     stdout
 }
 
+/// The adapted sample running on the pod tier, Available with 3 zones.
+struct SampleCluster {
+    client: kube::Client,
+    tier: PodTier,
+    op: RunningOperator,
+    clusters: Api<WoodpeckerCluster>,
+    name: String,
+    to_available: Duration,
+    zones: usize,
+    // Last: dropped after the tier, which removes the pods first.
+    ns: TestNamespace,
+}
+
+impl SampleCluster {
+    /// Namespace, pod tier, credentials, operator; apply the adapted sample and wait (150 s at most)
+    /// until it is Available with 3 zones.
+    async fn start(prefix: &str) -> Self {
+        let client = client().await;
+        install_crd(&client).await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let cr = adapted_sample(&ns.name);
+        let domain = cr["spec"]["clusterDomain"].as_str().unwrap_or("cluster.local").to_string();
+        let tier = PodTier::start(client.clone(), &ns.name, &domain).await;
+        create_credentials(&client, &ns.name, &cr).await;
+        let op = RunningOperator::start(config().await, &ns.name);
+        let clusters: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
+        let cluster: WoodpeckerCluster = serde_json::from_value(cr).expect("the adapted sample is a WoodpeckerCluster");
+        let name = cluster.metadata.name.clone().expect("sample name");
+        let started = Instant::now();
+        clusters.create(&PostParams::default(), &cluster).await.expect("applying the adapted sample");
+        let deadline = Instant::now() + Duration::from_secs(150);
+        let zones = loop {
+            if let Ok(c) = clusters.get(&name).await
+                && let Some(z) = available_zones(&c, 6)
+                && z == 3
+            {
+                break z;
+            }
+            if Instant::now() > deadline {
+                let state = apiserver_support::describe_namespace(&client, &ns.name).await;
+                panic!("the cluster did not become Available with 3 zones in 150 s\n{state}\n{}", tier.log_tails(15));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        Self { client, tier, op, clusters, name, to_available: started.elapsed(), zones, ns }
+    }
+
+    /// A client config file built from the published bundle, in `dir`.
+    async fn client_config(&self, dir: &Path) -> (String, std::path::PathBuf) {
+        let c = self.clusters.get(&self.name).await.expect("cluster");
+        let (bundle, cfg) = client_config_from_bundle(&self.client, &self.ns.name, &c).await;
+        let path = dir.join("woodpecker.yaml");
+        std::fs::write(&path, cfg).expect("writing the client config");
+        (bundle, path)
+    }
+
+    async fn stop(self) {
+        self.op.stop().await;
+        self.tier.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_zone_sample_runs_real_servers_becomes_available_and_its_client_bundle_writes_and_reads() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "podtier").await;
-    let cr = adapted_sample(&ns.name);
-    let domain = cr["spec"]["clusterDomain"].as_str().unwrap_or("cluster.local").to_string();
-    let tier = PodTier::start(client.clone(), &ns.name, &domain).await;
-    create_credentials(&client, &ns.name, &cr).await;
-    let op = RunningOperator::start(config().await, &ns.name);
-
-    let clusters: Api<WoodpeckerCluster> = Api::namespaced(client.clone(), &ns.name);
-    let cluster: WoodpeckerCluster = serde_json::from_value(cr).expect("the adapted sample is a WoodpeckerCluster");
-    let name = cluster.metadata.name.clone().expect("sample name");
-    let started = Instant::now();
-    clusters.create(&PostParams::default(), &cluster).await.expect("applying the adapted sample");
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let zones = loop {
-        if let Ok(c) = clusters.get(&name).await
-            && let Some(z) = available_zones(&c, 6)
-            && z == 3
-        {
-            break z;
-        }
-        if Instant::now() > deadline {
-            let state = apiserver_support::describe_namespace(&client, &ns.name).await;
-            panic!("the cluster did not become Available with 3 zones in 150 s\n{state}\n{}", tier.log_tails(15));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let to_available = started.elapsed();
+    let cluster = SampleCluster::start("podtier").await;
+    let (tier, clusters, name, zones) = (&cluster.tier, &cluster.clusters, &cluster.name, cluster.zones);
+    let to_available = cluster.to_available;
     let stats = tier.stats();
     assert_eq!(stats.pods_started, 6, "six pods run, each once: {stats:?}");
     assert_eq!(
@@ -182,18 +218,16 @@ async fn three_zone_sample_runs_real_servers_becomes_available_and_its_client_bu
     );
 
     // The operator's own view: every pod's admin API answered with the zone its labels name.
-    let c = clusters.get(&name).await.expect("cluster");
+    let c = clusters.get(name).await.expect("cluster");
     let st = c.status.clone().expect("status");
     let member_zones: std::collections::BTreeSet<String> = st.nodes.iter().filter_map(|n| n.zone.clone()).collect();
     assert_eq!(member_zones.len(), 3, "status.nodes names 3 zones: {:?}", st.nodes);
 
     // The client bundle, used as a user would: write with our client in service mode, read back.
-    let (bundle, cfg) = client_config_from_bundle(&client, &ns.name, &c).await;
     let dir = tempfile::tempdir().expect("client dir");
-    let cfg_path = dir.path().join("woodpecker.yaml");
-    std::fs::write(&cfg_path, cfg).expect("writing the client config");
+    let (bundle, cfg_path) = cluster.client_config(dir.path()).await;
     let count = 500usize;
-    let payloads: Vec<String> = (0..count).map(|i| format!("pod-tier-{}-{i}", ns.name)).collect();
+    let payloads: Vec<String> = (0..count).map(|i| format!("pod-tier-{}-{i}", cluster.ns.name)).collect();
     let t = Instant::now();
     let out = woodpecker(
         &cfg_path,
@@ -228,6 +262,194 @@ async fn three_zone_sample_runs_real_servers_becomes_available_and_its_client_bu
         write_time.as_millis()
     );
     println!("METRIC pod_tier_time_to_available_ms={}", to_available.as_millis());
-    op.stop().await;
-    tier.shutdown().await;
+    cluster.stop().await;
+}
+
+/// `woodpecker <args>` fed `stdin`, bounded by `timeout`: stdout, or the reason it failed.
+async fn try_woodpecker(config: &Path, args: &[&str], stdin: String, timeout: Duration) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(pod_tier::process_image::server_binary());
+    cmd.arg("--config").arg(config).args(args).kill_on_drop(true);
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("starting woodpecker: {e}"))?;
+    let mut input = child.stdin.take().ok_or("no stdin")?;
+    input.write_all(stdin.as_bytes()).await.map_err(|e| format!("writing stdin: {e}"))?;
+    drop(input);
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("did not finish within {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!("{}: {}", out.status, err.lines().last().unwrap_or("")))
+    }
+}
+
+/// What the writer saw: payloads acknowledged (a `log write` that exited 0 acknowledged all of its
+/// batch), and failed batches with when and why.
+#[derive(Default)]
+struct WriteLog {
+    acked: Vec<String>,
+    batches_ok: u32,
+    ok_at: Vec<Instant>,
+    failures: Vec<(Instant, String)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowledged_entry() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::{Patch, PatchParams};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+    use woodpecker_operator::controller::observe::pod_ready;
+
+    let cluster = SampleCluster::start("podroll").await;
+    let dir = tempfile::tempdir().expect("client dir");
+    let (_, cfg_path) = cluster.client_config(dir.path()).await;
+    let log = "pod-tier-roll";
+    try_woodpecker(&cfg_path, &["log", "create", log], String::new(), Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("creating {log}: {e}"));
+
+    // The writer: batches of 50 entries, one `log write` each, back to back until stopped.
+    let writes = Arc::new(Mutex::new(WriteLog::default()));
+    let stop_writer = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (writes, stop, cfg) = (writes.clone(), stop_writer.clone(), cfg_path.clone());
+        tokio::spawn(async move {
+            let mut batch = 0u32;
+            while !stop.is_cancelled() {
+                let payloads: Vec<String> = (0..50).map(|i| format!("roll-{batch}-{i}")).collect();
+                let input: String = payloads.iter().map(|p| format!("{p}\n")).collect();
+                let r = try_woodpecker(&cfg, &["log", "write", log, "--stdin"], input, Duration::from_secs(60)).await;
+                let mut w = writes.lock().unwrap();
+                match r {
+                    Ok(_) => {
+                        w.acked.extend(payloads);
+                        w.batches_ok += 1;
+                        w.ok_at.push(Instant::now());
+                    }
+                    Err(e) => w.failures.push((Instant::now(), e)),
+                }
+                batch += 1;
+            }
+        })
+    };
+
+    // Availability sampler: a pod of the six is unavailable while it is missing, terminating or not Ready.
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.ns.name);
+    let before: BTreeMap<String, String> = pods
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    assert_eq!(before.len(), 6, "six pods before the roll: {before:?}");
+    let max_unavailable = Arc::new(Mutex::new(0usize));
+    let stop_sampler = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let (pods, max, stop, names) = (pods.clone(), max_unavailable.clone(), stop_sampler.clone(), before.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                if let Ok(list) = pods.list(&Default::default()).await {
+                    let available: BTreeSet<String> = list
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+                        .map(|p| p.name_any())
+                        .collect();
+                    let unavailable = names.keys().filter(|n| !available.contains(*n)).count();
+                    let mut m = max.lock().unwrap();
+                    *m = (*m).max(unavailable);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // Let the workload run, then change the server config: the operator rolls every pod.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let roll_started = Instant::now();
+    cluster
+        .clusters
+        .patch(&cluster.name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"config": {"logLevel": "warn"}}})))
+        .await
+        .expect("changing the server log level");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let list = pods.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+        let replaced = list
+            .iter()
+            .filter(|p| before.get(&p.name_any()).is_some_and(|u| Some(u) != p.uid().as_ref()))
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+            .count();
+        let idle = cluster.clusters.get(&cluster.name).await.ok().and_then(|c| c.status).is_some_and(|st| {
+            st.ready_replicas == 6 && st.rollout.as_ref().is_none_or(|r| r.state == woodpecker_crds::RolloutState::Idle)
+        });
+        if replaced == 6 && idle {
+            break;
+        }
+        if Instant::now() > deadline {
+            let state = apiserver_support::describe_namespace(&cluster.client, &cluster.ns.name).await;
+            panic!("the roll did not finish in 180 s ({replaced}/6 replaced)\n{state}\n{}", cluster.tier.log_tails(15));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let roll_time = roll_started.elapsed();
+    // A few more batches after the roll, then stop the writer and the sampler.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_writer.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(70), writer).await;
+    stop_sampler.cancel();
+    let _ = sampler.await;
+
+    // Verify with a reader: every acknowledged entry is in the log.
+    let read = try_woodpecker(
+        &cfg_path,
+        &["log", "read", log, "--format", "json", "--timeout-secs", "20"],
+        String::new(),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("reading {log} back: {e}"));
+    let found: BTreeSet<String> = read
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["payload"].as_str().map(str::to_string))
+        .collect();
+    let w = std::mem::take(&mut *writes.lock().unwrap());
+    let acknowledged = w.acked.len();
+    let lost: Vec<&String> = w.acked.iter().filter(|p| !found.contains(*p)).collect();
+    let verified = acknowledged - lost.len();
+    let during_roll = w.ok_at.iter().filter(|t| **t >= roll_started && **t <= roll_started + roll_time).count();
+    let stats = cluster.tier.stats();
+    let max_unavailable = *max_unavailable.lock().unwrap();
+    println!(
+        "pod tier roll (config change): pods restarted {}, max unavailable seen {max_unavailable}, roll {} ms, \
+         entries acknowledged {acknowledged}, verified {verified}, lost {}; batches ok {} ({during_roll} during the roll), \
+         failed {} {:?}; SIGTERMs {} (SIGKILL {})",
+        stats.pods_stopped,
+        roll_time.as_millis(),
+        lost.len(),
+        w.batches_ok,
+        w.failures.len(),
+        w.failures
+            .iter()
+            .map(|(t, e)| format!("+{}ms {e}", t.duration_since(roll_started).as_millis()))
+            .collect::<Vec<_>>(),
+        stats.pods_stopped,
+        stats.sigkills,
+    );
+    assert!(lost.is_empty(), "{} acknowledged entries lost, first {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(max_unavailable <= 1, "at most one pod may be unavailable at a time, saw {max_unavailable}");
+    assert_eq!(stats.pods_stopped, 6, "each pod restarted exactly once: {stats:?}");
+    assert_eq!(stats.sigkills, 0, "every server stopped on SIGTERM within its grace period");
+    assert!(w.failures.is_empty(), "every write batch succeeded through the roll: {} failed", w.failures.len());
+    assert!(during_roll > 0, "writes kept succeeding during the roll");
+    cluster.stop().await;
 }

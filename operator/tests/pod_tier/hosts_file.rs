@@ -11,8 +11,8 @@
 //! # END woodpecker-pod-tier pid=4242 ns=wp-podtier-1a2b
 //! ```
 //!
-//! The file is rewritten in place (it may be a bind mount that cannot be replaced by a rename) under
-//! a process-wide lock; the block is removed when the pod tier is dropped, and a block whose
+//! The file is replaced atomically (a rename; in place only where it is a bind mount that cannot be
+//! renamed over) under a process-wide lock; the block is removed when the pod tier is dropped, and a block whose
 //! process is gone (a test killed mid-run) is removed by the next pod tier that starts.
 
 use std::collections::BTreeMap;
@@ -45,13 +45,15 @@ impl HostsBlock {
 
     /// Map every name in `names` to `ip` (replacing earlier mappings of those names).
     pub fn set(&self, ip: Ipv4Addr, names: &[String]) {
-        {
+        let changed = {
             let mut e = self.entries.lock().unwrap();
-            for n in names {
-                e.insert(n.clone(), ip);
-            }
+            // Every name is inserted (no short-circuit), then: did any mapping change?
+            let previous: Vec<Option<Ipv4Addr>> = names.iter().map(|n| e.insert(n.clone(), ip)).collect();
+            previous.iter().any(|p| *p != Some(ip))
+        };
+        if changed {
+            self.rewrite(tag_pid_alive);
         }
-        self.rewrite(tag_pid_alive);
     }
 
     /// Rewrite the file: other owners' live blocks kept (`keep` decides on each foreign tag), ours
@@ -73,7 +75,7 @@ impl HostsBlock {
             }
             out.push_str(&format!("# END {MARK} {}\n", self.tag));
         }
-        std::fs::write(&self.path, out)
+        replace_file(&self.path, &out)
             .unwrap_or_else(|e| panic!("writing {} (the pod tier needs root to manage it): {e}", self.path.display()));
     }
 }
@@ -82,6 +84,29 @@ impl Drop for HostsBlock {
     fn drop(&mut self) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.rewrite(tag_pid_alive);
+    }
+}
+
+/// Replace `path` with `text` atomically (a new file renamed over it), so a lookup running meanwhile
+/// reads the old or the new file, never a truncated one: an in-place rewrite made a server's lookup
+/// of a peer fail ("dns error") in the middle of a roll. A path that cannot be replaced by a rename
+/// (a bind-mounted /etc/hosts in a container) is rewritten in place.
+fn replace_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_file_name(format!(
+        ".{}.pod-tier.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("hosts"),
+        std::process::id()
+    ));
+    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode());
+    std::fs::write(&tmp, text)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    match std::fs::rename(&tmp, path) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::write(path, text)
+        }
     }
 }
 
