@@ -372,6 +372,18 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
         })
     };
 
+    // A marker in every claim, to check that the claims outlive their pods.
+    const MARKER: &str = "pod-tier-claim-marker";
+    let claims: Vec<std::path::PathBuf> = std::fs::read_dir(cluster.tier.root().join("claims"))
+        .expect("the claims directory")
+        .flatten()
+        .map(|d| d.path())
+        .collect();
+    assert_eq!(claims.len(), 6, "one claim per pod: {claims:?}");
+    for claim in &claims {
+        std::fs::write(claim.join(MARKER), b"before the roll").expect("writing a marker into a claim");
+    }
+
     // Let the workload run, then change the server config: the operator rolls every pod.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let roll_started = Instant::now();
@@ -449,6 +461,10 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     assert!(max_unavailable <= 1, "at most one pod may be unavailable at a time, saw {max_unavailable}");
     assert_eq!(stats.pods_stopped, 6, "each pod restarted exactly once: {stats:?}");
     assert_eq!(stats.sigkills, 0, "every server stopped on SIGTERM within its grace period");
+    // Each claim outlived its pod: the marker put in it before the roll is still there.
+    for claim in &claims {
+        assert!(claim.join(MARKER).is_file(), "{} lost its data across the pod's restart", claim.display());
+    }
     assert!(w.failures.is_empty(), "every write batch succeeded through the roll: {} failed", w.failures.len());
     assert!(during_roll > 0, "writes kept succeeding during the roll");
     cluster.stop().await;
