@@ -314,6 +314,34 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
         .await
         .unwrap_or_else(|e| panic!("creating {log}: {e}"));
 
+    // The tailing reader: `log tail` from the log's end, every entry it prints recorded with its time.
+    let tailed = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    let mut tail = tokio::process::Command::new(pod_tier::process_image::server_binary())
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(["log", "tail", log, "--format", "json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting log tail");
+    let tail_reader = {
+        use tokio::io::AsyncBufReadExt;
+        let out = tail.stdout.take().expect("tail stdout");
+        let tailed = tailed.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(p) =
+                    serde_json::from_str::<Value>(&l).ok().and_then(|v| v["payload"].as_str().map(str::to_string))
+                {
+                    tailed.lock().unwrap().push((Instant::now(), p));
+                }
+            }
+        })
+    };
+
     // The writer: batches of 50 entries, one `log write` each, back to back until stopped.
     let writes = Arc::new(Mutex::new(WriteLog::default()));
     let stop_writer = tokio_util::sync::CancellationToken::new();
@@ -419,6 +447,15 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     let _ = tokio::time::timeout(Duration::from_secs(70), writer).await;
     stop_sampler.cancel();
     let _ = sampler.await;
+    // The tail has had time to print the last batch; a tail that exited on its own failed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tail_exit = tail.try_wait().expect("polling log tail");
+    let _ = tail.start_kill();
+    let tail_err = match tail.wait_with_output().await {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").to_string(),
+        Err(e) => e.to_string(),
+    };
+    let _ = tail_reader.await;
 
     // Verify with a reader: every acknowledged entry is in the log.
     let read = try_woodpecker(
@@ -439,6 +476,11 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     let lost: Vec<&String> = w.acked.iter().filter(|p| !found.contains(*p)).collect();
     let verified = acknowledged - lost.len();
     let during_roll = w.ok_at.iter().filter(|t| **t >= roll_started && **t <= roll_started + roll_time).count();
+    let tailed = std::mem::take(&mut *tailed.lock().unwrap());
+    let tailed_in_roll = tailed.iter().filter(|(t, _)| *t >= roll_started && *t <= roll_started + roll_time).count();
+    let tail_unknown = tailed.iter().filter(|(_, p)| !found.contains(p)).count();
+    let tail_seen: BTreeSet<&String> = tailed.iter().map(|(_, p)| p).collect();
+    let tail_missed = w.acked.iter().filter(|p| !tail_seen.contains(p)).count();
     let stats = cluster.tier.stats();
     let max_unavailable = *max_unavailable.lock().unwrap();
     println!(
@@ -457,6 +499,16 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
         stats.pods_stopped,
         stats.sigkills,
     );
+    println!(
+        "pod tier roll: tailing reader saw {} entries ({tailed_in_roll} during the roll), {tail_missed} acknowledged \
+         entries not seen, {tail_unknown} not in the log; still running at the end: {}",
+        tailed.len(),
+        tail_exit.is_none()
+    );
+    assert!(tail_exit.is_none(), "log tail exited during the roll ({tail_exit:?}): {tail_err}");
+    assert_eq!(tail_unknown, 0, "the tail printed only entries that are in the log");
+    assert_eq!(tail_missed, 0, "the tail saw every acknowledged entry");
+    assert!(tailed_in_roll > 0, "the tail kept delivering during the roll");
     assert!(lost.is_empty(), "{} acknowledged entries lost, first {:?}", lost.len(), &lost[..lost.len().min(5)]);
     assert!(max_unavailable <= 1, "at most one pod may be unavailable at a time, saw {max_unavailable}");
     assert_eq!(stats.pods_stopped, 6, "each pod restarted exactly once: {stats:?}");
