@@ -223,6 +223,12 @@ async fn three_zone_sample_runs_real_servers_becomes_available_and_its_client_bu
     let member_zones: std::collections::BTreeSet<String> = st.nodes.iter().filter_map(|n| n.zone.clone()).collect();
     assert_eq!(member_zones.len(), 3, "status.nodes names 3 zones: {:?}", st.nodes);
 
+    // What `kubectl get woodpeckerclusters` shows: the apiserver's Table rendering of the printer columns.
+    let table = kubectl_get_row(&cluster.client, &cluster.ns.name, name).await;
+    println!("kubectl get woodpeckerclusters: {table:?}");
+    assert_eq!(table.get("Available").map(String::as_str), Some("True"), "Available column: {table:?}");
+    assert_eq!(table.get("Ready").map(String::as_str), Some("6/6"), "Ready column: {table:?}");
+
     // The client bundle, used as a user would: write with our client in service mode, read back.
     let dir = tempfile::tempdir().expect("client dir");
     let (bundle, cfg_path) = cluster.client_config(dir.path()).await;
@@ -263,6 +269,27 @@ async fn three_zone_sample_runs_real_servers_becomes_available_and_its_client_bu
     );
     println!("METRIC pod_tier_time_to_available_ms={}", to_available.as_millis());
     cluster.stop().await;
+}
+
+/// The row `kubectl get woodpeckerclusters <name>` prints, by column name: the apiserver renders the
+/// CRD's printer columns as a `meta.k8s.io/v1` Table when asked for one, as kubectl does.
+async fn kubectl_get_row(client: &kube::Client, ns: &str, name: &str) -> std::collections::BTreeMap<String, String> {
+    let uri = format!("/apis/woodpecker.zilliz.io/v1alpha1/namespaces/{ns}/woodpeckerclusters/{name}");
+    let req = http::Request::get(uri)
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .expect("table request");
+    let text = client.request_text(req).await.expect("the cluster as a Table");
+    let table: Value = serde_json::from_str(&text).expect("Table json");
+    let columns = table["columnDefinitions"].as_array().cloned().unwrap_or_default();
+    let cells = table["rows"][0]["cells"].as_array().cloned().unwrap_or_default();
+    columns
+        .iter()
+        .zip(cells)
+        .map(|(c, v)| {
+            (c["name"].as_str().unwrap_or("").to_string(), v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        })
+        .collect()
 }
 
 /// `woodpecker <args>` fed `stdin`, bounded by `timeout`: stdout, or the reason it failed.
