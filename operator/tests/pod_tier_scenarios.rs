@@ -474,8 +474,15 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     let _ = tokio::time::timeout(Duration::from_secs(70), writer).await;
     stop_sampler.cancel();
     let _ = sampler.await;
-    // The tail has had time to print the last batch; a tail that exited on its own failed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Give the tail (at most 20 s) to print the last acknowledged batch; a tail that exited on its own failed.
+    let acked_total = writes.lock().unwrap().acked.len();
+    let tail_deadline = Instant::now() + Duration::from_secs(20);
+    while tailed.lock().unwrap().len() < acked_total && Instant::now() < tail_deadline {
+        if tail.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let tail_exit = tail.try_wait().expect("polling log tail");
     let _ = tail.start_kill();
     let tail_err = match tail.wait_with_output().await {
