@@ -325,7 +325,18 @@ struct WriteLog {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowledged_entry() {
+async fn config_change_then_restart_token_each_roll_one_pod_at_a_time_under_writes_and_lose_no_acknowledged_entry() {
+    let cluster = SampleCluster::start("podroll").await;
+    let config_change = json!({"spec": {"config": {"logLevel": "warn"}}});
+    roll_under_workload(&cluster, "pod-tier-roll-config", "config change", config_change).await;
+    let restart_token = json!({"spec": {"rolloutPolicy": {"restartToken": "pod-tier-1"}}});
+    roll_under_workload(&cluster, "pod-tier-roll-token", "restart token", restart_token).await;
+    cluster.stop().await;
+}
+
+/// Apply `change` (which must roll every pod) while a writer, a tailing reader and an availability
+/// sampler run against log `log` through the client bundle; check the roll and print its figures.
+async fn roll_under_workload(cluster: &SampleCluster, log: &str, what: &str, change: Value) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::ResourceExt;
     use kube::api::{Patch, PatchParams};
@@ -333,10 +344,9 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     use std::sync::{Arc, Mutex};
     use woodpecker_operator::controller::observe::pod_ready;
 
-    let cluster = SampleCluster::start("podroll").await;
     let dir = tempfile::tempdir().expect("client dir");
     let (_, cfg_path) = cluster.client_config(dir.path()).await;
-    let log = "pod-tier-roll";
+    let stats_before = cluster.tier.stats();
     try_woodpecker(&cfg_path, &["log", "create", log], String::new(), Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("creating {log}: {e}"));
@@ -373,8 +383,9 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     let writes = Arc::new(Mutex::new(WriteLog::default()));
     let stop_writer = tokio_util::sync::CancellationToken::new();
     let writer = {
-        let (writes, stop, cfg) = (writes.clone(), stop_writer.clone(), cfg_path.clone());
+        let (writes, stop, cfg, log) = (writes.clone(), stop_writer.clone(), cfg_path.clone(), log.to_string());
         tokio::spawn(async move {
+            let log = log.as_str();
             let mut batch = 0u32;
             while !stop.is_cancelled() {
                 let payloads: Vec<String> = (0..50).map(|i| format!("roll-{batch}-{i}")).collect();
@@ -444,9 +455,9 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     let roll_started = Instant::now();
     cluster
         .clusters
-        .patch(&cluster.name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"config": {"logLevel": "warn"}}})))
+        .patch(&cluster.name, &PatchParams::default(), &Patch::Merge(&change))
         .await
-        .expect("changing the server log level");
+        .unwrap_or_else(|e| panic!("applying the {what}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let list = pods.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
@@ -516,12 +527,13 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     let tail_seen: BTreeSet<&String> = tailed.iter().map(|(_, p)| p).collect();
     let tail_missed = w.acked.iter().filter(|p| !tail_seen.contains(p)).count();
     let stats = cluster.tier.stats();
+    let (stopped, sigkills) = (stats.pods_stopped - stats_before.pods_stopped, stats.sigkills - stats_before.sigkills);
     let max_unavailable = *max_unavailable.lock().unwrap();
     println!(
-        "pod tier roll (config change): pods restarted {}, max unavailable seen {max_unavailable}, roll {} ms, \
+        "pod tier roll ({what}): pods restarted {}, max unavailable seen {max_unavailable}, roll {} ms, \
          entries acknowledged {acknowledged}, verified {verified}, lost {}; batches ok {} ({during_roll} during the roll), \
          failed {} {:?}; SIGTERMs {} (SIGKILL {})",
-        stats.pods_stopped,
+        stopped,
         roll_time.as_millis(),
         lost.len(),
         w.batches_ok,
@@ -530,11 +542,11 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
             .iter()
             .map(|(t, e)| format!("+{}ms {e}", t.duration_since(roll_started).as_millis()))
             .collect::<Vec<_>>(),
-        stats.pods_stopped,
-        stats.sigkills,
+        stopped,
+        sigkills,
     );
     println!(
-        "pod tier roll: tailing reader saw {} entries ({tailed_in_roll} during the roll), {tail_missed} acknowledged \
+        "pod tier roll ({what}): tailing reader saw {} entries ({tailed_in_roll} during the roll), {tail_missed} acknowledged \
          entries not seen, {tail_unknown} not in the log; still running at the end: {}",
         tailed.len(),
         tail_exit.is_none()
@@ -545,13 +557,12 @@ async fn config_change_rolls_one_pod_at_a_time_under_writes_and_loses_no_acknowl
     assert!(tailed_in_roll > 0, "the tail kept delivering during the roll");
     assert!(lost.is_empty(), "{} acknowledged entries lost, first {:?}", lost.len(), &lost[..lost.len().min(5)]);
     assert!(max_unavailable <= 1, "at most one pod may be unavailable at a time, saw {max_unavailable}");
-    assert_eq!(stats.pods_stopped, 6, "each pod restarted exactly once: {stats:?}");
-    assert_eq!(stats.sigkills, 0, "every server stopped on SIGTERM within its grace period");
+    assert_eq!(stopped, 6, "each pod restarted exactly once: {stats:?}");
+    assert_eq!(sigkills, 0, "every server stopped on SIGTERM within its grace period");
     // Each claim outlived its pod: the marker put in it before the roll is still there.
     for claim in &claims {
         assert!(claim.join(MARKER).is_file(), "{} lost its data across the pod's restart", claim.display());
     }
     assert!(w.failures.is_empty(), "every write batch succeeded through the roll: {} failed", w.failures.len());
     assert!(during_roll > 0, "writes kept succeeding during the roll");
-    cluster.stop().await;
 }
