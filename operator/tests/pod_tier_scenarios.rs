@@ -379,7 +379,7 @@ async fn roll_under_workload(cluster: &SampleCluster, log: &str, what: &str, cha
         })
     };
 
-    // The writer: batches of 50 entries, one `log write` each, back to back until stopped.
+    // The writer: batches of 50 entries, one `log write` each, 100 ms apart, until stopped.
     let writes = Arc::new(Mutex::new(WriteLog::default()));
     let stop_writer = tokio_util::sync::CancellationToken::new();
     let writer = {
@@ -391,16 +391,20 @@ async fn roll_under_workload(cluster: &SampleCluster, log: &str, what: &str, cha
                 let payloads: Vec<String> = (0..50).map(|i| format!("roll-{batch}-{i}")).collect();
                 let input: String = payloads.iter().map(|p| format!("{p}\n")).collect();
                 let r = try_woodpecker(&cfg, &["log", "write", log, "--stdin"], input, Duration::from_secs(60)).await;
-                let mut w = writes.lock().unwrap();
-                match r {
-                    Ok(_) => {
-                        w.acked.extend(payloads);
-                        w.batches_ok += 1;
-                        w.ok_at.push(Instant::now());
+                {
+                    let mut w = writes.lock().unwrap();
+                    match r {
+                        Ok(_) => {
+                            w.acked.extend(payloads);
+                            w.batches_ok += 1;
+                            w.ok_at.push(Instant::now());
+                        }
+                        Err(e) => w.failures.push((Instant::now(), e)),
                     }
-                    Err(e) => w.failures.push((Instant::now(), e)),
                 }
                 batch += 1;
+                // A short pause: a process per batch back to back would take a core from the servers.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
@@ -544,6 +548,12 @@ async fn roll_under_workload(cluster: &SampleCluster, log: &str, what: &str, cha
             .collect::<Vec<_>>(),
         stopped,
         sigkills,
+    );
+    let max_ms = |v: &[Duration]| v.iter().max().map_or(0, |d| d.as_millis());
+    println!(
+        "pod tier roll ({what}): SIGTERM to exit max {} ms, stop to release (PDB wait) max {} ms",
+        max_ms(&stats.stop_times[stats_before.stop_times.len()..]),
+        max_ms(&stats.release_times[stats_before.release_times.len()..]),
     );
     println!(
         "pod tier roll ({what}): tailing reader saw {} entries ({tailed_in_roll} during the roll), {tail_missed} acknowledged \

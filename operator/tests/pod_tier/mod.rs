@@ -74,6 +74,10 @@ pub struct TierStats {
     pub pods_stopped: u32,
     /// Of those, how many needed SIGKILL after the grace period.
     pub sigkills: u32,
+    /// Time from SIGTERM to the process's exit, per stopped pod.
+    pub stop_times: Vec<Duration>,
+    /// Time from the process's stop to the pod's release (the PodDisruptionBudget wait), per pod.
+    pub release_times: Vec<Duration>,
     /// When each pod (by name) first passed its readiness probe, per incarnation.
     pub ready_at: Vec<(String, Instant)>,
 }
@@ -685,11 +689,13 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, deleted: CancellationToken) {
             let current = pods.get(&name).await.ok().filter(|p| p.uid().as_deref() == Some(uid.as_str()));
             let grace = current.as_ref().map_or(30, grace);
             report(&pods, current.as_ref().unwrap_or(&pod), ip, &running, false, restarts).await;
+            let term_at = Instant::now();
             signal(&child, libc::SIGTERM);
             let stopped = tokio::time::timeout(Duration::from_secs(grace.max(0) as u64), child.wait()).await;
             {
                 let mut stats = shared.stats.lock().unwrap();
                 stats.pods_stopped += 1;
+                stats.stop_times.push(term_at.elapsed());
                 stats.sigkills += u32::from(stopped.is_err());
             }
             if stopped.is_err() {
@@ -716,6 +722,7 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, deleted: CancellationToken) {
 /// After the process stopped: wait (at most 30 s) until no PodDisruptionBudget lists the pod as
 /// disrupted (see `apiserver_support::KUBELET_FINALIZER`), then release and remove it.
 async fn finish(shared: &Shared, pods: &Api<Pod>, name: &str, uid: &str) {
+    let started = Instant::now();
     shared.endpoints.lock().unwrap().remove(name);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(shared.client.clone(), &shared.ns);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -732,6 +739,7 @@ async fn finish(shared: &Shared, pods: &Api<Pod>, name: &str, uid: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     release_and_remove(pods, name, uid).await;
+    shared.stats.lock().unwrap().release_times.push(started.elapsed());
     shared.workers.lock().unwrap().remove(uid);
 }
 
