@@ -47,7 +47,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::apiserver_support::{KUBELET_FINALIZER, hold_pod, release_pod};
+use crate::apiserver_support::{hold_pod, release_pod};
 use container_spec::{EnvSources, PathMap};
 use hosts_file::HostsBlock;
 use probe::HttpProbe;
@@ -742,6 +742,3 @@ async fn finish(shared: &Shared, pods: &Api<Pod>, name: &str, uid: &str) {
     shared.stats.lock().unwrap().release_times.push(started.elapsed());
     shared.workers.lock().unwrap().remove(uid);
 }
-
-/// The finalizer the pod tier holds pods with (shared with the fake kubelets).
-pub const FINALIZER: &str = KUBELET_FINALIZER;
