@@ -52,12 +52,19 @@ step "start kube-apiserver + kube-controller-manager"
 scripts/kube-testbed.sh start
 eval "$(scripts/kube-testbed.sh env)"
 
+# The pod tier (operator/tests/pod_tier) runs the operator's pods as processes of this binary, and
+# e2e/service below runs it too: build it once, up front, rather than from inside a test.
+# `cargo test --no-run` builds exactly what the test run uses (with the workspace's unified features), the
+# binaries included, so nothing is compiled twice.
+step "cargo test --workspace --no-run (also builds woodpecker, the server binary of the pod tier and of e2e/service)"
+cargo test --workspace --no-run
+export WOODPECKER_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/woodpecker"
+
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
 step "service mode: upstream's Go client (v0.1.35) against our woodpecker server processes (e2e/service/prove.sh)"
-cargo build -p woodpecker-cli
-WP_SERVER_BIN="$PWD/target/debug/woodpecker" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-ci-service-cluster" \
+WP_SERVER_BIN="$WOODPECKER_SERVER_BIN" WP_CLUSTER_DIR="${TMPDIR:-/tmp}/wp-ci-service-cluster" \
   e2e/service/prove.sh write-read tail kill recover es5 rust-client cases
 
 step "container image: the Dockerfile built by buildah with the debug binaries above; smoke runs as uid 65532, the server on a read-only root (scripts/image.sh)"

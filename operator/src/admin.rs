@@ -84,8 +84,9 @@ pub struct NodeStatus {
     pub resource_group: String,
     /// Server version.
     pub version: String,
-    /// Start time as reported by the server.
-    pub started_at: String,
+    /// Start time, milliseconds since the Unix epoch, as the server reports it (a JSON number:
+    /// decoding it as a string failed every status call against a real server).
+    pub started_at: i64,
     /// True when the disk is past the hard watermark.
     pub disk_over_hard_watermark: bool,
 }
@@ -277,7 +278,9 @@ mod tests {
         let app = Router::new()
             .route(
                 "/admin/node/status",
-                get(|| async { r#"{"node_name":"p-0","state":"active","member_count":3,"az":"a","extra":1}"# }),
+                get(|| async {
+                    r#"{"node_name":"p-0","state":"active","member_count":3,"az":"a","started_at":1796685196315,"extra":1}"#
+                }),
             )
             .route("/admin/memberlist", get(|| async { r#"{"members":[{"name":"p-0","alive":true}]}"# }))
             .route("/admin/log-health", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
@@ -290,8 +293,8 @@ mod tests {
         let c = HttpAdminClient::new(Duration::from_secs(2));
         let st = c.node_status(addr).await.unwrap();
         assert_eq!(
-            (st.node_name.as_str(), st.state.as_str(), st.member_count, st.az.as_str()),
-            ("p-0", "active", 3, "a")
+            (st.node_name.as_str(), st.state.as_str(), st.member_count, st.az.as_str(), st.started_at),
+            ("p-0", "active", 3, "a", 1_796_685_196_315)
         );
         let members = c.memberlist(addr).await.unwrap();
         assert_eq!(members.len(), 1);

@@ -440,7 +440,7 @@ async fn status_h(State((c, name)): FakeState) -> impl IntoResponse {
             az: n.az,
             resource_group: "default".into(),
             version: "test".into(),
-            started_at: String::new(),
+            started_at: 0,
             disk_over_hard_watermark: false,
         })
         .into_response(),
