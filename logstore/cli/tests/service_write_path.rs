@@ -310,3 +310,27 @@ async fn a_wiped_replica_of_a_completed_segment_is_copied_again_in_place() {
     assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), acked);
     reader.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_the_nodes_keep_refusing_fails_at_its_deadline_saying_why() {
+    // Every node refuses appends for disk pressure (a retriable refusal the client resends until the
+    // ack deadline): the write's error must carry the nodes' reason, not only that time ran out.
+    let opts = ClusterOptions {
+        extra_yaml: "woodpecker:\n  logstore:\n    diskWatermarkPolicy:\n      softThresholdRatio: 0.00001\n      hardThresholdRatio: 0.00001\n".into(),
+    };
+    let cluster = Cluster::start(3, &opts);
+    let root = unique("refused");
+    let cfg = service_config(&cluster, &root, "woodpecker:\n  client:\n    segmentAppend:\n      ackTimeout: 2\n");
+    let client = Client::open(cfg).await.expect("client");
+    client.create_log("refused").await.unwrap();
+    let log = client.open_log("refused").await.unwrap();
+    let writer = log.open_writer().await.unwrap();
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), writer.write(WriteMessage::new("x")))
+        .await
+        .expect("the write ends in bounded time")
+        .expect_err("no node takes the append");
+    let text = err.to_string();
+    println!("after {:?}: {text}", started.elapsed());
+    assert!(text.contains("2007") && text.contains("watermark"), "the disk-pressure refusal is named: {text}");
+}

@@ -270,12 +270,16 @@ async fn send_block(
     last: EntryId,
 ) -> Result<(), NodeFailure> {
     let limits = ctx.limits;
+    // The node's last refusal, so that a deadline passed while it kept refusing says why (disk pressure,
+    // a full buffer) instead of only that time ran out.
+    let refused: Mutex<Option<NodeFailure>> = Mutex::new(None);
     let attempt = async {
         let mut backoff = Duration::from_millis(20);
         loop {
             match send_once(ctx, endpoint, req.clone(), first, last).await {
                 Err(f) if f.code != 0 && f.retriable => {
                     tracing::debug!(node = endpoint, first, failure = %f, "append refused for now; resending");
+                    *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
@@ -287,7 +291,11 @@ async fn send_block(
         Ok(r) => r,
         Err(_) => {
             ctx.nodes.forget(endpoint);
-            Err(NodeFailure::transport(format!("entries {first}..={last} not synced within {:?}", limits.ack)))
+            let why = match refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(f) => format!("; the node kept refusing them: {f}"),
+                None => String::new(),
+            };
+            Err(NodeFailure::transport(format!("entries {first}..={last} not synced within {:?}{why}", limits.ack)))
         }
     }
 }
