@@ -18,11 +18,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use woodpecker_core::ids::EntryId;
 use woodpecker_proto::logstore::{
-    AddEntriesRequest, AddEntryState, GetBatchEntriesAdvRequest, GetSegmentLastAddConfirmedRequest, LogEntry,
-    NodeFilter, SelectNodesRequest,
+    AddEntriesRequest, GetBatchEntriesAdvRequest, GetSegmentLastAddConfirmedRequest, LogEntry, NodeFilter,
+    SelectNodesRequest,
 };
 use woodpecker_proto::meta::QuorumInfo;
 use woodpecker_storage::segment::{SegmentError, SegmentRef};
@@ -216,46 +215,16 @@ async fn copy(
     recovery::complete(ctx, segment, &[target.to_owned()], 1, last).await
 }
 
-/// One append of consecutive entries to `target`, waited on until every entry is synced.
+/// One append of consecutive entries to `target`, sent and waited on as the writer sends a block.
 async fn append(ctx: &Context, segment: SegmentRef, target: &str, entries: Vec<LogEntry>) -> Result<(), SegmentError> {
-    let (first, count) = (entries[0].entry_id, entries.len());
+    let (first, last) = (entries[0].entry_id, entries[entries.len() - 1].entry_id);
     let req = AddEntriesRequest {
         bucket_name: ctx.bucket.clone(),
         root_path: ctx.root_path.clone(),
         log_id: segment.log_id,
         entries,
     };
-    let run = async {
-        let mut c = ctx.nodes.client(target).map_err(NodeFailure::transport)?;
-        let mut stream = c.add_entries(req).await.map_err(|s| NodeFailure::from_grpc(&s))?.into_inner();
-        let mut synced = 0usize;
-        while let Some(frame) = stream.next().await {
-            let frame = frame.map_err(|s| NodeFailure::from_grpc(&s))?;
-            match AddEntryState::try_from(frame.state).unwrap_or(AddEntryState::Failed) {
-                AddEntryState::Buffered => {}
-                AddEntryState::Synced => synced += frame.entry_id.len(),
-                AddEntryState::Failed => {
-                    nodes::check(frame.status.as_ref())?;
-                    return Err(NodeFailure {
-                        code: 1,
-                        retriable: true,
-                        reason: "append failed without a status".into(),
-                    });
-                }
-            }
-            if synced >= count {
-                super::writer::finish_stream(&mut stream).await;
-                return Ok(());
-            }
-        }
-        Err(NodeFailure::transport(format!("the stream ended with {} of {count} entries from {first} synced", synced)))
-    };
-    match tokio::time::timeout(ctx.limits.ack, run).await {
-        Ok(r) => r.map_err(|f| f.into_error(segment, target, "append for repair")),
-        Err(_) => Err(NodeFailure::transport(format!("not synced within {:?}", ctx.limits.ack)).into_error(
-            segment,
-            target,
-            "append for repair",
-        )),
-    }
+    super::writer::send_block(ctx, target, req, first, last)
+        .await
+        .map_err(|f| f.into_error(segment, target, "append for repair"))
 }

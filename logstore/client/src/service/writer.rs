@@ -262,7 +262,7 @@ impl SegmentWriter for ServiceSegmentWriter {
 
 /// Sends one block to one replica and waits until it synced every entry, retrying the whole block on
 /// statuses the node marks retriable (a full buffer window, disk pressure) until the deadline.
-async fn send_block(
+pub(crate) async fn send_block(
     ctx: &Context,
     endpoint: &str,
     req: AddEntriesRequest,
@@ -361,7 +361,7 @@ async fn send_once(
 /// Reads a stream whose answer is complete to its end (briefly), instead of dropping it open: a dropped
 /// open stream is reset (RST_STREAM), and a node that sees thousands of resets from one connection may
 /// refuse it as abusive (HTTP/2 "rapid reset" protection).
-pub(crate) async fn finish_stream<T>(stream: &mut tonic::Streaming<T>) {
+async fn finish_stream<T>(stream: &mut tonic::Streaming<T>) {
     let _ =
         tokio::time::timeout(Duration::from_secs(1), async { while let Ok(Some(_)) = stream.message().await {} }).await;
 }
